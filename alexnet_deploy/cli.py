@@ -1,0 +1,110 @@
+"""The ``alexnet-deploy`` command line. Commands are thin: parse, call one library
+function, render. Errors the user can fix come back as one line on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .console import RichProgress, console, one_line_errors, table
+
+app = typer.Typer(
+    help="AlexNet from training to verified FP16/INT8 TensorRT inference.\n\n"
+    "Pipeline: train -> export -> build (quantize + engine) -> bench.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"alexnet-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    pass
+
+
+@app.command()
+@one_line_errors
+def train(
+    data: Annotated[str, typer.Option(help="'digits' (embedded, no download) or an ImageFolder directory.")] = "digits",
+    epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: up to this many).")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Images per SGD step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = 0.01,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay (paper: 5e-4).")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="'plateau' (divide lr by 10 when val loss stalls, as the paper) or 'step'.")] = "plateau",
+    step_size: Annotated[int, typer.Option(help="Epochs between lr drops with --schedule step.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    output: Annotated[Path, typer.Option(help="Checkpoint path; metrics go beside it.")] = Path("export/alexnet.pt"),
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images (smoke runs).")] = None,
+    groups: Annotated[int, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")] = 2,
+    width: Annotated[float, typer.Option(help="Channel multiplier in (0, 1]; below 1 only for quick experiments.")] = 1.0,
+    augment: Annotated[bool, typer.Option(help="Random crops, flips and PCA colour jitter (paper, Section 4.1).")] = True,
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved at --output.")] = False,
+) -> None:
+    """Train AlexNet and write the checkpoint (weights + classes + preprocessing)."""
+    from .data import Augmentation
+    from .train import TrainConfig, train as run_training
+
+    config = TrainConfig(
+        data=data,
+        output=output,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        step_size=step_size,
+        device=device,
+        seed=seed,
+        limit=limit,
+        groups=groups,
+        width=width,
+        augment=Augmentation() if augment else Augmentation(False, False, 0.0),
+        workers=workers,
+        resume=resume,
+    )
+    result = run_training(config, RichProgress())
+    rows = [
+        (m.epoch, m.lr, m.train_loss, m.train_top1, m.val_loss, m.val_top1, m.val_top5, f"{m.train_images_per_s:.1f}")
+        for m in result.history
+    ]
+    console.print(
+        table("training", ["epoch", "lr", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "img/s"], rows)
+    )
+    last = result.history[-1]
+    console.print(
+        f"checkpoint {result.checkpoint}  val top-1 {last.val_top1:.2%} (chance {1 / result.num_classes:.0%})  "
+        f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}"
+    )
+
+
+@app.command()
+@one_line_errors
+def doctor(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Versions of the toolchain, the GPU, and which pipeline steps can run here."""
+    from dataclasses import asdict
+
+    from .doctor import diagnose
+
+    report = diagnose()
+    if json_output:
+        console.print_json(json.dumps(asdict(report)))
+        return
+    console.print(table("packages", ["package", "version"], [(k, v or "not installed") for k, v in report.versions.items()]))
+    console.print(f"CUDA GPU: {report.gpu or 'none'}")
+    console.print(table("pipeline steps on this machine", ["step", "can run"], list(report.steps.items())))

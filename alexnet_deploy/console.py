@@ -1,0 +1,89 @@
+"""Terminal rendering for the CLI: rich progress bars, tables, and the one-line error
+convention. Library modules never import this."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import DeployError
+
+console = Console()
+error_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+
+def one_line_errors(command: F) -> F:
+    """Turn a DeployError (and Ctrl-C) into one line on stderr and exit code 1/130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DeployError as error:
+            # soft_wrap keeps the message on one line however narrow the terminal is
+            error_console.print(f"error: {error}", soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RichProgress:
+    """A :class:`~alexnet_deploy.progress.ProgressReporter` drawing a rich progress bar."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task = None
+
+    def begin(self, description: str, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=error_console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, status="")
+
+    def advance(self, steps: int = 1, **status: object) -> None:
+        if self._progress is None:
+            return
+        text = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in status.items())
+        self._progress.update(self._task, advance=steps, status=text)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    rendered = Table(title=title, title_justify="left")
+    for column in columns:
+        rendered.add_column(column, justify="right" if column not in columns[:1] else "left")
+    for row in rows:
+        rendered.add_row(*(format_cell(v) for v in row))
+    return rendered
+
+
+def format_cell(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+    return str(value)

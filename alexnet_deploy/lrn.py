@@ -1,0 +1,98 @@
+"""Local response normalisation (LRN): the one convention that the model, the ONNX
+export, the Triton plugin kernel and every reference agree on.
+
+Convention (ONNX ``LRN``, which PyTorch and Caffe share for odd sizes)::
+
+    y[n, c, h, w] = x[n, c, h, w] / (bias + alpha / size * S) ** beta
+    S = sum of x[n, j, h, w] ** 2 for j in window(c), channels outside [0, C) skipped
+    window(c) = [c - floor((size - 1) / 2), c + ceil((size - 1) / 2)]
+
+The 2012 paper writes the sum *without* the ``1 / size``: its alpha is ours divided
+by ``size``. We keep alpha = 1e-4 in the divided-by-size convention, exactly as the
+Caffe reference AlexNet and ``torch.nn.LocalResponseNorm`` do, and the exported ONNX
+node carries the same alpha. For even sizes the ONNX window leans forward
+(size 4: [c-1, c+2]) whereas ``torch.nn.functional.local_response_norm`` leans
+backward ([c-2, c+1]); we follow ONNX everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONVENTION = "onnx-lrn: x / (bias + alpha/size * sum_window x^2)^beta, window [c-floor((size-1)/2), c+ceil((size-1)/2)]"
+
+
+@dataclass(frozen=True)
+class LRNParams:
+    """The paper's hyper-parameters (size n=5, alpha=1e-4, beta=0.75, k=2)."""
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    bias: float = 2.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def window_before(self) -> int:
+        """Channels summed before ``c``: floor((size - 1) / 2)."""
+        return (self.size - 1) // 2
+
+    @property
+    def window_after(self) -> int:
+        """Channels summed after ``c``: ceil((size - 1) / 2)."""
+        return self.size - 1 - self.window_before
+
+
+def local_response_norm(x: torch.Tensor, params: LRNParams = LRNParams()) -> torch.Tensor:
+    """LRN over dim 1 of an NCHW tensor, in our (ONNX) convention.
+
+    The sum of squares is taken in float32 even for half inputs: x**2 overflows
+    float16 above |x| ~ 256.
+    """
+    squares = x.float().square().unsqueeze(1)  # N,1,C,H,W so avg_pool3d slides over C
+    squares = F.pad(squares, (0, 0, 0, 0, params.window_before, params.window_after))
+    mean_square = F.avg_pool3d(squares, (params.size, 1, 1), stride=1).squeeze(1)
+    divisor = (params.bias + params.alpha * mean_square).pow(params.beta)
+    return (x.float() / divisor).to(x.dtype)
+
+
+class LocalResponseNorm(nn.Module):
+    """AlexNet's LRN layer; ``forward`` is :func:`local_response_norm`.
+
+    Export swaps how the op is expressed (custom plugin node or ONNX ``LRN``) and the
+    CUDA torch runner swaps in the Triton kernel, but the maths stays this function.
+    """
+
+    def __init__(self, params: LRNParams = LRNParams()) -> None:
+        super().__init__()
+        self.params = params
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return local_response_norm(x, self.params)
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return f"size={p.size}, alpha={p.alpha}, beta={p.beta}, bias={p.bias}"
+
+
+def lrn_reference(x: np.ndarray, params: LRNParams = LRNParams()) -> np.ndarray:
+    """Direct transcription of the ONNX ``LRN`` specification in float64.
+
+    Deliberately written loop-by-channel, with nothing shared with the torch version,
+    so tests compare two independent implementations.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    channels = x64.shape[1]
+    square_sum = np.zeros_like(x64)
+    for c in range(channels):
+        low = max(0, c - params.window_before)
+        high = min(channels - 1, c + params.window_after)
+        square_sum[:, c] = np.sum(x64[:, low : high + 1] ** 2, axis=1)
+    return (x64 / (params.bias + params.alpha / params.size * square_sum) ** params.beta).astype(x.dtype)

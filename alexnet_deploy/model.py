@@ -1,0 +1,126 @@
+"""AlexNet as in Krizhevsky, Sutskever & Hinton (2012), Figure 2 and Section 3.
+
+Layer table at 227x227x3 input (``groups=2`` reproduces the paper's two-GPU split)::
+
+    layer   kernel       stride pad groups  output
+    conv1   96 @ 11x11   4      0   1       96 x 55 x 55  -> ReLU -> LRN -> maxpool 3/2 -> 27
+    conv2   256 @ 5x5    1      2   g       256 x 27 x 27 -> ReLU -> LRN -> maxpool 3/2 -> 13
+    conv3   384 @ 3x3    1      1   1       384 x 13 x 13 -> ReLU
+    conv4   384 @ 3x3    1      1   g       384 x 13 x 13 -> ReLU
+    conv5   256 @ 3x3    1      1   g       256 x 13 x 13 -> ReLU -> maxpool 3/2 -> 6
+    fc6     9216 -> 4096 (dropout 0.5 before) -> ReLU
+    fc7     4096 -> 4096 (dropout 0.5 before) -> ReLU
+    fc8     4096 -> classes (logits; softmax belongs to the loss / output head)
+
+Parameters at 1000 classes: 60,965,224 with ``groups=2`` (the default, as in the
+paper), 62,378,344 with ``groups=1``.
+
+Initialisation deviates from the paper on purpose: the paper's N(0, 0.01) weights
+with bias 1 make a from-scratch run crawl for many epochs; Kaiming-normal weights
+(He et al. 2015) train the same architecture in a few epochs on small data.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .lrn import LocalResponseNorm, LRNParams
+
+
+@dataclass(frozen=True)
+class AlexNetConfig:
+    num_classes: int = 1000
+    groups: int = 2
+    width: float = 1.0  # channel multiplier, < 1 only to make tests fast
+    dropout: float = 0.5
+    input_size: int = 227
+    lrn: LRNParams = field(default_factory=LRNParams)
+
+    def __post_init__(self) -> None:
+        if self.groups not in (1, 2):
+            raise ValueError(f"groups must be 1 or 2, got {self.groups}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if not 0 < self.width <= 1:
+            raise ValueError(f"width must be in (0, 1], got {self.width}")
+
+    def channels(self, paper_channels: int) -> int:
+        """Scale a paper channel count by ``width``, kept even so groups=2 divides it."""
+        return max(2, 2 * round(paper_channels * self.width / 2))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AlexNetConfig:
+        data = dict(data)
+        data["lrn"] = LRNParams(**data.get("lrn", {}))
+        return cls(**data)
+
+
+class AlexNet(nn.Module):
+    def __init__(self, config: AlexNetConfig = AlexNetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        g = config.groups
+        c1, c2, c3, c4, c5, f = c(96), c(256), c(384), c(384), c(256), c(4096)
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(3, c1, kernel_size=11, stride=4),
+                relu1=nn.ReLU(inplace=True),
+                norm1=LocalResponseNorm(config.lrn),
+                pool1=nn.MaxPool2d(kernel_size=3, stride=2),
+                conv2=nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=g),
+                relu2=nn.ReLU(inplace=True),
+                norm2=LocalResponseNorm(config.lrn),
+                pool2=nn.MaxPool2d(kernel_size=3, stride=2),
+                conv3=nn.Conv2d(c2, c3, kernel_size=3, padding=1),
+                relu3=nn.ReLU(inplace=True),
+                conv4=nn.Conv2d(c3, c4, kernel_size=3, padding=1, groups=g),
+                relu4=nn.ReLU(inplace=True),
+                conv5=nn.Conv2d(c4, c5, kernel_size=3, padding=1, groups=g),
+                relu5=nn.ReLU(inplace=True),
+                pool5=nn.MaxPool2d(kernel_size=3, stride=2),
+            )
+        )
+        spatial = self.feature_map_size(config.input_size)
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                drop6=nn.Dropout(config.dropout),
+                fc6=nn.Linear(c5 * spatial * spatial, f),
+                relu6=nn.ReLU(inplace=True),
+                drop7=nn.Dropout(config.dropout),
+                fc7=nn.Linear(f, f),
+                relu7=nn.ReLU(inplace=True),
+                fc8=nn.Linear(f, config.num_classes),
+            )
+        )
+        self._initialise()
+
+    @staticmethod
+    def feature_map_size(input_size: int) -> int:
+        """Spatial size after pool5, by the (n - k + 2p) / s + 1 rule."""
+        size = (input_size - 11) // 4 + 1  # conv1
+        for _ in range(3):  # pool1, pool2, pool5 (conv2-5 keep the size)
+            size = (size - 3) // 2 + 1
+        return size
+
+    def _initialise(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.classifier.fc8.weight, std=0.01)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.features(images)
+        return self.classifier(torch.flatten(features, 1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

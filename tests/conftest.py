@@ -1,0 +1,33 @@
+"""Shared fixtures: small, fast stand-ins built by the real code paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint from our training module: narrow (width 1/8), 1 epoch, 160 digits."""
+    from alexnet_deploy.train import TrainConfig, train
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    train(TrainConfig(output=path, epochs=1, limit=160, width=0.125, batch_size=32, seed=0))
+    return path
+
+
+def write_image_folder(root: Path, classes: int = 2, per_class: int = 3, size: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (size, size + 7, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"img{i}.{'png' if i % 2 else 'jpg'}")
+    return root

@@ -1,0 +1,95 @@
+"""CLI behaviour: commands listed, and every bad input gives one clear line on
+stderr, a non-zero exit, no traceback and no half-written checkpoint."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alexnet_deploy.cli import app
+from conftest import write_image_folder
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, fragment: str) -> None:
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_the_pipeline_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("train", "export", "build", "bench", "doctor", "info"):
+        assert command in result.stdout
+
+
+def test_doctor_reports_versions_and_steps():
+    result = run("doctor", "--json")
+    assert result.exit_code == 0
+    assert '"torch"' in result.stdout and "TensorRT engine build" in result.stdout
+
+
+def test_train_writes_a_loadable_checkpoint(tmp_path):
+    output = tmp_path / "model.pt"
+    result = run("train", "--epochs", "1", "--limit", "64", "--width", "0.0625", "--batch-size", "32", "--output", str(output))
+    assert result.exit_code == 0, result.output
+    assert output.is_file() and "val top-1" in result.stdout
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    "setup, fragment",
+    [
+        (lambda d: d / "missing", "does not exist"),
+        (lambda d: d, "no class sub-folders"),
+        (lambda d: (write_image_folder(d), (d / "class_7").mkdir())[0], "class_7 has no images"),
+        (lambda d: (write_image_folder(d), (d / "class_0" / "bad.png").write_bytes(b"\x89PNG garbage"))[0], "cannot read image"),
+    ],
+    ids=["missing-dir", "empty-dir", "empty-class", "corrupt-image"],
+)
+def test_train_rejects_bad_data(tmp_path, setup, fragment):
+    data = tmp_path / "data"
+    data.mkdir()
+    output = tmp_path / "out.pt"
+    result = run("train", "--data", str(setup(data)), "--output", str(output), "--epochs", "1", "--width", "0.0625")
+    assert_one_line_error(result, fragment)
+    assert not output.exists()
+
+
+def test_train_rejects_unknown_device(tmp_path):
+    assert_one_line_error(run("train", "--device", "tpu", "--output", str(tmp_path / "m.pt")), "unknown device 'tpu'")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_train_rejects_cuda_without_gpu(tmp_path):
+    assert_one_line_error(run("train", "--device", "cuda", "--output", str(tmp_path / "m.pt")), "no CUDA GPU")
+
+
+def test_train_rejects_output_in_missing_directory(tmp_path):
+    assert_one_line_error(run("train", "--output", str(tmp_path / "nope" / "m.pt")), "does not exist")
+
+
+def test_resume_rejects_checkpoint_trained_on_other_classes(tmp_path):
+    data = write_image_folder(tmp_path / "data", classes=2, per_class=6)
+    output = tmp_path / "m.pt"
+    common = ["--output", str(output), "--epochs", "1", "--width", "0.0625", "--batch-size", "4"]
+    assert run("train", "--data", str(data), *common).exit_code == 0
+    result = run("train", "--resume", "--limit", "64", "--epochs", "2", *common)
+    assert_one_line_error(result, "was trained on classes")
+
+
+def test_resume_rejects_a_foreign_file(tmp_path):
+    output = tmp_path / "m.pt"
+    output.write_bytes(b"definitely not a checkpoint")
+    output.with_suffix(".state.pt").write_bytes(b"nor this")
+    result = run("train", "--resume", "--output", str(output), "--epochs", "2")
+    assert_one_line_error(result, "is not an alexnet-deploy checkpoint")
