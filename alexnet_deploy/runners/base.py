@@ -1,0 +1,79 @@
+"""The one interface every inference backend implements, in the spirit of
+polygraphy's BaseRunner: construction is cheap and does nothing; ``load`` acquires
+the session/engine; ``infer`` maps a float32 NCHW batch to float32 logits; ``close``
+releases everything. Bench, compare and accuracy code only ever see this class."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class BackendUnavailable(Exception):
+    """This backend cannot run here (package or GPU missing); the message says why.
+
+    Bench lists such a backend as skipped with the message instead of failing.
+    """
+
+
+@dataclass
+class StageTiming:
+    """Where one ``infer`` call spent its time, for runners that can tell (GPU ones,
+    measured with CUDA events): host-to-device copy, compute, device-to-host copy."""
+
+    h2d_ms: float
+    compute_ms: float
+    d2h_ms: float
+
+
+class Runner(ABC):
+    backend: str = "?"  # "onnxruntime", "tensorrt", "torch"
+
+    def __init__(self, precision: str, device: str) -> None:
+        self.precision = precision  # "fp32", "fp16", "int8"
+        self.device = device  # "cpu", "cuda", or a GPU name once loaded
+        self.max_batch: int | None = None  # None: any batch size
+        self.last_timing: StageTiming | None = None  # set by infer() where measurable
+        self.is_loaded = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, images: np.ndarray) -> np.ndarray: ...
+
+    def _close(self) -> None:
+        pass
+
+    def load(self) -> Runner:
+        if not self.is_loaded:
+            self._load()
+            self.is_loaded = True
+        return self
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, H, W) -> float32 (N, classes) logits."""
+        if not self.is_loaded:
+            raise RuntimeError(f"{self.name}: call load() before infer()")
+        if self.max_batch is not None and len(images) > self.max_batch:
+            from ..errors import DeployError
+
+            raise DeployError(f"{self.name}: batch {len(images)} exceeds this runner's maximum {self.max_batch}")
+        return self._infer(images)
+
+    def close(self) -> None:
+        if self.is_loaded:
+            self._close()
+            self.is_loaded = False
+
+    def __enter__(self) -> Runner:
+        return self.load()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
