@@ -3,7 +3,8 @@ embedded digits or an ImageFolder, writing the checkpoint every later step reads
 
 Per epoch it appends a line to ``<output>.metrics.jsonl``, rewrites the checkpoint
 (atomically) and a resume state ``<output>.state.pt`` (optimizer + scheduler), so an
-interrupted run keeps its last finished epoch and ``--resume`` continues it.
+interrupted run keeps its last finished epoch and ``--resume`` continues it. It also
+redraws the loss and top-1/top-5 curves so far as ``<output>.curves.png``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .devices import resolve_device
 from .errors import DeployError
 from .files import atomic_output, check_writable_destination
 from .model import AlexNet, AlexNetConfig
+from .plots import save_training_curves
 from .progress import ProgressReporter, SilentProgress
 
 SCHEDULES = ("step", "plateau")
@@ -43,7 +45,7 @@ class TrainConfig:
     data: str = "digits"
     output: Path = Path("export/alexnet.pt")
     epochs: int = 3
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -163,6 +165,10 @@ def metrics_log_path(output: Path) -> Path:
     return output.with_suffix(".metrics.jsonl")
 
 
+def curves_path(output: Path) -> Path:
+    return output.with_suffix(".curves.png")
+
+
 def _validate(config: TrainConfig) -> None:
     if config.epochs < 1:
         raise DeployError(f"--epochs must be at least 1, got {config.epochs}")
@@ -274,6 +280,7 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
         _save_resume(output, optimizer, scheduler, history)
         with open(log_path, "a") as log:
             log.write(json.dumps(asdict(metrics)) + "\n")
+        save_training_curves(history, curves_path(output))
 
     return TrainResult(output, log_path, history, model_config.num_classes)
 

@@ -93,3 +93,31 @@ def test_resume_rejects_a_foreign_file(tmp_path):
     output.with_suffix(".state.pt").write_bytes(b"nor this")
     result = run("train", "--resume", "--output", str(output), "--epochs", "2")
     assert_one_line_error(result, "is not an alexnet-deploy checkpoint")
+
+
+def test_export_writes_validated_onnx(tiny_checkpoint, tmp_path):
+    output = tmp_path / "a.onnx"
+    result = run("export", "--checkpoint", str(tiny_checkpoint), "--output", str(output))
+    assert result.exit_code == 0, result.output
+    assert output.is_file() and "top-1 agreement 100.00%" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--checkpoint", "{tmp}/missing.pt"], "not found"),
+        (["--checkpoint", "{tmp}/junk.pt"], "is not an alexnet-deploy checkpoint"),
+        (["--opset", "13"], "needs opset 18"),
+        (["--output", "{tmp}/no/such/dir/a.onnx"], "does not exist"),
+        (["--output", "{tmp}/junk.pt/a.onnx"], "does not exist"),
+        (["--lrn", "builtin"], "unknown --lrn"),
+    ],
+    ids=["missing", "not-a-checkpoint", "opset", "missing-dir", "parent-is-file", "lrn-mode"],
+)
+def test_export_rejects_bad_input_without_partial_files(tiny_checkpoint, tmp_path, args, fragment):
+    (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not torch")
+    defaults = {"--checkpoint": str(tiny_checkpoint), "--output": str(tmp_path / "out.onnx")}
+    given = dict(zip(args[::2], [a.format(tmp=tmp_path) for a in args[1::2]]))
+    result = run("export", *[x for kv in (defaults | given).items() for x in kv])
+    assert_one_line_error(result, fragment)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp"))

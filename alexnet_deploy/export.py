@@ -1,0 +1,204 @@
+"""Export a checkpoint to FP32 ONNX with a dynamic batch axis, LRN as our plugin's
+custom op (``--lrn plugin``) or standard ONNX ``LRN`` (``--lrn native``), and
+validate the written file against the torch model before calling it done.
+
+Route: torch's ``torch.export``-based exporter, with LRN held as one opaque
+``torch.library`` custom op and translated to ONNX ``LRN``; the plugin variant then
+swaps those nodes for the custom op (``graph.to_plugin_lrn``). We translate to the
+standard op first because onnxscript will only emit ops whose schema it knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import Checkpoint, checkpoint_hash, load_checkpoint
+from .data import load_images, preprocess_all
+from .errors import DeployError
+from .files import atomic_output
+from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn
+from .lrn import CONVENTION, LocalResponseNorm, LRNParams, local_response_norm
+from .runners.onnxruntime import OnnxRuntimeRunner
+
+MIN_OPSET = 18  # the torch.export-based exporter emits opset 18 and newer
+MAX_OPSET = 23
+LRN_MODES = ("plugin", "native")
+FP32_TOLERANCE = 1e-4
+
+
+@torch.library.custom_op("alexnet_deploy::lrn", mutates_args=())
+def _lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, bias: float) -> torch.Tensor:
+    return local_response_norm(x, LRNParams(size, alpha, beta, bias))
+
+
+@_lrn_op.register_fake
+def _lrn_shape(x: torch.Tensor, size: int, alpha: float, beta: float, bias: float) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _lrn_to_onnx(x, size: int, alpha: float, beta: float, bias: float):
+    from onnxscript import opset18 as op
+
+    return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=bias)
+
+
+class _OpaqueLRN(nn.Module):
+    """LRN as one ``alexnet_deploy::lrn`` call, so the exporter keeps it as one node."""
+
+    def __init__(self, params: LRNParams) -> None:
+        super().__init__()
+        self.params = params
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        return _lrn_op(x, p.size, p.alpha, p.beta, p.bias)
+
+
+def with_opaque_lrn(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose LRN layers are opaque custom-op calls."""
+    import copy
+
+    exportable = copy.deepcopy(model)
+    for parent in exportable.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, LocalResponseNorm):
+                setattr(parent, name, _OpaqueLRN(child.params))
+    return exportable
+
+
+@dataclass
+class Validation:
+    images: int
+    source: str  # "val split of digits" or "random inputs (...)"
+    max_abs_diff: float
+    top1_agreement: float
+
+    def summary(self) -> str:
+        return (
+            f"validated on {self.images} {self.source}: max |Δ logits| {self.max_abs_diff:.2e} "
+            f"(tolerance {FP32_TOLERANCE:.0e}), top-1 agreement {self.top1_agreement:.2%}"
+        )
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    lrn: str
+    opset: int
+    validation: Validation
+
+
+def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: str = "plugin") -> onnx.ModelProto:
+    """Trace ``model`` (eval mode) into ONNX with a dynamic batch axis."""
+    if lrn not in LRN_MODES:
+        raise DeployError(f"unknown --lrn {lrn!r}; choose one of {', '.join(LRN_MODES)}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise DeployError(f"--opset {opset} is not supported: the export needs opset {MIN_OPSET} to {MAX_OPSET}")
+    size = model.config.input_size
+    example = torch.randn(2, 3, size, size)
+    registry_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    previous_level = registry_logger.level
+    registry_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notes are noise here
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter is chatty about its own internals
+        program = torch.onnx.export(
+            with_opaque_lrn(model).eval(),
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=65536)}},
+            opset_version=opset,
+            custom_translation_table={torch.ops.alexnet_deploy.lrn.default: _lrn_to_onnx},
+            verbose=False,
+        )
+    registry_logger.setLevel(previous_level)
+    proto = program.model_proto
+    # the exporter names the dynamic axis after its symbol; give it a readable name
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return to_plugin_lrn(proto) if lrn == "plugin" else proto
+
+
+def validation_images(checkpoint: Checkpoint, count: int = 64) -> tuple[np.ndarray, str]:
+    """Held-out val images of the checkpoint's own data, or random ones if it is gone."""
+    try:
+        images = checkpoint.split.apply(load_images(checkpoint.data_source))["val"]
+    except DeployError as error:
+        size = checkpoint.config.input_size
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((min(count, 16), 3, size, size), dtype=np.float32), f"random inputs ({error})"
+    chosen = images.subset(range(min(count, len(images))))
+    batch, _ = preprocess_all(chosen, checkpoint.preprocessing)
+    return batch, f"held-out val images of {Path(checkpoint.data_source).name}"
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """(max |Δ|, top-1 agreement) of two logit batches."""
+    max_abs_diff = float(np.max(np.abs(reference.astype(np.float64) - candidate)))
+    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    return max_abs_diff, agreement
+
+
+def validate(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, source: str) -> Validation:
+    """Torch model vs the onnxruntime reference on ``images``; raise if they disagree."""
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    with OnnxRuntimeRunner(onnx_model) as runner:
+        actual = runner.infer(images)
+    max_abs_diff, agreement = compare_logits(expected, actual)
+    result = Validation(len(images), source, max_abs_diff, agreement)
+    if max_abs_diff > FP32_TOLERANCE or agreement < 1.0:
+        raise DeployError(f"export validation failed: output '{OUTPUT_NAME}' {result.summary()}")
+    return result
+
+
+def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: str = "plugin") -> ExportResult:
+    """Checkpoint -> validated ONNX at ``output`` (written only if validation passes)."""
+    output = Path(output)
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = checkpoint.build_model()
+    with atomic_output(output) as tmp:
+        proto = export_model(model, opset, lrn)
+        set_metadata(
+            proto,
+            {
+                "classes": checkpoint.classes,
+                "preprocessing": checkpoint.preprocessing.to_dict(),
+                "input_size": checkpoint.config.input_size,
+                "architecture": checkpoint.config.to_dict(),
+                "lrn_convention": CONVENTION,
+                "lrn_mode": lrn,
+                "precision": "fp32",
+                "source_checkpoint": Path(checkpoint_path).name,
+                "checkpoint_sha256": checkpoint_hash(checkpoint_path),
+                "data_source": checkpoint.data_source,
+                "split": checkpoint.split.to_dict(),
+                "alexnet_deploy_version": __version__,
+            },
+        )
+        onnx.checker.check_model(proto, full_check=True)
+        check_alexnet_graph(proto, str(output), require_plugin=lrn == "plugin")
+        images, source = validation_images(checkpoint)
+        validation = validate(model, proto, images, source)
+        onnx.save(proto, str(tmp))
+    return ExportResult(output, lrn, opset, validation)
+
+
+def metadata_json(model: onnx.ModelProto, key: str):
+    from .graph import read_metadata
+
+    value = read_metadata(model).get(key)
+    return None if value is None else json.loads(value)

@@ -1,0 +1,130 @@
+"""Pure functions over ONNX graphs: the plugin/standard LRN rewrites, the
+standard-op twin onnxruntime runs, and the checks later steps apply to an ONNX file.
+
+The rewrites touch only node fields (op_type, domain, attributes) and opset imports,
+never initializers, so working on the protobuf directly is both the simplest and the
+cheapest route (no copy of ~240 MB of weights through a graph library's IR).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+from .errors import DeployError
+from .plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+LRN_ATTRIBUTES = ("size", "alpha", "beta", "bias")
+# Attributes TensorRT's ONNX parser reads when it falls back to the plugin registry;
+# newer parsers also take the namespace from the node's domain, so both are written.
+PLUGIN_LOOKUP_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION}
+
+
+def is_plugin_lrn(node: onnx.NodeProto) -> bool:
+    return node.op_type == PLUGIN_NAME and node.domain == PLUGIN_NAMESPACE
+
+
+def is_standard_lrn(node: onnx.NodeProto) -> bool:
+    return node.op_type == "LRN" and node.domain in ("", "ai.onnx")
+
+
+def lrn_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if is_plugin_lrn(n) or is_standard_lrn(n)]
+
+
+def lrn_attributes(node: onnx.NodeProto) -> dict[str, float | int]:
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {name: values[name] for name in LRN_ATTRIBUTES if name in values}
+
+
+def _with_opset(model: onnx.ModelProto, domain: str, version: int | None) -> None:
+    """Add (version) or remove (None) a domain from the model's opset imports."""
+    kept = [o for o in model.opset_import if o.domain != domain]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    if version is not None:
+        model.opset_import.append(helper.make_opsetid(domain, version))
+
+
+def to_plugin_lrn(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every standard ``LRN`` node becomes our plugin's custom op (same attributes)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    for node in result.graph.node:
+        if is_standard_lrn(node):
+            attributes = {"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0} | lrn_attributes(node)
+            node.op_type, node.domain = PLUGIN_NAME, PLUGIN_NAMESPACE
+            del node.attribute[:]
+            node.attribute.extend(helper.make_attribute(k, v) for k, v in (attributes | PLUGIN_LOOKUP_ATTRIBUTES).items())
+    _with_opset(result, PLUGIN_NAMESPACE, 1)
+    return result
+
+
+def to_standard_lrn(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The standard-op twin: every plugin node becomes ONNX ``LRN`` with the same
+    semantics, so onnxruntime (which cannot run our custom op) can run the graph.
+    ONNX LRN's attribute defaults (alpha 1e-4, beta 0.75, bias 1) only apply to
+    attributes the plugin node lacks; the export always writes all four."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    for node in result.graph.node:
+        if is_plugin_lrn(node):
+            attributes = lrn_attributes(node)
+            if "size" not in attributes:
+                raise DeployError(f"plugin LRN node {node.name!r} has no 'size' attribute")
+            node.op_type, node.domain = "LRN", ""
+            del node.attribute[:]
+            node.attribute.extend(helper.make_attribute(k, v) for k, v in attributes.items())
+    _with_opset(result, PLUGIN_NAMESPACE, None)
+    return result
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_metadata(model: onnx.ModelProto, values: dict[str, object]) -> None:
+    existing = read_metadata(model) | {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    del model.metadata_props[:]
+    for key, value in existing.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_alexnet_graph(model: onnx.ModelProto, source: str, require_plugin: bool = True) -> None:
+    """Reject an ONNX file that is not our AlexNet: wrong I/O, or no LRN nodes."""
+    inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(_dims(inputs[0])) != 4 or _dims(inputs[0])[1] != 3:
+        found = ", ".join(f"{i.name}{_dims(i)}" for i in inputs) or "none"
+        raise DeployError(f"{source}: expected one input '{INPUT_NAME}' of shape [batch, 3, H, W], found {found}")
+    outputs = list(model.graph.output)
+    if len(outputs) != 1 or outputs[0].name != OUTPUT_NAME or len(_dims(outputs[0])) != 2:
+        found = ", ".join(f"{o.name}{_dims(o)}" for o in outputs) or "none"
+        raise DeployError(f"{source}: expected one output '{OUTPUT_NAME}' of shape [batch, classes], found {found}")
+    plugin = [n for n in model.graph.node if is_plugin_lrn(n)]
+    if require_plugin and len(plugin) != 2:
+        raise DeployError(
+            f"{source}: expected 2 LRN plugin nodes ({PLUGIN_NAMESPACE}::{PLUGIN_NAME}, exported with --lrn plugin), found {len(plugin)}"
+        )
+
+
+def load_model(path: Path, require_plugin: bool = True) -> onnx.ModelProto:
+    """Load and check one of our ONNX files; every failure is one DeployError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"ONNX file {path} not found (write it with `alexnet-deploy export`)")
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # protobuf raises several types for a foreign file
+        raise DeployError(f"{path} is not an ONNX model ({error.__class__.__name__})") from None
+    check_alexnet_graph(model, str(path), require_plugin=require_plugin)
+    return model
