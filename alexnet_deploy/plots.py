@@ -1,0 +1,111 @@
+"""The pictures: conv1's kernels as a grid (the 2012 paper's Figure 3) and the
+training curves (loss, top-1/top-5 on train and val, per epoch).
+
+The filter grid is drawn pixel-exact with Pillow: every kernel pixel becomes a
+``scale`` x ``scale`` block, with no axes and no interpolation, so the PNG's size
+is known from the kernel count alone. The curves use matplotlib's object API on
+the Agg canvas: no display, no pyplot global state, safe inside training.
+Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+from .files import atomic_output
+
+if TYPE_CHECKING:
+    from .train import EpochMetrics
+
+GRID_COLUMNS = 12  # 96 kernels -> 8 rows of 12
+GRID_SCALE = 5  # 11x11 kernels -> 55x55 pixels
+GRID_GAP = 2
+GAP_COLOUR = 255
+
+
+def filter_grid_size(
+    count: int, kernel: int, columns: int = GRID_COLUMNS, scale: int = GRID_SCALE, gap: int = GRID_GAP
+) -> tuple[int, int]:
+    """(width, height) in pixels of the grid :func:`filter_grid` draws."""
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    cell = kernel * scale
+    return columns * cell + (columns + 1) * gap, rows * cell + (rows + 1) * gap
+
+
+def filter_grid(
+    weight: torch.Tensor, columns: int = GRID_COLUMNS, scale: int = GRID_SCALE, gap: int = GRID_GAP
+) -> Image.Image:
+    """RGB image of first-layer kernels ``weight`` (out_C x 3 x kH x kW), row-major.
+
+    Each kernel is min-max normalised on its own, over all three channels together,
+    so its colours keep their balance; a constant kernel is drawn mid-grey.
+    """
+    kernels = weight.detach().float().cpu().numpy().transpose(0, 2, 3, 1)  # N, kH, kW, RGB
+    low = kernels.min(axis=(1, 2, 3), keepdims=True)
+    span = kernels.max(axis=(1, 2, 3), keepdims=True) - low
+    normalised = np.where(span > 0, (kernels - low) / np.where(span > 0, span, 1), 0.5)
+    pixels = np.round(normalised * 255).astype(np.uint8)
+    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
+
+    count, cell_h, cell_w = pixels.shape[:3]
+    columns = min(columns, count)
+    width, height = filter_grid_size(count, weight.shape[2], columns, scale, gap)
+    canvas = np.full((height, width, 3), GAP_COLOUR, dtype=np.uint8)
+    for index, tile in enumerate(pixels):
+        row, column = divmod(index, columns)
+        top, left = gap + row * (cell_h + gap), gap + column * (cell_w + gap)
+        canvas[top : top + cell_h, left : left + cell_w] = tile
+    return Image.fromarray(canvas)
+
+
+def save_filter_grid(weight: torch.Tensor, path: Path) -> Image.Image:
+    """Write :func:`filter_grid` of ``weight`` to ``path`` as PNG; return the image."""
+    image = filter_grid(weight)
+    with atomic_output(Path(path)) as tmp:
+        image.save(tmp, format="PNG")
+    return image
+
+
+CURVES_SIZE_INCHES = (11.0, 4.0)
+CURVES_DPI = 100
+
+
+def training_curves(history: Sequence[EpochMetrics]) -> Figure:
+    """Loss (left) and top-1/top-5 accuracy (right) per epoch, train and val."""
+    figure = Figure(figsize=CURVES_SIZE_INCHES, dpi=CURVES_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    epochs = [m.epoch for m in history]
+    # markers, because a one-epoch run is a single point per curve
+    loss_axes.plot(epochs, [m.train_loss for m in history], "o-", label="train")
+    loss_axes.plot(epochs, [m.val_loss for m in history], "s-", label="val")
+    loss_axes.set(title="cross-entropy loss", xlabel="epoch", ylabel="loss")
+    for split, marker in (("train", "o"), ("val", "s")):
+        for k, style in (("top1", "-"), ("top5", "--")):
+            values = [100 * getattr(m, f"{split}_{k}") for m in history]
+            accuracy_axes.plot(epochs, values, marker + style, label=f"{split} top-{k[-1]}")
+    accuracy_axes.set(title="accuracy", xlabel="epoch", ylabel="%", ylim=(0, 101))
+    for axes in (loss_axes, accuracy_axes):
+        # whole epochs only, with room either side so a single epoch sits mid-axis
+        axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.grid(alpha=0.3)
+        axes.legend()
+    return figure
+
+
+def save_training_curves(history: Sequence[EpochMetrics], path: Path) -> None:
+    figure = training_curves(history)
+    with atomic_output(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
