@@ -39,7 +39,7 @@ def main(
 def train(
     data: Annotated[str, typer.Option(help="'digits' (embedded, no download) or an ImageFolder directory.")] = "digits",
     epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: up to this many).")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Images per SGD step.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images per SGD step (32 gives enough steps for the 3-epoch default on digits).")] = 32,
     lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = 0.01,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay (paper: 5e-4).")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="'plateau' (divide lr by 10 when val loss stalls, as the paper) or 'step'.")] = "plateau",
@@ -87,8 +87,26 @@ def train(
     last = result.history[-1]
     console.print(
         f"checkpoint {result.checkpoint}  val top-1 {last.val_top1:.2%} (chance {1 / result.num_classes:.0%})  "
-        f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}"
+        f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}",
+        soft_wrap=True,
     )
+
+
+@app.command()
+@one_line_errors
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint written by `train`.")] = Path("export/alexnet.pt"),
+    output: Annotated[Path, typer.Option(help="ONNX file to write (only after it validates).")] = Path("export/alexnet.onnx"),
+    opset: Annotated[int, typer.Option(help="ONNX opset (18-23).")] = 18,
+    lrn: Annotated[str, typer.Option(help="'plugin': LRN as our TensorRT plugin's custom op; 'native': ONNX LRN.")] = "plugin",
+) -> None:
+    """Export FP32 ONNX (dynamic batch) and validate it against the torch model."""
+    from .export import export as run_export
+
+    with console.status("exporting to ONNX and validating against torch"):
+        result = run_export(checkpoint, output, opset=opset, lrn=lrn)
+    console.print(f"wrote {result.path} (opset {result.opset}, LRN as {result.lrn})")
+    console.print(result.validation.summary(), soft_wrap=True)
 
 
 @app.command()
@@ -108,3 +126,47 @@ def doctor(
     console.print(table("packages", ["package", "version"], [(k, v or "not installed") for k, v in report.versions.items()]))
     console.print(f"CUDA GPU: {report.gpu or 'none'}")
     console.print(table("pipeline steps on this machine", ["step", "can run"], list(report.steps.items())))
+
+
+@app.command()
+@one_line_errors
+def info(
+    checkpoint: Annotated[Path | None, typer.Option(help="Describe this checkpoint's model; show its metadata.")] = None,
+    groups: Annotated[int | None, typer.Option(help="No checkpoint: 2 = the paper's split (default), 1 = dense.")] = None,
+    classes: Annotated[int | None, typer.Option(help="No checkpoint: output classes (default 1000).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write table, totals, metadata as JSON.")] = None,
+    filters: Annotated[Path | None, typer.Option(help="Write conv1's kernels as a PNG grid (paper's Figure 3).")] = None,
+) -> None:
+    """The layer table (shapes, parameters, MACs, activations), measured from the model."""
+    from .info import COLUMNS, inspect_model, write_info_json
+    from .plots import save_filter_grid
+
+    report = inspect_model(checkpoint, groups=groups, classes=classes)
+    shape = "×".join(str(v) for v in report.table.input_shape)
+    config = report.config
+    title = f"AlexNet at {shape} float32 (groups {config.groups}, {config.num_classes} classes, width {config.width})"
+    console.print(table(title, COLUMNS, report.table.display_rows()))
+    console.print(
+        f"parameters {report.table.parameters:,}  GMACs {report.table.gmacs:.3f}  "
+        f"activations {report.table.activation_bytes / 2**20:.2f} MiB at batch 1"
+    )
+    if report.checkpoint is not None:
+        for field, value in report.checkpoint.rows():
+            # markup off: the LRN convention and paths hold [brackets] rich would eat as tags
+            console.print(f"{field + ':':<16}{value}", markup=False, highlight=False, soft_wrap=True)
+    if json_path is not None:
+        write_info_json(report, json_path)
+        console.print(f"wrote {json_path}")
+    if filters is not None:
+        weight = report.model.features.conv1.weight
+        image = save_filter_grid(weight, filters)
+        count, channels, height, width = weight.shape
+        source = (
+            f"the trained weights in {checkpoint}"
+            if report.trained
+            else "a freshly initialised model (no --checkpoint), so random, not learned features"
+        )
+        console.print(
+            f"wrote {filters} ({image.width}×{image.height} px): "
+            f"conv1's {count} kernels ({height}×{width}×{channels}) from {source}"
+        )

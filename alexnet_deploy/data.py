@@ -302,3 +302,14 @@ def fit_normalisation(images: ImageSet, preprocessing: Preprocessing, sample: in
         tuple(round(float(v), 6) for v in scaled.mean(axis=0)),
         tuple(round(float(v), 6) for v in std),
     )
+
+
+def held_out_images(
+    data_source: str, split: Split, preprocessing: Preprocessing, part: str = "val", limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The preprocessed ``part`` ("val" or "calibration") of the split a checkpoint was
+    trained with: images the model never saw. Raises DeployError if the data is gone."""
+    images = split.apply(load_images(data_source))[part]
+    if limit is not None:
+        images = images.subset(range(min(limit, len(images))))
+    return preprocess_all(images, preprocessing)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import Checkpoint, checkpoint_hash, load_checkpoint
-from .data import load_images, preprocess_all
+from .data import held_out_images
 from .errors import DeployError
 from .files import atomic_output
 from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn
@@ -129,20 +128,20 @@ def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: str = "plugin") 
     # the exporter names the dynamic axis after its symbol; give it a readable name
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    for node in proto.graph.node:  # exporter debug info: stack traces with local paths
+        del node.metadata_props[:]
     return to_plugin_lrn(proto) if lrn == "plugin" else proto
 
 
 def validation_images(checkpoint: Checkpoint, count: int = 64) -> tuple[np.ndarray, str]:
     """Held-out val images of the checkpoint's own data, or random ones if it is gone."""
     try:
-        images = checkpoint.split.apply(load_images(checkpoint.data_source))["val"]
+        images, _ = held_out_images(checkpoint.data_source, checkpoint.split, checkpoint.preprocessing, "val", count)
     except DeployError as error:
         size = checkpoint.config.input_size
         rng = np.random.default_rng(0)
         return rng.standard_normal((min(count, 16), 3, size, size), dtype=np.float32), f"random inputs ({error})"
-    chosen = images.subset(range(min(count, len(images))))
-    batch, _ = preprocess_all(chosen, checkpoint.preprocessing)
-    return batch, f"held-out val images of {Path(checkpoint.data_source).name}"
+    return images, f"held-out val images of {Path(checkpoint.data_source).name}"
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
@@ -196,9 +195,3 @@ def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: str
         onnx.save(proto, str(tmp))
     return ExportResult(output, lrn, opset, validation)
 
-
-def metadata_json(model: onnx.ModelProto, key: str):
-    from .graph import read_metadata
-
-    value = read_metadata(model).get(key)
-    return None if value is None else json.loads(value)

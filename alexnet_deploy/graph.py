@@ -65,27 +65,51 @@ def to_plugin_lrn(model: onnx.ModelProto) -> onnx.ModelProto:
     return result
 
 
-def to_standard_lrn(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_standard_lrn(model: onnx.ModelProto, half_precision: bool = False) -> onnx.ModelProto:
     """The standard-op twin: every plugin node becomes ONNX ``LRN`` with the same
     semantics, so onnxruntime (which cannot run our custom op) can run the graph.
-    ONNX LRN's attribute defaults (alpha 1e-4, beta 0.75, bias 1) only apply to
-    attributes the plugin node lacks; the export always writes all four."""
+
+    With ``half_precision`` (an FP16 graph) each LRN is wrapped in Casts to float32
+    and back, which is what the plugin does: fp16 in/out, sums of squares in fp32.
+    ONNX LRN's attribute defaults only apply to attributes the plugin node lacks;
+    the export always writes all four.
+    """
     result = onnx.ModelProto()
     result.CopyFrom(model)
+    nodes: list[onnx.NodeProto] = []
     for node in result.graph.node:
-        if is_plugin_lrn(node):
-            attributes = lrn_attributes(node)
-            if "size" not in attributes:
-                raise DeployError(f"plugin LRN node {node.name!r} has no 'size' attribute")
-            node.op_type, node.domain = "LRN", ""
-            del node.attribute[:]
-            node.attribute.extend(helper.make_attribute(k, v) for k, v in attributes.items())
+        if not is_plugin_lrn(node):
+            nodes.append(node)
+            continue
+        attributes = lrn_attributes(node)
+        if "size" not in attributes:
+            raise DeployError(f"plugin LRN node {node.name!r} has no 'size' attribute")
+        source, target = node.input[0], node.output[0]
+        if half_precision:
+            source, target = f"{node.input[0]}_as_float32", f"{node.output[0]}_float32"
+            nodes.append(helper.make_node("Cast", [node.input[0]], [source], to=onnx.TensorProto.FLOAT))
+        nodes.append(helper.make_node("LRN", [source], [target], name=node.name, **attributes))
+        if half_precision:
+            nodes.append(helper.make_node("Cast", [target], [node.output[0]], to=onnx.TensorProto.FLOAT16))
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
     _with_opset(result, PLUGIN_NAMESPACE, None)
     return result
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def metadata_value(model: onnx.ModelProto, key: str, source: str = "model"):
+    """A JSON-encoded metadata entry written by our export; missing is a DeployError."""
+    value = read_metadata(model).get(key)
+    if value is None:
+        raise DeployError(f"{source} has no '{key}' metadata (was it written by `alexnet-deploy export`?)")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def set_metadata(model: onnx.ModelProto, values: dict[str, object]) -> None:

@@ -45,7 +45,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = self.threads
         self.session = onnxruntime.InferenceSession(
-            to_standard_lrn(model).SerializeToString(), options, providers=[provider]
+            to_standard_lrn(model, half_precision=self.precision == "fp16").SerializeToString(), options, providers=[provider]
         )
 
     def _infer(self, images: np.ndarray) -> np.ndarray:
