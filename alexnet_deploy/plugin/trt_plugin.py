@@ -1,0 +1,211 @@
+"""TensorRT registration of the LRN plugin with TensorRT's Python plugin API
+(``tensorrt.plugin``, "quickly deployable plugins"), plus the CUDA device facts the
+engine build, the sidecar and the runner share.
+
+How the pieces meet (see docs/tensorrt.md):
+
+* ``register_lrn_plugin()`` registers ``alexnet_deploy::AlexNetLRN`` version 1 in
+  TensorRT's plugin registry. The ONNX parser has no importer for op_type
+  ``AlexNetLRN``, so it falls back to the registry: name = op_type, version = the
+  node's ``plugin_version`` attribute, namespace = its ``plugin_namespace`` attribute
+  (parsers since 10.10 fall back to the node's domain when that attribute is absent).
+  The parser hands the plugin exactly the attributes its creator declares -- here
+  size (INT), alpha, beta, bias (FLOAT) -- and ignores the others.
+* Only ``aot_impl`` is defined, no JIT ``impl``: the parser then has to create the AOT
+  plugin, whose kernel (``kernel.lrn_kernel`` compiled to PTX) is serialised into the
+  engine. The engine needs no Python to run: trtexec, Triton Inference Server and C++
+  applications can load it.
+* ``autotune`` advertises fp32->fp32 and fp16->fp16 in linear NCHW, with one tactic per
+  ``kernel.TACTICS`` entry; TensorRT times them and keeps the fastest in the engine.
+
+``tensorrt.plugin`` validates these functions' signatures from their annotations
+(parameter names in registration order, real types, a 4-tuple return annotation), so
+this module deliberately does *not* use ``from __future__ import annotations``.
+"""
+
+import ctypes
+import sys
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+from ..lrn import LRNParams
+from ..runners.base import BackendUnavailable
+from . import PLUGIN_ID
+
+MIN_TENSORRT = (10, 9)  # tensorrt.plugin.aot_impl appeared in 10.9
+
+_registered = False
+
+
+@dataclass(frozen=True)
+class CudaDevice:
+    """GPU 0 as the CUDA driver reports it."""
+
+    name: str
+    capability: Tuple[int, int]  # (major, minor), e.g. (9, 0) for H100
+    driver_version: Tuple[int, int]  # CUDA version the driver supports, e.g. (12, 8)
+
+    @property
+    def compute_capability(self) -> str:
+        return f"{self.capability[0]}.{self.capability[1]}"
+
+
+def cuda_device() -> Optional[CudaDevice]:
+    """GPU 0 via the CUDA driver library itself, or None when there is no usable GPU.
+
+    Asking libcuda directly (rather than torch or pycuda) works wherever TensorRT can
+    run, whichever torch build is installed, and never creates a context.
+    """
+    try:
+        cuda = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+        count, device, version = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        name = ctypes.create_string_buffer(256)
+        _check(cuda.cuInit(0))
+        _check(cuda.cuDeviceGetCount(ctypes.byref(count)))
+        if count.value < 1:
+            return None
+        _check(cuda.cuDeviceGet(ctypes.byref(device), 0))
+        _check(cuda.cuDeviceGetName(name, len(name), device))
+        _check(cuda.cuDeviceGetAttribute(ctypes.byref(major), _CAPABILITY_MAJOR, device))
+        _check(cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CAPABILITY_MINOR, device))
+        _check(cuda.cuDriverGetVersion(ctypes.byref(version)))
+    except (OSError, _CudaError):  # no driver library, no device, or a broken driver
+        return None
+    return CudaDevice(
+        name.value.decode(), (major.value, minor.value), (version.value // 1000, version.value % 1000 // 10)
+    )
+
+
+_CAPABILITY_MAJOR, _CAPABILITY_MINOR = 75, 76  # CUdevice_attribute values in cuda.h
+
+
+class _CudaError(Exception):
+    pass
+
+
+def _check(result: int) -> None:
+    if result != 0:  # CUDA_SUCCESS
+        raise _CudaError(result)
+
+
+def max_ptx_version(driver_version: Tuple[int, int]) -> int:
+    """Newest PTX ISA (Triton's spelling, 8.5 -> 85) a driver of this CUDA version JITs.
+
+    CUDA 12.0-12.5 shipped PTX 8.0-8.5, 12.6 stayed at 8.5, 12.8 brought 8.7 and 12.9
+    8.8 (there was no 12.7); CUDA 13.x ships 9.x.
+    """
+    major, minor = driver_version
+    if major >= 13:
+        return 90 + (major - 13) * 10 + minor
+    if major == 12:
+        return 80 + minor if minor < 6 else 80 + minor - 1
+    raise ValueError(f"CUDA {major}.{minor} drivers are too old for TensorRT 10")
+
+
+def tensorrt_version() -> Optional[str]:
+    """The installed TensorRT version, or None when the module cannot be imported."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return tensorrt.__version__
+
+
+def parse_version(version: str) -> Tuple[int, ...]:
+    """'10.13.0.35' -> (10, 13, 0, 35); stops at the first non-numeric part."""
+    parts = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def _import_tensorrt_plugin():
+    try:
+        import tensorrt as trt
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"TensorRT is not installed ({error}); install alexnet-deploy[gpu] on a CUDA machine"
+        ) from None
+    if parse_version(trt.__version__) < MIN_TENSORRT:
+        raise BackendUnavailable(
+            f"TensorRT {trt.__version__} is too old: the LRN plugin's ahead-of-time kernel needs "
+            f"TensorRT >= {'.'.join(map(str, MIN_TENSORRT))} (tensorrt.plugin.aot_impl)"
+        )
+    import tensorrt.plugin as trtp
+
+    return trt, trtp
+
+
+def register_lrn_plugin() -> None:
+    """Register the LRN plugin with TensorRT (idempotent). Call before parsing an ONNX
+    file that contains the plugin node, and before deserialising an engine.
+
+    Raises BackendUnavailable when TensorRT is missing or older than 10.9.
+    """
+    global _registered
+    if _registered:
+        return
+    trt, trtp = _import_tensorrt_plugin()
+    _define_plugin(trt, trtp)
+    _registered = True
+
+
+def _define_plugin(trt, trtp) -> None:
+    # Attribute names and order must match the ONNX node (graph.LRN_ATTRIBUTES): the
+    # parser copies node attributes into plugin fields by these names.
+    @trtp.register(PLUGIN_ID)
+    def lrn_shape_and_type(x: trtp.TensorDesc, size: int, alpha: float, beta: float, bias: float) -> trtp.TensorDesc:
+        return x.like()  # same shape, same dtype: the kernel reads and writes one dtype
+
+    @trtp.autotune(PLUGIN_ID)
+    def lrn_autotune(x: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
+        from .kernel import TACTICS
+
+        # "A|B, A|B": input and output are both FP32 or both FP16 (positional pairing).
+        return [trtp.AutoTuneCombination("FP32|FP16, FP32|FP16", "LINEAR", list(TACTICS))]
+
+    @trtp.aot_impl(PLUGIN_ID)
+    def lrn_aot_impl(
+        x: trtp.TensorDesc,
+        size: int,
+        alpha: float,
+        beta: float,
+        bias: float,
+        outputs: Tuple[trtp.TensorDesc],
+        tactic: int,
+    ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
+        # Imported here: only engine builds compile, deserialising needs neither triton nor torch.
+        from .kernel import DEFAULT_CONFIG, EXTRA_INT_ARGS, TACTICS, compile_ptx
+
+        device = cuda_device()
+        if device is None:
+            raise RuntimeError("building the LRN plugin needs a CUDA GPU, and the CUDA driver reports none")
+        dtypes = {trt.float32: "fp32", trt.float16: "fp16"}
+        if x.dtype not in dtypes:
+            raise TypeError(f"the LRN plugin takes FP32 or FP16 tensors, not {x.dtype}")
+        config = TACTICS.get(tactic, DEFAULT_CONFIG)  # tactic 0 is TensorRT's default
+        capability = device.capability[0] * 10 + device.capability[1]
+        kernel = compile_ptx(
+            dtypes[x.dtype],
+            LRNParams(size=size, alpha=alpha, beta=beta, bias=bias),
+            capability,
+            max_ptx_version(device.driver_version),
+            config,
+        )
+
+        batch, channels, height, width = (x.shape_expr[i] for i in range(4))
+        plane = height * width
+        positions = batch * plane
+        launch = trtp.KernelLaunchParams()
+        # Same 1-D grid as KernelConfig.grid: channel chunks x position tiles.
+        launch.grid_x = trtp.cdiv(channels, config.channels_per_program) * trtp.cdiv(positions, config.block)
+        launch.block_x = kernel.threads_per_block
+        launch.shared_mem = kernel.shared_mem
+        # The kernel's integer parameters sit between its input and output pointers, in
+        # EXTRA_INT_ARGS order; TensorRT evaluates these expressions for each launch's shape.
+        values = {"channels": channels, "plane": plane, "positions": positions}
+        extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(values[name]) for name in EXTRA_INT_ARGS])
+        return kernel.name, kernel.ptx, launch, extra_args

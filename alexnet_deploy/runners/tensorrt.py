@@ -1,0 +1,148 @@
+"""TensorRT backend: runs an ``engines/alexnet.<precision>.plan`` built by ``engine.build_engine``.
+
+Device buffers, the stream and the timing events come from pycuda (the project's
+stated choice). pycuda retains the device's *primary* context -- the one the CUDA
+runtime, and therefore TensorRT, uses -- instead of creating a private one, so
+TensorRT's kernels and our copies run in the same context and on the same stream.
+Buffers are allocated once, for the profile's maximum batch, at load time; host
+buffers are page-locked so the copies are truly asynchronous and measurable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..engine import read_sidecar, sidecar_mismatches, tensorrt_unavailable_reason
+from ..errors import DeployError
+from ..plugin.trt_plugin import cuda_device, register_lrn_plugin
+from .base import BackendUnavailable, Runner, StageTiming
+
+
+def _precision_from_name(plan: Path) -> str:
+    """``alexnet.fp16.plan`` -> ``fp16`` (the sidecar's value replaces it at load)."""
+    parts = Path(plan).name.split(".")
+    return parts[-2] if len(parts) >= 3 else "?"
+
+
+class TensorRTRunner(Runner):
+    backend = "tensorrt"
+
+    def __init__(self, plan: Path, precision: str | None = None) -> None:
+        plan = Path(plan)
+        super().__init__(precision or _precision_from_name(plan), "cuda")
+        self.plan = plan
+        self._cuda_context = None
+        self._logger = self._runtime = self._engine = None
+        self._context = None
+        self._stream = None
+        self._buffers: dict[str, object] = {}  # tensor name -> pycuda DeviceAllocation
+        self._host: dict[str, np.ndarray] = {}  # tensor name -> page-locked host array
+        self._events: list = []
+        self._input = self._output = ""
+        self._image_shape: tuple[int, ...] = ()
+
+    def _load(self) -> None:
+        reason = tensorrt_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        try:
+            import pycuda.driver as cuda
+        except ImportError as error:
+            raise BackendUnavailable(f"pycuda is not installed ({error}); install alexnet-deploy[gpu]") from None
+        import tensorrt as trt
+
+        register_lrn_plugin()  # an engine with a plugin layer deserialises only once its creator is known
+        if not self.plan.is_file():
+            raise DeployError(f"engine {self.plan} not found (build it with `alexnet-deploy build`)")
+        sidecar = read_sidecar(self.plan)
+        device = cuda_device()
+        problems = sidecar_mismatches(sidecar, trt.__version__, device)
+        if problems:
+            raise DeployError(
+                f"{self.plan} does not match this machine: {'; '.join(problems)}. "
+                "Rebuild it here with `alexnet-deploy build`."
+            )
+        self.precision = sidecar.precision
+
+        cuda.init()
+        self._cuda_context = cuda.Device(0).retain_primary_context()
+        self._cuda_context.push()
+        try:
+            self._open_engine(cuda, trt)
+        except BaseException:
+            self._release()
+            raise
+        self.device = device.name
+
+    def _open_engine(self, cuda, trt) -> None:
+        # The runtime (and the logger it points to) must outlive the engine it deserialises.
+        self._logger = trt.Logger(trt.Logger.ERROR)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(self.plan.read_bytes())
+        if self._engine is None:
+            raise DeployError(f"TensorRT could not deserialize {self.plan}; rebuild it with `alexnet-deploy build`")
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise DeployError(f"{self.plan}: expected one input and one output, found {inputs} and {outputs}")
+        self._input, self._output = inputs[0], outputs[0]
+
+        _, _, max_shape = self._engine.get_tensor_profile_shape(self._input, 0)
+        self.max_batch = int(max_shape[0])
+        self._image_shape = tuple(int(d) for d in max_shape[1:])
+        self._context = self._engine.create_execution_context()
+        self._context.set_input_shape(self._input, tuple(int(d) for d in max_shape))
+        for name in (self._input, self._output):
+            shape = tuple(self._context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+            self._host[name] = cuda.pagelocked_empty(shape, dtype)
+            self._buffers[name] = cuda.mem_alloc(self._host[name].nbytes)
+            self._context.set_tensor_address(name, int(self._buffers[name]))
+        self._stream = cuda.Stream()
+        self._events = [cuda.Event() for _ in range(4)]
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        import pycuda.driver as cuda
+
+        if images.ndim != 4 or tuple(images.shape[1:]) != self._image_shape:
+            raise DeployError(f"{self.name}: expected images of shape (N, {', '.join(map(str, self._image_shape))}), got {images.shape}")
+        batch = len(images)
+        host_in, host_out = self._host[self._input][:batch], self._host[self._output][:batch]
+        host_in[...] = images  # casts to the engine's input dtype (FP16 engines may take FP16 I/O)
+        if not self._context.set_input_shape(self._input, (batch, *self._image_shape)):
+            raise DeployError(f"{self.name}: TensorRT rejected batch {batch} for profile max {self.max_batch}")
+
+        start, copied_in, computed, copied_out = self._events
+        start.record(self._stream)
+        cuda.memcpy_htod_async(self._buffers[self._input], host_in, self._stream)
+        copied_in.record(self._stream)
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise DeployError(f"{self.name}: TensorRT failed to enqueue the batch")
+        computed.record(self._stream)
+        cuda.memcpy_dtoh_async(host_out, self._buffers[self._output], self._stream)
+        copied_out.record(self._stream)
+        self._stream.synchronize()
+        self.last_timing = StageTiming(
+            h2d_ms=copied_in.time_since(start),
+            compute_ms=computed.time_since(copied_in),
+            d2h_ms=copied_out.time_since(computed),
+        )
+        return host_out.astype(np.float32, copy=True)
+
+    def _close(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        # Reverse order of creation; TensorRT objects before the memory and context they use.
+        self._context = self._engine = self._runtime = self._logger = None
+        self._events, self._stream = [], None
+        for allocation in self._buffers.values():
+            allocation.free()
+        self._buffers, self._host = {}, {}
+        if self._cuda_context is not None:
+            self._cuda_context.pop()
+            self._cuda_context.detach()
+            self._cuda_context = None
