@@ -182,14 +182,14 @@ def test_ptx_isa_is_left_alone_when_the_driver_is_newer():
     assert ".target sm_80" in kernel.ptx and ptx_isa_version(kernel.ptx) >= 80
 
 
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
 # AlexNet's two LRN inputs at the bench batch: conv1 (96 x 55 x 55) and conv2 (256 x 27 x 27).
 ALEXNET_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
 
 
 @pytest.mark.gpu
-@gpu
+@needs_gpu
 @pytest.mark.parametrize("shape", ALEXNET_SHAPES, ids=["conv1", "conv2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("tactic", list(TACTICS))
@@ -207,7 +207,7 @@ def test_gpu_kernel_matches_pytorch_on_alexnet_shapes(shape, dtype, tactic):
 
 
 @pytest.mark.gpu
-@gpu
+@needs_gpu
 def test_gpu_kernel_keeps_large_half_inputs_finite():
     x = torch.full((2, 96, 55, 55), 300.0, device="cuda", dtype=torch.float16)
     y = lrn_triton(x)
