@@ -111,6 +111,78 @@ def export(
 
 @app.command()
 @one_line_errors
+def build(
+    fp32: Annotated[bool, typer.Option("--fp32", help="FP32 (the exported ONNX as is).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="FP16 ONNX (FP32 I/O) and engine.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="INT8 Q/DQ ONNX calibrated on the calibration set, and engine.")] = False,
+    onnx_path: Annotated[Path, typer.Option("--onnx", help="FP32 ONNX written by `export`.")] = Path("export/alexnet.onnx"),
+    calibration: Annotated[Path, typer.Option(help="Calibration images (flat or one folder per class) and scale cache.")] = Path("calibration"),
+    calib_from_data: Annotated[bool, typer.Option(help="Fill --calibration from the training data's held-out calibration split.")] = False,
+    calib_images: Annotated[int | None, typer.Option(help="Calibration images to use (default: up to 500).")] = None,
+    calib_method: Annotated[str, typer.Option(help="Activation ranges: entropy (KL, as TensorRT's legacy calibrator), max or percentile.")] = "entropy",
+    percentile: Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")] = 99.99,
+    recalibrate: Annotated[bool, typer.Option(help="Ignore the scale cache and calibrate again.")] = False,
+    compare_methods: Annotated[bool, typer.Option(help="Also evaluate every method and onnxruntime's quantize_static.")] = False,
+    engines: Annotated[Path, typer.Option(help="Where TensorRT plans, sidecars and the timing cache go.")] = Path("engines"),
+    opt_batch: Annotated[int, typer.Option(help="Optimization-profile batch TensorRT tunes for.")] = 128,
+    max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = 256,
+    workspace_gib: Annotated[float, typer.Option(help="TensorRT workspace limit (GiB).")] = 4.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
+) -> None:
+    """Write FP16/INT8 ONNX, report their accuracy (onnxruntime), build TensorRT engines.
+
+    With no precision flag, all three are built. Precision is carried by the ONNX
+    (strongly typed networks: TensorRT 11 has no FP16/INT8 builder flags).
+    """
+    from dataclasses import asdict
+
+    from .build import BuildConfig, build as run_build
+    from .files import check_writable_destination, write_text_atomic
+
+    if json_path is not None:
+        check_writable_destination(json_path)
+    chosen = tuple(p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on) or ("fp32", "fp16", "int8")
+    config = BuildConfig(
+        onnx=onnx_path,
+        precisions=chosen,
+        calibration_dir=calibration,
+        calib_from_data=calib_from_data,
+        calib_images=calib_images,
+        calib_method=calib_method,
+        percentile=percentile,
+        recalibrate=recalibrate,
+        compare_methods=compare_methods,
+        engines_dir=engines,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        workspace_gib=workspace_gib,
+    )
+    report = run_build(config, RichProgress())
+    for line in report.calibration:
+        console.print(line, soft_wrap=True)
+    for precision, path in report.onnx.items():
+        console.print(f"{precision} ONNX: {path}", soft_wrap=True)
+    rows = [
+        (r.name, f"{r.top1:.2%}", f"{r.top5:.2%}", f"{r.top1_agreement:.2%}", f"{r.max_abs_diff:.3g}")
+        for r in report.accuracy
+    ]
+    console.print(
+        table(
+            f"accuracy on {report.val_images} held-out val images (onnxruntime; agreement and Δ vs FP32)",
+            ["model", "top-1", "top-5", "top-1 agreement", "max |Δ logits|"],
+            rows,
+        )
+    )
+    for precision, plan in report.engines.items():
+        console.print(f"engine {precision}: {plan}")
+    if report.engine_note:
+        console.print(report.engine_note, soft_wrap=True)
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(asdict(report), indent=2, default=str) + "\n")
+
+
+@app.command()
+@one_line_errors
 def doctor(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:

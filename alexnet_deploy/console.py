@@ -15,8 +15,8 @@ from rich.table import Table
 
 from .errors import DeployError
 
-console = Console()
-error_console = Console(stderr=True)
+console = Console(markup=False)  # messages contain brackets (extras, shapes)
+error_console = Console(stderr=True, markup=False)
 
 F = TypeVar("F", bound=Callable)
 

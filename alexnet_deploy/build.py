@@ -1,0 +1,224 @@
+"""``alexnet-deploy build``: write the FP16 / INT8 ONNX (see ``quantize``), measure each
+precision's accuracy with onnxruntime on the held-out val set, then build TensorRT
+engines where TensorRT and a GPU exist (see ``engine``). Without them the ONNX half
+still runs and the report says in one line why no engine was built."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .data import Preprocessing, Split, held_out_images
+from .errors import DeployError
+from .export import compare_logits
+from .files import atomic_output, check_writable_destination, sha256_file
+from .graph import load_model, metadata_value
+from .progress import ProgressReporter, SilentProgress
+from .quantize import (
+    CALIBRATION_METHODS,
+    PRECISIONS,
+    CalibrationCache,
+    activation_amax,
+    cache_path,
+    collect_statistics,
+    fill_calibration_dir,
+    insert_qdq,
+    load_calibration_set,
+    onnxruntime_int8,
+    read_cache,
+    to_fp16,
+    write_cache,
+)
+from .runners.onnxruntime import OnnxRuntimeRunner
+
+
+@dataclass
+class BuildConfig:
+    onnx: Path = Path("export/alexnet.onnx")
+    precisions: tuple[str, ...] = PRECISIONS
+    calibration_dir: Path = Path("calibration")
+    calib_from_data: bool = False
+    calib_images: int | None = None  # None: up to quantize.DEFAULT_CALIBRATION_IMAGES
+    calib_method: str = "entropy"
+    percentile: float = 99.99
+    recalibrate: bool = False
+    compare_methods: bool = False
+    engines_dir: Path = Path("engines")
+    opt_batch: int = 128
+    max_batch: int = 256
+    workspace_gib: float = 4.0
+
+
+@dataclass
+class AccuracyRow:
+    name: str  # "int8 (entropy)", "int8 (onnxruntime quantize_static)", ...
+    precision: str
+    path: Path | None  # the ONNX file written, None for comparison-only rows
+    top1: float
+    top5: float
+    top1_agreement: float  # with the FP32 reference
+    max_abs_diff: float  # max |Δ logits| vs the FP32 reference
+
+
+@dataclass
+class BuildReport:
+    onnx: dict[str, Path] = field(default_factory=dict)
+    accuracy: list[AccuracyRow] = field(default_factory=list)
+    val_images: int = 0
+    calibration: list[str] = field(default_factory=list)  # what happened with the cache
+    engines: dict[str, Path] = field(default_factory=dict)
+    engine_note: str | None = None  # why no engine was built, if none was
+
+
+def precision_path(fp32_onnx: Path, precision: str) -> Path:
+    """export/alexnet.onnx -> export/alexnet.fp16.onnx (FP32 is the export itself)."""
+    return fp32_onnx if precision == "fp32" else fp32_onnx.with_suffix(f".{precision}.onnx")
+
+
+def _validate(config: BuildConfig) -> None:
+    unknown = [p for p in config.precisions if p not in PRECISIONS]
+    if unknown or not config.precisions:
+        raise DeployError(f"unknown precision {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}")
+    if config.calib_method not in CALIBRATION_METHODS:
+        raise DeployError(f"unknown --calib-method {config.calib_method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    if not 0 < config.percentile <= 100:
+        raise DeployError(f"--percentile must be in (0, 100], got {config.percentile}")
+    if not 1 <= config.opt_batch <= config.max_batch:
+        raise DeployError(f"need 1 <= --opt-batch ({config.opt_batch}) <= --max-batch ({config.max_batch})")
+
+
+def evaluate(
+    name: str, precision: str, model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray, reference: np.ndarray, path: Path | None
+) -> AccuracyRow:
+    with OnnxRuntimeRunner(model, precision) as runner:
+        logits = np.concatenate([runner.infer(images[i : i + 64]) for i in range(0, len(images), 64)])
+    max_abs_diff, agreement = compare_logits(reference, logits)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    return AccuracyRow(
+        name,
+        precision,
+        path,
+        top1=float(np.mean(top5[:, 0] == labels)),
+        top5=float(np.mean((top5 == labels[:, None]).any(axis=1))),
+        top1_agreement=agreement,
+        max_abs_diff=max_abs_diff,
+    )
+
+
+def _calibrated_amax(
+    config: BuildConfig, model: onnx.ModelProto, model_sha: str, preprocessing: Preprocessing, report: BuildReport, progress
+) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """amax per tensor for the chosen method (and all methods with --compare-methods),
+    from the cache when it matches this model and these images, else calibrating."""
+    calibration = load_calibration_set(config.calibration_dir, preprocessing, config.calib_images)
+    methods = CALIBRATION_METHODS if config.compare_methods else (config.calib_method,)
+    cached = {m: read_cache(cache_path(config.calibration_dir, m)) for m in methods}
+    valid = {
+        m: c for m, c in cached.items()
+        if c is not None and c.model_sha256 == model_sha and c.data_fingerprint == calibration.fingerprint
+    }
+    stale = [m for m, c in cached.items() if c is not None and m not in valid]
+    if stale:
+        report.calibration.append(f"calibration cache for {', '.join(stale)} is from another model or image set: recalibrating")
+    if valid.keys() == set(methods) and not config.recalibrate:
+        report.calibration.append(
+            f"reused calibration cache ({', '.join(methods)}) for {len(calibration.images)} images in {config.calibration_dir}"
+        )
+        return {m: valid[m].amax for m in methods}, calibration.images
+    statistics = collect_statistics(model, calibration.images, progress=progress)
+    result = {}
+    for method in methods:
+        amax = activation_amax(statistics, method, config.percentile)
+        write_cache(
+            cache_path(config.calibration_dir, method),
+            CalibrationCache(method, model_sha, calibration.fingerprint, len(calibration.images), amax),
+        )
+        result[method] = amax
+    report.calibration.append(
+        f"calibrated {len(calibration.images)} images from {config.calibration_dir} ({', '.join(methods)}); cache written"
+    )
+    return result, calibration.images
+
+
+def build(config: BuildConfig, progress: ProgressReporter | None = None) -> BuildReport:
+    progress = progress or SilentProgress()
+    _validate(config)
+    fp32_path = Path(config.onnx)
+    model = load_model(fp32_path)
+    for precision in config.precisions:
+        check_writable_destination(precision_path(fp32_path, precision))
+    source = str(fp32_path)
+    preprocessing = Preprocessing.from_dict(metadata_value(model, "preprocessing", source))
+    split = Split(**metadata_value(model, "split", source))
+    data_source = str(metadata_value(model, "data_source", source))
+    report = BuildReport()
+
+    images, labels = held_out_images(data_source, split, preprocessing, "val")
+    report.val_images = len(images)
+    with OnnxRuntimeRunner(model) as reference_runner:
+        reference = np.concatenate([reference_runner.infer(images[i : i + 64]) for i in range(0, len(images), 64)])
+
+    if "fp32" in config.precisions:
+        report.onnx["fp32"] = fp32_path
+        report.accuracy.append(evaluate("fp32", "fp32", model, images, labels, reference, fp32_path))
+
+    if "fp16" in config.precisions:
+        path = precision_path(fp32_path, "fp16")
+        half = to_fp16(model)
+        _save(half, path)
+        report.onnx["fp16"] = path
+        report.accuracy.append(evaluate("fp16", "fp16", half, images, labels, reference, path))
+
+    if "int8" in config.precisions:
+        if config.calib_from_data:
+            count = fill_calibration_dir(config.calibration_dir, data_source, split)
+            report.calibration.append(f"wrote {count} held-out calibration images to {config.calibration_dir}")
+        amax, calibration_images = _calibrated_amax(config, model, sha256_file(fp32_path), preprocessing, report, progress)
+        path = precision_path(fp32_path, "int8")
+        for method, ranges in amax.items():
+            quantized = insert_qdq(model, ranges)
+            chosen = method == config.calib_method
+            if chosen:
+                _save(quantized, path)
+                report.onnx["int8"] = path
+            report.accuracy.append(
+                evaluate(f"int8 ({method})", "int8", quantized, images, labels, reference, path if chosen else None)
+            )
+        if config.compare_methods:
+            with tempfile.TemporaryDirectory() as workdir:
+                baseline = onnxruntime_int8(model, calibration_images, Path(workdir))
+            report.accuracy.append(
+                evaluate("int8 (onnxruntime quantize_static)", "int8", baseline, images, labels, reference, None)
+            )
+
+    _build_engines(config, report, progress)
+    return report
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
+def _build_engines(config: BuildConfig, report: BuildReport, progress: ProgressReporter) -> None:
+    from .engine import EngineBuildConfig, build_engine, tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        report.engine_note = f"no TensorRT engine built: {reason}; the ONNX files above are ready for one"
+        return
+    for precision, onnx_path in report.onnx.items():
+        plan = Path(config.engines_dir) / f"alexnet.{precision}.plan"
+        engine_config = EngineBuildConfig(
+            precision=precision,
+            opt_batch=config.opt_batch,
+            max_batch=config.max_batch,
+            workspace_gib=config.workspace_gib,
+            timing_cache=Path(config.engines_dir) / "timing.cache",
+        )
+        build_engine(onnx_path, plan, engine_config, progress=progress)
+        report.engines[precision] = plan
