@@ -49,8 +49,8 @@ import triton.language as tl
 
 from ..lrn import LRNParams
 
-# Order of the integer arguments between the input and output pointers; TensorRT's AOT
-# launch passes them in this order as symbolic expressions (see trt_plugin.aot_impl).
+# The integer arguments between the input and output pointers, in order; TensorRT's AOT
+# launch passes them as symbolic expressions (see trt_plugin.aot_impl).
 EXTRA_INT_ARGS = ("channels", "plane", "positions")
 
 
@@ -67,7 +67,7 @@ class KernelConfig:
         """One axis of (channel chunks x position tiles) programs, chunk fastest: the
         programs sharing halo channels run side by side, so halo re-reads hit L2. One
         axis because CUDA caps grid y and z at 65535 and the x axis at 2**31 - 1."""
-        return (triton.cdiv(channels, self.channels_per_program) * triton.cdiv(batch * plane, self.block),)
+        return (program_count(channels, batch * plane, self),)
 
 
 DEFAULT_CONFIG = KernelConfig()
@@ -80,6 +80,19 @@ TACTICS: dict[int, KernelConfig] = {
     2: KernelConfig(block=256, channels_per_program=16, lookahead=8),
     3: KernelConfig(block=1024, channels_per_program=32, lookahead=2, num_warps=8),
 }
+
+
+def kernel_int_args(batch, channels, height, width) -> tuple:
+    """Values of ``EXTRA_INT_ARGS`` for an NCHW shape. Plain arithmetic, so it serves
+    Python ints (torch launch) and TensorRT's symbolic shape expressions (AOT launch)."""
+    plane = height * width
+    return channels, plane, batch * plane
+
+
+def program_count(channels, positions, config: KernelConfig, cdiv=triton.cdiv):
+    """Programs in the one-axis grid: channel chunks x position tiles. ``cdiv`` is
+    ``triton.cdiv`` for ints and ``tensorrt.plugin.cdiv`` for symbolic shapes."""
+    return cdiv(channels, config.channels_per_program) * cdiv(positions, config.block)
 
 
 @triton.jit
@@ -192,12 +205,12 @@ def lrn_triton(x: torch.Tensor, params: LRNParams = LRNParams(), config: KernelC
         raise ValueError(f"the LRN kernel takes float32 or float16, not {x.dtype}")
     x = x.contiguous()
     y = torch.empty_like(x)
-    batch, channels, height, width = x.shape
-    plane = height * width
     if x.numel() == 0:
         return y
-    grid = config.grid(batch, channels, plane)
-    lrn_kernel[grid](x, channels, plane, batch * plane, y, **kernel_constants(params, config), **compile_options(config))
+    batch, channels, height, width = x.shape
+    grid = config.grid(batch, channels, height * width)
+    int_args = kernel_int_args(batch, channels, height, width)
+    lrn_kernel[grid](x, *int_args, y, **kernel_constants(params, config), **compile_options(config))
     return y
 
 

@@ -178,7 +178,7 @@ def _define_plugin(trt, trtp) -> None:
         tactic: int,
     ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
         # Imported here: only engine builds compile, deserialising needs neither triton nor torch.
-        from .kernel import DEFAULT_CONFIG, EXTRA_INT_ARGS, TACTICS, compile_ptx
+        from .kernel import DEFAULT_CONFIG, TACTICS, compile_ptx, kernel_int_args, program_count
 
         device = cuda_device()
         if device is None:
@@ -196,16 +196,13 @@ def _define_plugin(trt, trtp) -> None:
             config,
         )
 
-        batch, channels, height, width = (x.shape_expr[i] for i in range(4))
-        plane = height * width
-        positions = batch * plane
+        # The same expressions as the torch launch, evaluated on TensorRT's symbolic
+        # shapes, so the batch (dynamic in the profile) is resolved at each launch.
+        int_args = kernel_int_args(*(x.shape_expr[i] for i in range(4)))
+        channels, _, positions = int_args
         launch = trtp.KernelLaunchParams()
-        # Same 1-D grid as KernelConfig.grid: channel chunks x position tiles.
-        launch.grid_x = trtp.cdiv(channels, config.channels_per_program) * trtp.cdiv(positions, config.block)
+        launch.grid_x = program_count(channels, positions, config, trtp.cdiv)
         launch.block_x = kernel.threads_per_block
         launch.shared_mem = kernel.shared_mem
-        # The kernel's integer parameters sit between its input and output pointers, in
-        # EXTRA_INT_ARGS order; TensorRT evaluates these expressions for each launch's shape.
-        values = {"channels": channels, "plane": plane, "positions": positions}
-        extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(values[name]) for name in EXTRA_INT_ARGS])
+        extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(value) for value in int_args])
         return kernel.name, kernel.ptx, launch, extra_args
