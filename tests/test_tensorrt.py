@@ -66,6 +66,7 @@ def conv_lrn_model(half: bool = False) -> onnx.ModelProto:
             PLUGIN_NAME,
             [lrn_in],
             [lrn_out],
+            name=f"{PLUGIN_NAME}_0",  # TensorRT names the layer after the node
             domain=PLUGIN_NAMESPACE,
             **LRN.to_dict(),
             **PLUGIN_LOOKUP_ATTRIBUTES,
