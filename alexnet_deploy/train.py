@@ -26,6 +26,7 @@ from .data import (
     Preprocessing,
     Split,
     TrainingDataset,
+    batch_loader,
     fit_normalisation,
     limit_images,
     load_images,
@@ -226,17 +227,15 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
         first_epoch = len(history) + 1
 
     train_set = TrainingDataset(parts["train"], preprocessing, config.augment, config.seed)
-    loader = torch.utils.data.DataLoader(
+    loader = batch_loader(
         train_set,
-        batch_size=config.batch_size,
+        config.batch_size,
         shuffle=True,
         generator=generator,
         num_workers=config.workers,
         drop_last=len(train_set) > config.batch_size,
     )
-    val_loader = torch.utils.data.DataLoader(
-        EvalDataset(parts["val"], preprocessing), batch_size=config.batch_size, num_workers=config.workers
-    )
+    val_loader = batch_loader(EvalDataset(parts["val"], preprocessing), config.batch_size, num_workers=config.workers)
     log_path = metrics_log_path(output)
     if resume is None:
         log_path.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alexnet_deploy.checkpoint import load_checkpoint
-from alexnet_deploy.data import Augmentation, EvalDataset, Preprocessing, load_digits
+from alexnet_deploy.data import Augmentation, EvalDataset, Preprocessing, batch_loader, load_digits
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.progress import SilentProgress
@@ -17,7 +17,7 @@ def test_a_short_training_run_lowers_the_loss():
     torch.manual_seed(0)
     model = AlexNet(AlexNetConfig(num_classes=10, width=0.125, dropout=0.0))
     dataset = EvalDataset(load_digits().subset(range(64)), Preprocessing())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=16)
+    loader = batch_loader(dataset, 16)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
     before = evaluate(model, loader, torch.device("cpu")).loss
     for _ in range(6):
