@@ -22,6 +22,23 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+def onnxruntime_lrn(x: np.ndarray, p) -> np.ndarray:
+    """onnxruntime's own LRN kernel (odd sizes only), an independent reference."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("LRN", ["x"], ["y"], size=p.size, alpha=p.alpha, beta=p.beta, bias=p.bias)
+    graph = helper.make_graph(
+        [node],
+        "lrn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
 def write_image_folder(root: Path, classes: int = 2, per_class: int = 3, size: int = 40) -> Path:
     rng = np.random.default_rng(0)
     for c in range(classes):

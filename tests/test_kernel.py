@@ -17,13 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
 
 from alexnet_deploy.lrn import LRNParams, local_response_norm, lrn_reference
+from conftest import onnxruntime_lrn
 
 pytest.importorskip("triton", reason="triton is not installed (it ships for Linux x86_64; see the dev extra)")
 
@@ -93,19 +92,6 @@ def interpreted(tmp_path_factory) -> dict[str, np.ndarray]:
     )
     with np.load(work / "outputs.npz") as outputs:
         return {name: outputs[name] for name in outputs.files}
-
-
-def onnxruntime_lrn(x: np.ndarray, p: LRNParams) -> np.ndarray:
-    node = helper.make_node("LRN", ["x"], ["y"], size=p.size, alpha=p.alpha, beta=p.beta, bias=p.bias)
-    graph = helper.make_graph(
-        [node],
-        "lrn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
 
 
 def _tolerance(dtype: np.dtype) -> dict[str, float]:

@@ -2,27 +2,12 @@
 (numpy transcription) for all sizes, and onnxruntime's LRN kernel."""
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
 
 from alexnet_deploy.lrn import LRNParams, local_response_norm, lrn_reference
-
-
-def onnxruntime_lrn(x: np.ndarray, p: LRNParams) -> np.ndarray:
-    node = helper.make_node("LRN", ["x"], ["y"], size=p.size, alpha=p.alpha, beta=p.beta, bias=p.bias)
-    graph = helper.make_graph(
-        [node],
-        "lrn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
+from conftest import onnxruntime_lrn
 
 
 @pytest.fixture
