@@ -242,3 +242,72 @@ def info(
             f"wrote {filters} ({image.width}×{image.height} px): "
             f"conv1's {count} kernels ({height}×{width}×{channels}) from {source}"
         )
+
+
+@app.command()
+@one_line_errors
+def bench(
+    batch: Annotated[str, typer.Option(help="Batch size, or a comma list for a sweep: 1,8,32,128.")] = "128",
+    backends: Annotated[str, typer.Option(help="Comma list of tensorrt, onnxruntime, torch, torch-compile.")] = (
+        "tensorrt,onnxruntime,torch,torch-compile"
+    ),
+    precisions: Annotated[
+        str | None,
+        typer.Option(help="Comma list of fp32, fp16, int8. Default: all, listing those not built yet as skipped; "
+        "a named precision whose ONNX or engine is missing is an error."),
+    ] = None,
+    iterations: Annotated[int | None, typer.Option(help="Timed iterations per row (default 10 unless --duration).")] = None,
+    duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = 2,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay CUDA graphs (torch on CUDA; TensorRT when its runner can).")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON (plot goes beside it unless --plot).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG: throughput vs batch for a sweep, else top-1 vs throughput.")] = None,
+    onnx_dir: Annotated[Path, typer.Option(help="Where alexnet.onnx (the reference) and its fp16/int8 twins are.")] = Path("export"),
+    engines_dir: Annotated[Path, typer.Option(help="Where the TensorRT plans alexnet.<precision>.plan are.")] = Path("engines"),
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint for the torch rows (the one the ONNX came from).")] = Path("export/alexnet.pt"),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch rows; onnxruntime too where onnxruntime-gpu is installed).")] = "auto",
+    max_images: Annotated[int, typer.Option(help="Held-out val images to rotate through and to judge accuracy on.")] = 512,
+) -> None:
+    """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
+    from .bench import BACKENDS, PRECISIONS, BenchConfig, parse_batches, parse_choices, run_bench, save_bench_plot
+    from .files import check_writable_destination, write_text_atomic
+
+    config = BenchConfig(
+        batches=parse_batches(batch),
+        backends=parse_choices(backends, BACKENDS, "--backends"),
+        precisions=None if precisions is None else parse_choices(precisions, PRECISIONS, "--precisions"),
+        iterations=iterations,
+        duration_s=duration,
+        warmup=warmup,
+        cuda_graphs=cuda_graphs,
+        onnx_dir=onnx_dir,
+        engines_dir=engines_dir,
+        checkpoint=checkpoint,
+        device=device,
+        max_images=max_images,
+    )
+    config.check()
+    plot = plot if plot is not None or json_path is None else json_path.with_suffix(".png")
+    for path in (json_path, plot):
+        if path is not None:
+            check_writable_destination(path)  # before minutes of timing, not after
+    report = run_bench(config, RichProgress())
+    timed = f"{config.duration_s:g} s" if config.duration_s else f"{config.timed_iterations} iterations"
+    title = (
+        f"bench: {timed} after {config.warmup} warm-up per row, {report.images} {report.image_source} "
+        f"(rotated); parity vs {report.reference}"
+    )
+    columns, rows, footnotes = report.table()
+    console.print(table(title, columns, rows))
+    for footnote in footnotes:  # unmarked: they quote hints such as alexnet-deploy[gpu], not rich markup
+        console.print(footnote, markup=False, highlight=False, soft_wrap=True)
+    for check in report.harness:
+        console.print(check.summary(), markup=False, highlight=False, soft_wrap=True)
+    if not report.harness:
+        console.print("harness overhead: not checked (needs the onnxruntime fp32 row)")
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+    if plot is not None:
+        save_bench_plot(report, plot)
+        console.print(f"wrote {plot}")

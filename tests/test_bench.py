@@ -1,0 +1,454 @@
+"""bench: statistics on known samples, parity metrics on constructed logits, the timed
+loop and the harness-overhead check with stand-in runners, the torch runner, and the
+command end to end on CPU (onnxruntime and torch rows measured, tensorrt listed as
+skipped with its reason), plus one clear line for each bad input. No assertion here
+depends on how fast anything ran."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_deploy import bench
+from alexnet_deploy.bench import (
+    BenchConfig,
+    HarnessCheck,
+    LatencyStats,
+    Rotation,
+    harness_overhead,
+    parity,
+    parse_batches,
+    parse_choices,
+    percentile,
+    run_bench,
+    time_iterations,
+    topk_accuracy,
+)
+from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from alexnet_deploy.cli import app
+from alexnet_deploy.data import Preprocessing
+from alexnet_deploy.errors import DeployError
+from alexnet_deploy.export import export
+from alexnet_deploy.graph import load_model
+from alexnet_deploy.model import AlexNet, AlexNetConfig
+from alexnet_deploy.runners.base import BackendUnavailable, Runner
+from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
+from alexnet_deploy.runners.torch import TorchRunner, TritonLRN, use_triton_lrn
+from test_cli import assert_one_line_error
+
+cli = CliRunner()
+
+ROW_KEYS = {
+    "backend", "precision", "device", "batch", "throughput_ips", "latency_ms", "top1_agreement", "max_abs_diff",
+    "top1", "top5", "gpu_compute_ms", "h2d_ms", "d2h_ms", "iterations", "notes", "skipped",
+}  # fmt: skip
+FAST = ["--iterations", "2", "--warmup", "1", "--max-images", "12"]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_checkpoint, tmp_path_factory) -> Path:
+    """export/ as the pipeline leaves it after `export`: the FP32 reference only."""
+    directory = tmp_path_factory.mktemp("export")
+    export(tiny_checkpoint, directory / "alexnet.onnx")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def onnx_dir_with_fp16(onnx_dir, tmp_path_factory) -> Path:
+    """export/ after `build --fp16`: the reference plus its FP16 twin."""
+    pytest.importorskip("onnxconverter_common")
+    from alexnet_deploy.quantize import to_fp16
+
+    directory = tmp_path_factory.mktemp("export16")
+    reference = load_model(onnx_dir / "alexnet.onnx")
+    onnx.save(reference, str(directory / "alexnet.onnx"))
+    onnx.save(to_fp16(reference), str(directory / "alexnet.fp16.onnx"))
+    return directory
+
+
+def run_cli(*args: str):
+    return cli.invoke(app, ["bench", *args])
+
+
+def bench_args(onnx_dir: Path, checkpoint: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--onnx-dir", str(onnx_dir), "--checkpoint", str(checkpoint), "--engines-dir", str(tmp_path / "engines"), *FAST, *extra]
+
+
+# ------------------------------------------------------------------ statistics
+
+
+@pytest.mark.parametrize("q", [0, 37.5, 50, 90, 99, 100])
+@pytest.mark.parametrize("samples", [[5.0], [3.0, 1.0], list(range(1, 11)), [0.7, 12.0, 3.3, 3.3, 9.1, 0.2, 41.0]])
+def test_percentile_matches_numpy_linear_interpolation(samples, q):
+    assert percentile(samples, q) == pytest.approx(float(np.percentile(samples, q)))
+
+
+def test_latency_stats_on_known_samples():
+    stats = LatencyStats.of([50.0, 10.0, 40.0, 20.0, 30.0])
+    # rank (n-1)q/100 in 10,20,30,40,50: p50 at 2 -> 30; p90 at 3.6 -> 46; p99 at 3.96 -> 49.6
+    assert (stats.p50, stats.p90, stats.p99, stats.mean) == pytest.approx((30.0, 46.0, 49.6, 30.0))
+
+
+def test_percentile_rejects_no_samples_and_bad_quantiles():
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+# --------------------------------------------------------------------- parity
+
+
+def test_parity_on_constructed_logits():
+    reference = np.array([[3.0, 1, 0, 0, 0, 0], [0, 3, 1, 0, 0, 0], [0, 0, 3, 1, 0, 0], [0, 0, 0, 3, 1, 0]], np.float32)
+    candidate = reference.copy()
+    candidate[1] = [0, 1, 3.5, 0, 0, 0]  # argmax moves from 1 to 2: |Δ| 2.5 at class 2
+    labels = np.array([0, 1, 5, 3])
+    result = parity(reference, candidate, labels)
+    assert result.top1_agreement == pytest.approx(0.75)
+    assert result.max_abs_diff == pytest.approx(2.5)
+    assert result.top1 == pytest.approx(0.5)  # rows 0 and 3
+    assert result.top5 == pytest.approx(0.75)  # row 2's label 5 has the lowest logit; the rest are in the top 5
+
+
+def test_topk_accuracy_with_fewer_classes_than_k_counts_everything():
+    logits = np.array([[0.1, 0.9, 0.0], [0.5, 0.2, 0.3]], np.float32)
+    labels = np.array([2, 2])
+    assert topk_accuracy(logits, labels, 1) == 0.0
+    assert topk_accuracy(logits, labels, 2) == 0.5
+    assert topk_accuracy(logits, labels, 5) == 1.0
+
+
+def test_parity_rejects_mismatched_shapes():
+    with pytest.raises(ValueError):
+        parity(np.zeros((2, 3)), np.zeros((3, 3)), np.zeros(2, int))
+
+
+# --------------------------------------------------------- inputs and timing
+
+
+def test_rotation_covers_the_pool_with_views_and_one_wrapped_batch():
+    pool = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    rotation = Rotation.of(pool, 4)
+    assert [b.ravel().tolist() for b in rotation.batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
+    assert np.shares_memory(rotation.batches[0], pool) and not np.shares_memory(rotation.batches[2], pool)
+    assert all(b.flags.c_contiguous for b in rotation.batches)
+    outputs = [np.repeat(b.reshape(-1, 1), 2, axis=1) * 10 for b in rotation.batches]
+    assert rotation.per_image(outputs, 10)[:, 0].tolist() == [10.0 * i for i in range(10)]
+
+
+def test_rotation_of_a_batch_larger_than_the_pool_repeats_images():
+    rotation = Rotation.of(np.arange(3, dtype=np.float32).reshape(3, 1), 5)
+    assert [b.ravel().tolist() for b in rotation.batches] == [[0, 1, 2, 0, 1]]
+
+
+class CountingRunner(Runner):
+    """Records every batch it is given; returns one logit row per image."""
+
+    backend = "fake"
+
+    def __init__(self, max_batch: int | None = None) -> None:
+        super().__init__("fp32", "cpu")
+        self.max_batch = max_batch
+        self.seen: list[np.ndarray] = []
+
+    def _load(self) -> None:
+        pass
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        self.seen.append(images)
+        return np.zeros((len(images), 10), np.float32)
+
+
+def test_timed_loop_warms_up_then_rotates_inputs():
+    runner = CountingRunner().load()
+    batches = [np.full((2, 1), i, np.float32) for i in range(3)]
+    timing = time_iterations(runner, batches, warmup=2, iterations=5)
+    assert len(runner.seen) == 7 and timing.iterations == 5 and len(timing.latencies_ms) == 5
+    assert [int(b[0, 0]) for b in runner.seen] == [0, 1, 0, 1, 2, 0, 1]  # warm-up, then timed from batch 0
+    assert timing.batch == 2 and timing.throughput_ips > 0
+    assert len(timing.outputs) == 3  # the first pass over the batches, kept for parity
+
+
+def test_timed_loop_by_duration_runs_at_least_once():
+    runner = CountingRunner().load()
+    timing = time_iterations(runner, [np.zeros((1, 1), np.float32)], warmup=0, iterations=None, duration_s=1e-9)
+    assert timing.iterations == 1
+
+
+class RecordingSession:
+    def __init__(self) -> None:
+        self.feeds: list[np.ndarray] = []
+
+    def run(self, outputs, feeds):
+        self.feeds.append(feeds["images"])
+        return [np.zeros((len(feeds["images"]), 10), np.float32)]
+
+
+def test_harness_check_feeds_bench_loop_and_bare_session_the_same_inputs():
+    runner, session = CountingRunner().load(), RecordingSession()
+    batches = [np.full((4, 1), i, np.float32) for i in range(3)]
+    check = harness_overhead(runner, session, batches, iterations=4)
+    assert [int(b[0, 0]) for b in runner.seen] == [int(b[0, 0]) for b in session.feeds] == [0, 1, 2, 0]
+    assert check.batch == 4 and check.iterations == 4 and check.bench_ips > 0 and check.bare_ips > 0
+
+
+def test_harness_check_verdict_is_the_median_paired_ratio_within_two_percent():
+    steady = HarnessCheck(128, bench_ms=(101.0, 100.0, 102.0), bare_ms=(100.0, 99.0, 100.0))
+    assert steady.ratio == pytest.approx(0.99) and steady.holds  # pairs: 0.990, 0.990, 0.980
+    slow = HarnessCheck(128, bench_ms=(103.0, 103.0, 103.0), bare_ms=(100.0, 100.0, 100.0))
+    assert not slow.holds and "median bare/bench time 0.971" in slow.summary()
+    spiked = HarnessCheck(128, bench_ms=(100.0, 150.0, 100.0), bare_ms=(100.0, 100.0, 100.0))
+    assert spiked.holds and spiked.bench_ips < spiked.bare_ips  # one spike moves the totals, not the verdict
+    assert steady.bench_ips == pytest.approx(128 * 3 / 0.303)
+
+
+# ---------------------------------------------------------------- options
+
+
+def test_batch_list_parses_and_bad_batches_are_rejected():
+    assert parse_batches("128") == (128,)
+    assert parse_batches("1, 8,32,128") == (1, 8, 32, 128)
+    for bad in ("0", "-1", "abc", "8,", "1.5", "8,8"):
+        with pytest.raises(DeployError):
+            parse_batches(bad)
+
+
+def test_choices_name_the_unknown_value():
+    assert parse_choices("torch,onnxruntime", bench.BACKENDS, "--backends") == ("torch", "onnxruntime")
+    with pytest.raises(DeployError, match="unknown backend 'tflite'"):
+        parse_choices("torch,tflite", bench.BACKENDS, "--backends")
+
+
+# --------------------------------------------------------------- torch runner
+
+
+@pytest.fixture(scope="module")
+def val_images(tiny_checkpoint) -> np.ndarray:
+    from alexnet_deploy.export import validation_images
+
+    images, _ = validation_images(load_checkpoint(tiny_checkpoint), count=6)
+    return images
+
+
+def test_torch_runner_fp32_matches_the_onnxruntime_reference(tiny_checkpoint, onnx_dir, val_images):
+    with TorchRunner(tiny_checkpoint) as runner, OnnxRuntimeRunner(onnx_dir / "alexnet.onnx") as reference:
+        np.testing.assert_allclose(runner.infer(val_images), reference.infer(val_images), atol=1e-4)
+        assert runner.last_timing is None  # stage timing is a CUDA-only measurement
+
+
+def test_torch_runner_runs_fp16_on_cuda_only(tiny_checkpoint):
+    with pytest.raises(BackendUnavailable, match="FP16 on CUDA only"):
+        TorchRunner(tiny_checkpoint, "fp16", "cpu").load()
+
+
+def test_torch_runner_has_no_int8_path(tiny_checkpoint):
+    with pytest.raises(BackendUnavailable, match="no INT8 path; use onnxruntime or tensorrt"):
+        TorchRunner(tiny_checkpoint, "int8").load()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_torch_runner_on_cuda_without_a_gpu_is_unavailable(tiny_checkpoint):
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
+        TorchRunner(tiny_checkpoint, device="cuda").load()
+
+
+def test_failed_compile_falls_back_to_eager_and_says_so(tiny_checkpoint, val_images, monkeypatch):
+    def broken_compile(model, **options):
+        def compiled(x):
+            raise RuntimeError("inductor exploded\nlong traceback")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with TorchRunner(tiny_checkpoint, compile=True) as runner, TorchRunner(tiny_checkpoint) as eager:
+        np.testing.assert_array_equal(runner.infer(val_images), eager.infer(val_images))
+        assert runner.backend == "torch-compile"
+        assert runner.notes == ["torch.compile failed (RuntimeError: inductor exploded); ran eager"]
+
+
+def test_cuda_forward_swaps_every_lrn_for_the_triton_kernel(tiny_checkpoint):
+    model = use_triton_lrn(load_checkpoint(tiny_checkpoint).build_model())
+    assert isinstance(model.features.norm1, TritonLRN) and isinstance(model.features.norm2, TritonLRN)
+    assert model.features.norm1.params == load_checkpoint(tiny_checkpoint).config.lrn
+
+
+# TRITON_INTERPRET must be set before triton is imported, hence a child process (as in test_kernel)
+TRITON_NETWORK = """
+import sys, numpy as np, torch
+from alexnet_deploy.checkpoint import load_checkpoint
+from alexnet_deploy.runners.torch import use_triton_lrn
+model = load_checkpoint(sys.argv[1]).build_model()
+x = torch.from_numpy(np.load(sys.argv[2]))
+with torch.inference_mode():
+    np.save(sys.argv[3], use_triton_lrn(model)(x).numpy())
+"""
+
+
+def test_network_with_the_triton_lrn_matches_the_reference(tiny_checkpoint, onnx_dir, val_images, tmp_path):
+    """The CUDA forward's network (LRN through the custom op and the Triton kernel), run
+    in Triton's CPU interpreter, against onnxruntime's standard-op twin."""
+    pytest.importorskip("triton")
+    np.save(tmp_path / "x.npy", val_images[:2])
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    command = [sys.executable, "-c", TRITON_NETWORK, str(tiny_checkpoint), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]
+    subprocess.run(command, env=env, check=True, timeout=600)
+    with OnnxRuntimeRunner(onnx_dir / "alexnet.onnx") as reference:
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference.infer(val_images[:2]), atol=1e-4)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_checkpoint, onnx_dir, tmp_path):
+    out = tmp_path / "out.json"
+    args = bench_args(onnx_dir, tiny_checkpoint, tmp_path, "--batch", "4,8", "--backends", "tensorrt,onnxruntime,torch", "--device", "cpu")
+    result = run_cli(*args, "--json", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert list(report) == ["date", "machine", "config", "reference", "images", "results", "harness_overhead"]
+    rows = {(r["backend"], r["precision"], r["batch"]): r for r in report["results"]}
+    assert len(rows) == 3 * 3 * 2 and all(set(r) == ROW_KEYS for r in rows.values())
+
+    for backend in ("onnxruntime", "torch"):
+        for batch in (4, 8):
+            row = rows[(backend, "fp32", batch)]
+            assert row["skipped"] is None and row["device"] == "cpu" and row["iterations"] == 2
+            assert row["throughput_ips"] > 0 and set(row["latency_ms"]) == {"p50", "p90", "p99", "mean"}
+            assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] <= 1e-4
+            assert 0 <= row["top1"] <= row["top5"] <= 1
+    assert rows[("onnxruntime", "fp32", 4)]["max_abs_diff"] == 0.0  # the reference session itself
+
+    for precision in ("fp32", "fp16", "int8"):
+        skipped = rows[("tensorrt", precision, 8)]
+        assert skipped["skipped"] and skipped["throughput_ips"] is None and skipped["latency_ms"] is None
+    assert rows[("torch", "int8", 4)]["skipped"] == "torch runner has no INT8 path; use onnxruntime or tensorrt"
+    assert "alexnet-deploy build --fp16" in rows[("onnxruntime", "fp16", 4)]["skipped"]
+
+    assert [h["batch"] for h in report["harness_overhead"]] == [4, 8]
+    assert "harness overhead at batch 8" in result.stdout and "skipped" in result.stdout
+    with Image.open(out.with_suffix(".png")) as plot:  # the plot goes beside --json by default
+        assert plot.format == "PNG" and plot.size == (800, 500)
+
+
+def test_fp16_onnx_is_measured_and_a_missing_int8_is_a_skipped_row(tiny_checkpoint, onnx_dir_with_fp16, tmp_path):
+    config = BenchConfig(
+        batches=(4,), backends=("onnxruntime",), iterations=1, warmup=0, onnx_dir=onnx_dir_with_fp16,
+        engines_dir=tmp_path, checkpoint=tiny_checkpoint, max_images=8,
+    )  # fmt: skip
+    rows = {r.precision: r for r in run_bench(config).rows}
+    assert rows["fp16"].skipped is None and rows["fp16"].max_abs_diff < 0.05 and rows["fp16"].top1_agreement >= 0.75
+    assert rows["int8"].skipped == f"{onnx_dir_with_fp16 / 'alexnet.int8.onnx'} not found; run `alexnet-deploy build --int8`"
+
+
+def test_single_batch_plots_accuracy_against_throughput(tiny_checkpoint, onnx_dir, tmp_path):
+    plot = tmp_path / "bench.png"
+    args = bench_args(onnx_dir, tiny_checkpoint, tmp_path, "--batch", "4", "--backends", "onnxruntime", "--precisions", "fp32")
+    result = run_cli(*args, "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    with Image.open(plot) as image:
+        assert image.format == "PNG"
+
+
+@pytest.fixture
+def tensorrt_present(monkeypatch):
+    """Pretend TensorRT and a GPU are here, so only the engine file decides."""
+    import alexnet_deploy.engine
+
+    monkeypatch.setattr(alexnet_deploy.engine, "tensorrt_unavailable_reason", lambda: None)
+
+
+def test_missing_engine_is_an_error_when_its_precision_was_named(tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present):
+    args = bench_args(onnx_dir, tiny_checkpoint, tmp_path, "--backends", "tensorrt", "--precisions", "fp16")
+    assert_one_line_error(run_cli(*args), "alexnet.fp16.plan not found; run `alexnet-deploy build --fp16`")
+
+
+def write_engine(engines: Path, precision: str, max_batch: int) -> None:
+    """A stand-in plan and the sidecar `build` writes beside it (only the profile matters)."""
+    from alexnet_deploy.engine import BatchProfile, EngineSidecar
+
+    engines.mkdir(exist_ok=True)
+    (engines / f"alexnet.{precision}.plan").write_bytes(b"not a real engine")
+    profile = BatchProfile("images", [1, 3, 227, 227], [max_batch, 3, 227, 227], [max_batch, 3, 227, 227])
+    sidecar = EngineSidecar("alexnet.plan", precision, "10.9", "GPU", "9.0", profile, "alexnet.onnx", "0", 1.0, 4.0, False, "lrn", "now", [])
+    (engines / f"alexnet.{precision}.json").write_text(sidecar.to_json())
+
+
+def test_batch_above_the_engine_profile_is_one_line_before_any_timing(tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present):
+    write_engine(tmp_path / "engines", "fp16", max_batch=4)
+    args = bench_args(onnx_dir, tiny_checkpoint, tmp_path, "--precisions", "fp16", "--batch", "2,8")
+    result = run_cli(*args)
+    assert_one_line_error(result, "batch 8 exceeds")
+    assert "alexnet.fp16.plan's profile maximum 4; rebuild with `alexnet-deploy build --max-batch 8`" in result.stderr
+
+
+def test_a_runner_refuses_a_batch_above_its_maximum_mid_run(tiny_checkpoint, onnx_dir, tmp_path, monkeypatch):
+    """The backstop when only the loaded runner knows its limit."""
+    limited = lambda context, precision: bench._Planned("tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4))
+    monkeypatch.setitem(bench._PLANNERS, "tensorrt", limited)
+    config = BenchConfig(batches=(2, 8), backends=("tensorrt",), onnx_dir=onnx_dir, checkpoint=tiny_checkpoint, max_images=4)
+    with pytest.raises(DeployError, match="batch 8 exceeds fake/fp32's maximum 4"):
+        run_bench(config)
+
+
+def test_missing_engine_is_a_skipped_row_by_default(tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present):
+    config = BenchConfig(
+        batches=(2,), backends=("tensorrt",), onnx_dir=onnx_dir, engines_dir=tmp_path, checkpoint=tiny_checkpoint,
+        iterations=1, max_images=4,
+    )  # fmt: skip
+    assert [r.skipped for r in run_bench(config).rows] == [
+        f"{tmp_path / f'alexnet.{p}.plan'} not found; run `alexnet-deploy build --{p}`" for p in ("fp32", "fp16", "int8")
+    ]
+
+
+@pytest.fixture(scope="module")
+def other_checkpoint(tmp_path_factory) -> Path:
+    config = AlexNetConfig(num_classes=10, width=0.0625)
+    path = tmp_path_factory.mktemp("other") / "other.pt"
+    save_checkpoint(Checkpoint(config, AlexNet(config).state_dict(), [str(i) for i in range(10)], Preprocessing(), "digits"), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--backends", "onnxruntime,tflite"], "unknown backend 'tflite'; choose from tensorrt, onnxruntime, torch"),
+        (["--precisions", "fp32,fp8"], "unknown precision 'fp8'; choose from fp32, fp16, int8"),
+        (["--batch", "0"], "--batch takes positive integers"),
+        (["--batch=-4"], "--batch takes positive integers"),
+        (["--batch", "32,big"], "got 'big'"),
+        (["--iterations", "0"], "--iterations must be at least 1"),
+        (["--duration", "5"], "give --iterations or --duration, not both"),
+        (["--warmup", "-1"], "--warmup must be 0 or more"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--json", "/nonexistent-dir/out.json"], "output directory /nonexistent-dir does not exist"),
+        (["--plot", "/nonexistent-dir/out.png"], "output directory /nonexistent-dir does not exist"),
+        (["--precisions", "fp16", "--backends", "onnxruntime"], "alexnet.fp16.onnx not found; run `alexnet-deploy build --fp16`"),
+    ],
+    ids=[
+        "backend", "precision", "batch-zero", "batch-negative", "batch-word", "iterations", "iterations-and-duration",
+        "warmup", "device", "json-path", "plot-path", "missing-named-onnx",
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_clear_line(tiny_checkpoint, onnx_dir, tmp_path, extra, fragment):
+    assert_one_line_error(run_cli(*bench_args(onnx_dir, tiny_checkpoint, tmp_path, *extra)), fragment)
+
+
+def test_missing_reference_onnx_is_one_line(tiny_checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli(*bench_args(tmp_path / "empty", tiny_checkpoint, tmp_path))
+    assert_one_line_error(result, "reference ONNX")
+    assert "run `alexnet-deploy export` first" in result.stderr
+
+
+def test_checkpoint_the_onnx_did_not_come_from_is_one_line(other_checkpoint, onnx_dir, tmp_path):
+    result = run_cli(*bench_args(onnx_dir, other_checkpoint, tmp_path, "--backends", "torch"))
+    assert_one_line_error(result, "is not the checkpoint")
