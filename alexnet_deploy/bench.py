@@ -633,7 +633,7 @@ def _measure_row(
         name: percentile([getattr(s, attribute) for s in timing.stages], 50) if timing.stages else None
         for name, attribute in (("gpu_compute_ms", "compute_ms"), ("h2d_ms", "h2d_ms"), ("d2h_ms", "d2h_ms"))
     }
-    notes = planned.notes + list(getattr(runner, "notes", ()))  # runners may say how they actually ran
+    notes = planned.notes + runner.notes
     row = BenchRow(
         planned.backend,
         runner.precision,

@@ -11,6 +11,7 @@ standard op first because onnxscript will only emit ops whose schema it knows.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
@@ -28,7 +29,7 @@ from .data import held_out_images
 from .errors import DeployError
 from .files import atomic_output
 from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn
-from .lrn import CONVENTION, LocalResponseNorm, LRNParams, local_response_norm
+from .lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from .runners.onnxruntime import OnnxRuntimeRunner
 
 MIN_OPSET = 18  # the torch.export-based exporter emits opset 18 and newer
@@ -51,30 +52,6 @@ def _lrn_to_onnx(x, size: int, alpha: float, beta: float, bias: float):
     from onnxscript import opset18 as op
 
     return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=bias)
-
-
-class _OpaqueLRN(nn.Module):
-    """LRN as one ``alexnet_deploy::lrn`` call, so the exporter keeps it as one node."""
-
-    def __init__(self, params: LRNParams) -> None:
-        super().__init__()
-        self.params = params
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.params
-        return _lrn_op(x, p.size, p.alpha, p.beta, p.bias)
-
-
-def with_opaque_lrn(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose LRN layers are opaque custom-op calls."""
-    import copy
-
-    exportable = copy.deepcopy(model)
-    for parent in exportable.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, LocalResponseNorm):
-                setattr(parent, name, _OpaqueLRN(child.params))
-    return exportable
 
 
 @dataclass
@@ -113,7 +90,7 @@ def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: str = "plugin") 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter is chatty about its own internals
         program = torch.onnx.export(
-            with_opaque_lrn(model).eval(),
+            replace_lrn(copy.deepcopy(model), _lrn_op).eval(),
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],

@@ -82,6 +82,33 @@ class LocalResponseNorm(nn.Module):
         return f"size={p.size}, alpha={p.alpha}, beta={p.beta}, bias={p.bias}"
 
 
+class OpaqueLRN(nn.Module):
+    """LRN as one call of a ``torch.library`` custom op ``op(x, size, alpha, beta, bias)``.
+
+    Opaque to tracers: the ONNX exporter keeps it as one node, and ``torch.compile``
+    calls a Triton launcher as it is instead of tracing into it.
+    """
+
+    def __init__(self, params: LRNParams, op) -> None:
+        super().__init__()
+        self.params = params
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        return self.op(x, p.size, p.alpha, p.beta, p.bias)
+
+
+def replace_lrn(model: nn.Module, op) -> nn.Module:
+    """Swap every :class:`LocalResponseNorm` of ``model`` (in place) for an
+    :class:`OpaqueLRN` calling ``op``; returns ``model``."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, LocalResponseNorm):
+                setattr(parent, name, OpaqueLRN(child.params, op))
+    return model
+
+
 def lrn_reference(x: np.ndarray, params: LRNParams = LRNParams()) -> np.ndarray:
     """Direct transcription of the ONNX ``LRN`` specification in float64.
 

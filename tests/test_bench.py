@@ -41,7 +41,8 @@ from alexnet_deploy.graph import load_model
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.runners.base import BackendUnavailable, Runner
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
-from alexnet_deploy.runners.torch import TorchRunner, TritonLRN, use_triton_lrn
+from alexnet_deploy.lrn import OpaqueLRN
+from alexnet_deploy.runners.torch import TorchRunner, use_triton_lrn
 from test_cli import assert_one_line_error
 
 cli = CliRunner()
@@ -277,7 +278,7 @@ def test_failed_compile_falls_back_to_eager_and_says_so(tiny_checkpoint, val_ima
 
 def test_cuda_forward_swaps_every_lrn_for_the_triton_kernel(tiny_checkpoint):
     model = use_triton_lrn(load_checkpoint(tiny_checkpoint).build_model())
-    assert isinstance(model.features.norm1, TritonLRN) and isinstance(model.features.norm2, TritonLRN)
+    assert isinstance(model.features.norm1, OpaqueLRN) and isinstance(model.features.norm2, OpaqueLRN)
     assert model.features.norm1.params == load_checkpoint(tiny_checkpoint).config.lrn
 
 

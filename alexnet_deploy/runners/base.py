@@ -36,6 +36,7 @@ class Runner(ABC):
         self.device = device  # "cpu", "cuda", or a GPU name once loaded
         self.max_batch: int | None = None  # None: any batch size
         self.last_timing: StageTiming | None = None  # set by infer() where measurable
+        self.notes: list[str] = []  # how it actually ran, where that differs from what was asked
         self.is_loaded = False
 
     @property

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import Checkpoint, load_checkpoint
-from ..lrn import LocalResponseNorm, LRNParams
+from ..lrn import LRNParams, replace_lrn
 from .base import BackendUnavailable, Runner, StageTiming
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -41,26 +41,9 @@ def _lrn_triton_shape(x: torch.Tensor, size: int, alpha: float, beta: float, bia
     return torch.empty_like(x)
 
 
-class TritonLRN(nn.Module):
-    """LRN through the plugin's Triton kernel. Wrapped as one opaque custom op so that
-    ``torch.compile`` calls the kernel as it is instead of tracing into its launcher."""
-
-    def __init__(self, params: LRNParams) -> None:
-        super().__init__()
-        self.params = params
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.params
-        return _lrn_triton_op(x, p.size, p.alpha, p.beta, p.bias)
-
-
 def use_triton_lrn(model: nn.Module) -> nn.Module:
-    """Swap every LRN layer of ``model`` (in place) for :class:`TritonLRN`."""
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, LocalResponseNorm):
-                setattr(parent, name, TritonLRN(child.params))
-    return model
+    """Every LRN layer of ``model`` (in place) through the plugin's Triton kernel."""
+    return replace_lrn(model, _lrn_triton_op)
 
 
 @dataclass
@@ -97,7 +80,6 @@ class TorchRunner(Runner):
         self.checkpoint = checkpoint
         self.compile = compile
         self.cuda_graphs = cuda_graphs
-        self.notes: list[str] = []  # how it actually ran, when that differs from what was asked
         self.model: nn.Module | None = None
         self._compiled = None
         self._torch_device = torch.device(device)
