@@ -15,7 +15,10 @@ from rich.table import Table
 
 from .errors import DeployError
 
-console = Console(markup=False)  # messages contain brackets (extras, shapes)
+# Messages contain brackets (extras, shapes), so no markup. Output that is not a
+# terminal (a log, CI, a pipe) gets a wide page: rich's 80-column default would
+# truncate every cell of the bench table.
+console = Console(markup=False, width=None if sys.stdout.isatty() else 160)
 error_console = Console(stderr=True, markup=False)
 
 F = TypeVar("F", bound=Callable)
