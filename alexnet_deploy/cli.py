@@ -31,7 +31,7 @@ def _version(value: bool) -> None:
 def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    pass
+    """Typer calls this before any command; it exists to carry the --version option."""
 
 
 @app.command()

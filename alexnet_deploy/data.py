@@ -12,6 +12,7 @@ Sources:
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -247,7 +248,7 @@ def limit_images(images: ImageSet, limit: int | None, seed: int = 0) -> ImageSet
     return images.subset(np.sort(order[:limit]))
 
 
-class _BatchedDataset(torch.utils.data.Dataset):
+class _BatchedDataset(torch.utils.data.Dataset, ABC):
     """Fills whole batches in one preallocated array (``__getitems__``), because
     stacking per-image tensors cost more than the augmentation itself on CPU."""
 
@@ -258,8 +259,9 @@ class _BatchedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    @abstractmethod
     def _fill(self, index: int, out: np.ndarray) -> None:
-        raise NotImplementedError
+        """Write image ``index``, preprocessed, into ``out`` (3, crop, crop)."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         out = np.empty((3, self.preprocessing.crop, self.preprocessing.crop), np.float32)

@@ -15,11 +15,13 @@ class ProgressReporter(Protocol):
 
 
 class SilentProgress:
+    """The reporter for callers that want no output: every method does nothing."""
+
     def begin(self, description: str, total: int) -> None:
-        pass
+        return None
 
     def advance(self, steps: int = 1, **status: object) -> None:
-        pass
+        return None
 
     def finish(self) -> None:
-        pass
+        return None

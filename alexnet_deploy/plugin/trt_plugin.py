@@ -81,7 +81,7 @@ _CAPABILITY_MAJOR, _CAPABILITY_MINOR = 75, 76  # CUdevice_attribute values in cu
 
 
 class _CudaError(Exception):
-    pass
+    """A CUDA driver call returned an error; the device query treats it as "no usable GPU"."""
 
 
 def _check(result: int) -> None:

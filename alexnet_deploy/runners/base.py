@@ -50,7 +50,7 @@ class Runner(ABC):
     def _infer(self, images: np.ndarray) -> np.ndarray: ...
 
     def _close(self) -> None:
-        pass
+        """Release what ``_load`` acquired; backends holding nothing extra keep this."""
 
     def load(self) -> Runner:
         if not self.is_loaded:
