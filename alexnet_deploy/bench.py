@@ -42,7 +42,9 @@ import onnx
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import Preprocessing, Split, held_out_images
 from .errors import DeployError
-from .export import compare_logits
+from .build import precision_path
+from .engine import plan_path_for
+from .metrics import parity
 from .files import atomic_output, sha256_file
 from .graph import INPUT_NAME, OUTPUT_NAME, load_model, metadata_value, read_metadata
 from .progress import ProgressReporter, SilentProgress
@@ -56,8 +58,6 @@ DEFAULT_WARMUP = 2
 DEFAULT_MAX_IMAGES = 512
 HARNESS_TOLERANCE = 0.02  # the bench loop may cost at most 2% against bare session.run
 PERCENTILES = (50, 90, 99)
-TOP_K = 5
-REFERENCE_CHUNK = 64  # batch for the one-off reference pass; any size gives the same logits
 
 
 # ------------------------------------------------------------------------ options
@@ -172,34 +172,6 @@ class LatencyStats:
     def of(cls, samples_ms: Sequence[float]) -> LatencyStats:
         p50, p90, p99 = (percentile(samples_ms, q) for q in PERCENTILES)
         return cls(p50, p90, p99, sum(samples_ms) / len(samples_ms))
-
-
-@dataclass(frozen=True)
-class Parity:
-    """A row's logits against the reference's on the same images, and against labels."""
-
-    top1_agreement: float
-    max_abs_diff: float
-    top1: float
-    top5: float
-
-
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose label is among the ``k`` largest logits (all of them
-    when there are fewer than ``k`` classes)."""
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return float(np.mean((top == labels[:, None]).any(axis=1)))
-
-
-def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> Parity:
-    if reference.shape != candidate.shape or len(labels) != len(reference):
-        raise ValueError(f"parity needs matching shapes, got {reference.shape}, {candidate.shape} and {len(labels)} labels")
-    max_abs_diff, agreement = compare_logits(reference, candidate)
-    return Parity(agreement, max_abs_diff, topk_accuracy(candidate, labels, 1), topk_accuracy(candidate, labels, TOP_K))
-
-
-# ------------------------------------------------------------------------- timing
 
 
 @dataclass
@@ -485,12 +457,7 @@ BUILD_COMMANDS = {p: f"alexnet-deploy build --{p}" for p in PRECISIONS}
 
 
 def onnx_path(onnx_dir: Path, precision: str) -> Path:
-    """export/alexnet.onnx for FP32 (the export itself), export/alexnet.<p>.onnx otherwise."""
-    return Path(onnx_dir) / ("alexnet.onnx" if precision == "fp32" else f"alexnet.{precision}.onnx")
-
-
-def engine_path(engines_dir: Path, precision: str) -> Path:
-    return Path(engines_dir) / f"alexnet.{precision}.plan"
+    return precision_path(Path(onnx_dir) / "alexnet.onnx", precision)
 
 
 def _missing(context: _Context, path: Path, precision: str) -> str:
@@ -549,7 +516,7 @@ def _plan_tensorrt(context: _Context, precision: str) -> _Planned:
     if reason is not None:
         planned.skipped = reason
         return planned
-    path = engine_path(context.config.engines_dir, precision)
+    path = plan_path_for(precision, context.config.engines_dir)
     if not path.is_file():
         planned.skipped = _missing(context, path, precision)
         return planned
@@ -696,8 +663,7 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     rows: list[BenchRow] = []
     harness: list[HarnessCheck] = []
     with reference_runner:
-        chunks = range(0, len(images), REFERENCE_CHUNK)
-        reference = np.concatenate([reference_runner.infer(images[i : i + REFERENCE_CHUNK]) for i in chunks])
+        reference = reference_runner.infer_all(images)
         progress.begin("bench", len(plans) * len(config.batches))
         try:
             for planned in plans:

@@ -14,7 +14,7 @@ import onnx
 
 from .data import Preprocessing, Split, held_out_images
 from .errors import DeployError
-from .export import compare_logits
+from .metrics import parity
 from .files import atomic_output, check_writable_destination, sha256_file
 from .graph import load_model, metadata_value
 from .progress import ProgressReporter, SilentProgress
@@ -95,18 +95,8 @@ def evaluate(
     name: str, precision: str, model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray, reference: np.ndarray, path: Path | None
 ) -> AccuracyRow:
     with OnnxRuntimeRunner(model, precision) as runner:
-        logits = np.concatenate([runner.infer(images[i : i + 64]) for i in range(0, len(images), 64)])
-    max_abs_diff, agreement = compare_logits(reference, logits)
-    top5 = np.argsort(-logits, axis=1)[:, :5]
-    return AccuracyRow(
-        name,
-        precision,
-        path,
-        top1=float(np.mean(top5[:, 0] == labels)),
-        top5=float(np.mean((top5 == labels[:, None]).any(axis=1))),
-        top1_agreement=agreement,
-        max_abs_diff=max_abs_diff,
-    )
+        match = parity(reference, runner.infer_all(images), labels)
+    return AccuracyRow(name, precision, path, match.top1, match.top5, match.top1_agreement, match.max_abs_diff)
 
 
 def _calibrated_amax(
@@ -160,7 +150,7 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
     images, labels = held_out_images(data_source, split, preprocessing, "val")
     report.val_images = len(images)
     with OnnxRuntimeRunner(model) as reference_runner:
-        reference = np.concatenate([reference_runner.infer(images[i : i + 64]) for i in range(0, len(images), 64)])
+        reference = reference_runner.infer_all(images)
 
     if "fp32" in config.precisions:
         report.onnx["fp32"] = fp32_path
@@ -205,14 +195,14 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def _build_engines(config: BuildConfig, report: BuildReport, progress: ProgressReporter) -> None:
-    from .engine import EngineBuildConfig, build_engine, tensorrt_unavailable_reason
+    from .engine import EngineBuildConfig, build_engine, plan_path_for, tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         report.engine_note = f"no TensorRT engine built: {reason}; the ONNX files above are ready for one"
         return
     for precision, onnx_path in report.onnx.items():
-        plan = Path(config.engines_dir) / f"alexnet.{precision}.plan"
+        plan = plan_path_for(precision, config.engines_dir)
         engine_config = EngineBuildConfig(
             precision=precision,
             opt_batch=config.opt_batch,

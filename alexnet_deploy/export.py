@@ -29,6 +29,7 @@ from .data import held_out_images
 from .errors import DeployError
 from .files import atomic_output
 from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn
+from .metrics import compare_logits
 from .lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from .runners.onnxruntime import OnnxRuntimeRunner
 
@@ -119,13 +120,6 @@ def validation_images(checkpoint: Checkpoint, count: int = 64) -> tuple[np.ndarr
         rng = np.random.default_rng(0)
         return rng.standard_normal((min(count, 16), 3, size, size), dtype=np.float32), f"random inputs ({error})"
     return images, f"held-out val images of {Path(checkpoint.data_source).name}"
-
-
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
-    """(max |Δ|, top-1 agreement) of two logit batches."""
-    max_abs_diff = float(np.max(np.abs(reference.astype(np.float64) - candidate)))
-    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
-    return max_abs_diff, agreement
 
 
 def validate(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, source: str) -> Validation:

@@ -24,13 +24,11 @@ from alexnet_deploy.bench import (
     LatencyStats,
     Rotation,
     harness_overhead,
-    parity,
     parse_batches,
     parse_choices,
     percentile,
     run_bench,
     time_iterations,
-    topk_accuracy,
 )
 from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet_deploy.cli import app
@@ -38,6 +36,7 @@ from alexnet_deploy.data import Preprocessing
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export import export
 from alexnet_deploy.graph import load_model
+from alexnet_deploy.metrics import parity, topk_accuracy
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.runners.base import BackendUnavailable, Runner
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner

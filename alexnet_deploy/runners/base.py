@@ -68,6 +68,11 @@ class Runner(ABC):
             raise DeployError(f"{self.name}: batch {len(images)} exceeds this runner's maximum {self.max_batch}")
         return self._infer(images)
 
+    def infer_all(self, images: np.ndarray, chunk: int = 64) -> np.ndarray:
+        """Logits of any number of images, inferred ``chunk`` at a time (for one-off
+        reference and accuracy passes, not for timing)."""
+        return np.concatenate([self.infer(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
     def close(self) -> None:
         if self.is_loaded:
             self._close()

@@ -1,0 +1,42 @@
+"""How two sets of logits are compared, everywhere: export validation, the build's
+accuracy table and bench's parity columns all use these functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TOP_K = 5
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """(max |Δ|, top-1 agreement) of two logit batches."""
+    max_abs_diff = float(np.max(np.abs(reference.astype(np.float64) - candidate)))
+    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    return max_abs_diff, agreement
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the ``k`` largest logits (all of them
+    when there are fewer than ``k`` classes)."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float(np.mean((top == labels[:, None]).any(axis=1)))
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Logits against the reference's on the same images, and against the labels."""
+
+    top1_agreement: float
+    max_abs_diff: float
+    top1: float
+    top5: float
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> Parity:
+    if reference.shape != candidate.shape or len(labels) != len(reference):
+        raise ValueError(f"parity needs matching shapes, got {reference.shape}, {candidate.shape} and {len(labels)} labels")
+    max_abs_diff, agreement = compare_logits(reference, candidate)
+    return Parity(agreement, max_abs_diff, topk_accuracy(candidate, labels, 1), topk_accuracy(candidate, labels, TOP_K))
