@@ -32,8 +32,10 @@ from .plugin import PLUGIN_ID, PLUGIN_VERSION
 from .plugin.trt_plugin import (
     MIN_TENSORRT,
     CudaDevice,
+    clear_plugin_errors,
     cuda_device,
     parse_version,
+    plugin_errors,
     register_lrn_plugin,
     tensorrt_version,
 )
@@ -271,6 +273,20 @@ def _inspect_layers(engine_bytes: bytes, profile: BatchProfile) -> list[LayerPre
     return layer_precisions(info)
 
 
+def _build_failure(plan_path: Path, onnx_path: Path, log: str, error: Exception) -> str:
+    """One line for a failed build: TensorRT's last error, and the LRN plugin's own error.
+
+    The plugin's error matters most and is the hardest to see: an exception inside
+    ``aot_impl`` is printed by TensorRT's C++ layer straight to the process's stderr and
+    the builder logs only that a plugin failed, so ``trt_plugin`` records it for us.
+    """
+    errors = [line.strip() for line in log.splitlines() if "[E]" in line]
+    detail = errors[-1] if errors else f"{error.__class__.__name__}: {error}"
+    plugin = plugin_errors()
+    plugin_detail = f"; {plugin[-1]}" if plugin else ""
+    return f"TensorRT could not build {plan_path} from {onnx_path}: {detail}{plugin_detail} (log: {log_path(plan_path)})"
+
+
 def build_engine(
     onnx_path: Path,
     plan_path: Path,
@@ -329,14 +345,15 @@ def build_engine(
 
     log = io.StringIO()
     started = time.perf_counter()
+    clear_plugin_errors()
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             engine_bytes = bytes(build())
-    except PolygraphyException as error:
+    # polygraphy reports a failed build as PolygraphyException; TensorRT's bindings raise
+    # TypeError/RuntimeError when the core itself fails (e.g. no builder could be created).
+    except (PolygraphyException, RuntimeError, TypeError) as error:
         write_text_atomic(log_path(plan_path), log.getvalue())
-        errors = [line for line in log.getvalue().splitlines() if "[E]" in line]
-        detail = errors[-1] if errors else str(error)
-        raise DeployError(f"TensorRT could not build {plan_path} from {onnx_path}: {detail} (log: {log_path(plan_path)})") from None
+        raise DeployError(_build_failure(plan_path, onnx_path, log.getvalue(), error)) from None
     build_seconds = time.perf_counter() - started
     progress.advance(stage="built")
 

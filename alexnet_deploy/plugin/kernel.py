@@ -261,8 +261,71 @@ def compile_ptx(
     if max_ptx_version is not None and ptx_isa_version(compiled.asm["ptx"]) > max_ptx_version:
         compiled = triton.compile(source, target=target, options={**options, "ptx_version": max_ptx_version})
     metadata = compiled.metadata
-    if metadata.global_scratch_size or getattr(metadata, "profile_scratch_size", 0):
+    if getattr(metadata, "global_scratch_size", 0) or getattr(metadata, "profile_scratch_size", 0):
         # TensorRT passes only (inputs, extra args, outputs); a kernel that needs Triton's
         # scratch buffers would read whatever follows. Ours needs none -- keep it that way.
         raise RuntimeError("the LRN kernel unexpectedly needs Triton scratch memory; TensorRT cannot provide it")
-    return CompiledKernel(metadata.name, compiled.asm["ptx"], metadata.num_warps * 32, metadata.shared)
+    ptx = strip_unused_trailing_params(compiled.asm["ptx"], metadata.name, len(TENSORRT_LAUNCH_PARAMS))
+    return CompiledKernel(metadata.name, ptx, metadata.num_warps * 32, metadata.shared)
+
+
+# What TensorRT's AOT launch passes, in order: the input pointer, the extra int args, the
+# output pointer (PTX types). The PTX entry must declare exactly these.
+TENSORRT_LAUNCH_PARAMS = (".u64", *(".u32" for _ in EXTRA_INT_ARGS), ".u64")
+
+_ENTRY = re.compile(r"\.entry\s+(?P<name>[\w$]+)\s*\((?P<params>[^)]*)\)", re.MULTILINE)
+_PARAM = re.compile(r"\.param\s+(?P<type>\.[us]\d+|\.b\d+|\.f\d+)[^,]*?\s(?P<name>[\w$]+)\s*$")
+
+
+@dataclass(frozen=True)
+class PtxParam:
+    type: str  # ".u64", ".u32", ...
+    name: str
+
+
+def ptx_entry_params(ptx: str, kernel_name: str) -> list[PtxParam]:
+    """The parameters the PTX ``.entry`` of ``kernel_name`` declares, in order."""
+    for match in _ENTRY.finditer(ptx):
+        if match.group("name") == kernel_name:
+            declarations = [part.strip() for part in match.group("params").split(",") if part.strip()]
+            params = []
+            for declaration in declarations:
+                parsed = _PARAM.search(declaration)
+                if parsed is None:
+                    raise ValueError(f"unrecognised PTX parameter declaration {declaration!r}")
+                params.append(PtxParam(parsed.group("type"), parsed.group("name")))
+            return params
+    raise ValueError(f"no .entry {kernel_name} in the PTX")
+
+
+def strip_unused_trailing_params(ptx: str, kernel_name: str, keep: int) -> str:
+    """Drop the entry parameters after the first ``keep`` when the kernel body never reads them.
+
+    Why: Triton >= 3.3 appends its own ``global_scratch`` (and >= 3.5 ``profile_scratch``)
+    pointer parameters to every kernel, and no compile option turns that off. TensorRT's
+    AOT launch passes only (inputs, extra args, outputs), so an entry declaring more
+    parameters than TensorRT passes has undefined trailing arguments. Removing a parameter
+    is safe exactly when no instruction references it, which is checked here; a kernel
+    that did read one (it would need scratch memory) is refused instead.
+    """
+    params = ptx_entry_params(ptx, kernel_name)
+    if len(params) < keep:
+        raise RuntimeError(f"{kernel_name} declares {len(params)} parameters, fewer than the {keep} TensorRT passes")
+    extra = params[keep:]
+    if not extra:
+        return ptx
+    entry = next(m for m in _ENTRY.finditer(ptx) if m.group("name") == kernel_name)
+    body = ptx[: entry.start()] + ptx[entry.end() :]
+    used = [param.name for param in extra if re.search(rf"\b{re.escape(param.name)}\b", body)]
+    if used:
+        raise RuntimeError(f"{kernel_name} reads Triton's extra parameters {used}; TensorRT cannot provide them")
+    kept = ",\n".join(_declaration(entry, param) for param in params[:keep])
+    return ptx[: entry.start()] + f".entry {kernel_name}(\n{kept}\n)" + ptx[entry.end() :]
+
+
+def _declaration(entry: re.Match, param: PtxParam) -> str:
+    """The original declaration line of ``param`` (type qualifiers such as ``.ptr .global`` kept)."""
+    for part in entry.group("params").split(","):
+        if re.search(rf"\b{re.escape(param.name)}\s*$", part.strip()):
+            return "\t" + part.strip()
+    raise ValueError(f"parameter {param.name} not found")

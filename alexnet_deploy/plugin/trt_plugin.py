@@ -21,6 +21,16 @@ How the pieces meet (see docs/tensorrt.md):
 ``tensorrt.plugin`` validates these functions' signatures from their annotations
 (parameter names in registration order, real types, a 4-tuple return annotation), so
 this module deliberately does *not* use ``from __future__ import annotations``.
+
+The LRN attributes are annotated as one-element numpy arrays (``NDArray[np.int32]`` /
+``NDArray[np.float32]``), as NVIDIA's samples do, not as ``int``/``float``: the ONNX
+parser hands every attribute over as a one-element array, and ``tensorrt.plugin``
+10.10-11.1 converts a built-in annotation with ``int(array)``, which numpy >= 2.4
+refuses ("only 0-dimensional arrays can be converted to Python scalars"). With array
+annotations every TensorRT release passes ``array.astype(dtype)``, and the creator
+declares INT32/FLOAT32 fields, matching ONNX's INT/FLOAT attribute types.
+``tests/test_tensorrt_conformance.py`` runs TensorRT's own ``tensorrt.plugin`` on this
+registration for several releases.
 """
 
 import ctypes
@@ -28,11 +38,19 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
+import numpy as np
+import numpy.typing as npt
+
 from ..lrn import LRNParams
 from ..runners.base import BackendUnavailable
 from . import PLUGIN_ID
 
-MIN_TENSORRT = (10, 9)  # tensorrt.plugin.aot_impl appeared in 10.9
+# tensorrt.plugin.aot_impl appeared in 10.9, but the 10.9 ONNX parser looks a Python
+# plugin up by the *node name* (onnx-tensorrt passed the name to createPlugin until
+# 10.10; NVIDIA's own sample named its node after the op until then), and our nodes are
+# named node_lrn, node_lrn_1: only parsers >= 10.10 pass op_type, which
+# tensorrt.plugin's create_plugin needs ("namespace::op_type" in its registry).
+MIN_TENSORRT = (10, 10)
 
 _registered = False
 
@@ -153,11 +171,46 @@ def register_lrn_plugin() -> None:
     _registered = True
 
 
+# Errors raised inside the plugin's callbacks surface in TensorRT's C++ layer, which
+# prints them to the process's stderr (out of reach of contextlib.redirect_stderr) and
+# reports only "plugin failed" to the builder's log. Each callback therefore also
+# records its own error here, so a failed build can quote it (``engine.build_engine``).
+_plugin_errors: List[str] = []
+
+
+def plugin_errors() -> List[str]:
+    """Errors the plugin's TensorRT callbacks raised since the last ``clear_plugin_errors()``."""
+    return list(_plugin_errors)
+
+
+def clear_plugin_errors() -> None:
+    _plugin_errors.clear()
+
+
+def lrn_params_from_fields(size, alpha, beta, bias) -> LRNParams:
+    """LRN parameters from plugin fields: one-element arrays (what the ONNX parser and
+    ``tensorrt.plugin`` pass) or plain numbers."""
+
+    def scalar(value, kind):
+        array = np.asarray(value)
+        if array.size != 1:
+            raise ValueError(f"LRN plugin fields hold one value each, got {array.size}")
+        return kind(array.reshape(-1)[0])
+
+    return LRNParams(size=scalar(size, int), alpha=scalar(alpha, float), beta=scalar(beta, float), bias=scalar(bias, float))
+
+
 def _define_plugin(trt, trtp) -> None:
     # Attribute names and order must match the ONNX node (graph.LRN_ATTRIBUTES): the
     # parser copies node attributes into plugin fields by these names.
     @trtp.register(PLUGIN_ID)
-    def lrn_shape_and_type(x: trtp.TensorDesc, size: int, alpha: float, beta: float, bias: float) -> trtp.TensorDesc:
+    def lrn_shape_and_type(
+        x: trtp.TensorDesc,
+        size: npt.NDArray[np.int32],
+        alpha: npt.NDArray[np.float32],
+        beta: npt.NDArray[np.float32],
+        bias: npt.NDArray[np.float32],
+    ) -> trtp.TensorDesc:
         return x.like()  # same shape, same dtype: the kernel reads and writes one dtype
 
     @trtp.autotune(PLUGIN_ID)
@@ -170,39 +223,42 @@ def _define_plugin(trt, trtp) -> None:
     @trtp.aot_impl(PLUGIN_ID)
     def lrn_aot_impl(
         x: trtp.TensorDesc,
-        size: int,
-        alpha: float,
-        beta: float,
-        bias: float,
+        size: npt.NDArray[np.int32],
+        alpha: npt.NDArray[np.float32],
+        beta: npt.NDArray[np.float32],
+        bias: npt.NDArray[np.float32],
         outputs: Tuple[trtp.TensorDesc],
         tactic: int,
     ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        # Imported here: only engine builds compile, deserialising needs neither triton nor torch.
-        from .kernel import DEFAULT_CONFIG, TACTICS, compile_ptx, kernel_int_args, program_count
+        try:
+            return _aot_kernel(trt, trtp, x, lrn_params_from_fields(size, alpha, beta, bias), tactic)
+        except Exception as error:
+            _plugin_errors.append(f"{PLUGIN_ID} aot_impl: {error.__class__.__name__}: {error}")
+            raise
 
-        device = cuda_device()
-        if device is None:
-            raise RuntimeError("building the LRN plugin needs a CUDA GPU, and the CUDA driver reports none")
-        dtypes = {trt.float32: "fp32", trt.float16: "fp16"}
-        if x.dtype not in dtypes:
-            raise TypeError(f"the LRN plugin takes FP32 or FP16 tensors, not {x.dtype}")
-        config = TACTICS.get(tactic, DEFAULT_CONFIG)  # tactic 0 is TensorRT's default
-        capability = device.capability[0] * 10 + device.capability[1]
-        kernel = compile_ptx(
-            dtypes[x.dtype],
-            LRNParams(size=size, alpha=alpha, beta=beta, bias=bias),
-            capability,
-            max_ptx_version(device.driver_version),
-            config,
-        )
 
-        # The same expressions as the torch launch, evaluated on TensorRT's symbolic
-        # shapes, so the batch (dynamic in the profile) is resolved at each launch.
-        int_args = kernel_int_args(*(x.shape_expr[i] for i in range(4)))
-        channels, _, positions = int_args
-        launch = trtp.KernelLaunchParams()
-        launch.grid_x = program_count(channels, positions, config, trtp.cdiv)
-        launch.block_x = kernel.threads_per_block
-        launch.shared_mem = kernel.shared_mem
-        extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(value) for value in int_args])
-        return kernel.name, kernel.ptx, launch, extra_args
+def _aot_kernel(trt, trtp, x, params: LRNParams, tactic: int):
+    """The body of ``aot_impl``: PTX, launch grid and extra args for one (dtype, tactic)."""
+    # Imported here: only engine builds compile, deserialising needs neither triton nor torch.
+    from .kernel import DEFAULT_CONFIG, TACTICS, compile_ptx, kernel_int_args, program_count
+
+    device = cuda_device()
+    if device is None:
+        raise RuntimeError("building the LRN plugin needs a CUDA GPU, and the CUDA driver reports none")
+    dtypes = {trt.float32: "fp32", trt.float16: "fp16"}
+    if x.dtype not in dtypes:
+        raise TypeError(f"the LRN plugin takes FP32 or FP16 tensors, not {x.dtype}")
+    config = TACTICS.get(tactic, DEFAULT_CONFIG)  # tactic 0 is TensorRT's default
+    capability = device.capability[0] * 10 + device.capability[1]
+    kernel = compile_ptx(dtypes[x.dtype], params, capability, max_ptx_version(device.driver_version), config)
+
+    # The same expressions as the torch launch, evaluated on TensorRT's symbolic
+    # shapes, so the batch (dynamic in the profile) is resolved at each launch.
+    int_args = kernel_int_args(*(x.shape_expr[i] for i in range(4)))
+    channels, _, positions = int_args
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = program_count(channels, positions, config, trtp.cdiv)
+    launch.block_x = kernel.threads_per_block
+    launch.shared_mem = kernel.shared_mem
+    extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(value) for value in int_args])
+    return kernel.name, kernel.ptx, launch, extra_args
