@@ -507,12 +507,12 @@ def _plan_tensorrt(context: _Context, precision: str) -> _Planned:
         planned.skipped = "TensorRT runs only on a GPU (--device cpu)"
         return planned
     try:
-        from .engine import read_sidecar, tensorrt_unavailable_reason
+        from .engine import read_sidecar, runner_unavailable_reason
         from .runners.tensorrt import TensorRTRunner
     except ImportError as error:
         planned.skipped = f"the TensorRT runner cannot be imported ({error})"
         return planned
-    reason = tensorrt_unavailable_reason()
+    reason = runner_unavailable_reason()
     if reason is not None:
         planned.skipped = reason
         return planned

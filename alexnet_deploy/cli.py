@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .console import RichProgress, console, one_line_errors, table
+from .console import RichProgress, console, error_console, one_line_errors, table
 
 app = typer.Typer(
     help="AlexNet from training to verified FP16/INT8 TensorRT inference.\n\n"
@@ -194,10 +194,14 @@ def doctor(
     report = diagnose()
     if json_output:
         console.print_json(json.dumps(asdict(report)))
-        return
+        raise typer.Exit(1 if report.problems else 0)
     console.print(table("packages", ["package", "version"], [(k, v or "not installed") for k, v in report.versions.items()]))
     console.print(f"CUDA GPU: {report.gpu or 'none'}")
     console.print(table("pipeline steps on this machine", ["step", "can run"], list(report.steps.items())))
+    for problem in report.problems:
+        error_console.print(f"problem: {problem}", highlight=False)
+    if report.problems:
+        raise typer.Exit(1)
 
 
 @app.command()

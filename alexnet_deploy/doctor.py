@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from .engine import runner_unavailable_reason, tensorrt_unavailable_reason
+from .plugin.trt_plugin import cuda_device, tensorrt_version
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "polygraphy", "tensorrt", "pycuda", "triton", "typer")
 
@@ -15,6 +18,7 @@ class Report:
     versions: dict[str, str | None]
     gpu: str | None
     steps: dict[str, str]  # step -> "yes" or why not
+    problems: list[str] = field(default_factory=list)  # broken installs, each with its fix
 
 
 def package_version(name: str) -> str | None:
@@ -24,38 +28,41 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def tensorrt_version() -> str | None:
+def installed_tensorrt() -> str | None:
     """TensorRT ships as several distributions (tensorrt, tensorrt-cu12, ...); ask the module."""
     if importlib.util.find_spec("tensorrt") is None:
         return None
     try:
-        import tensorrt
-
-        return tensorrt.__version__
-    except Exception as error:  # a broken install must not break the doctor
+        return tensorrt_version()
+    except Exception as error:  # a broken install (missing libnvinfer, ...) must not break the doctor
         return f"unusable ({error.__class__.__name__})"
 
 
-def cuda_gpu() -> str | None:
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability(0)
-    return f"{torch.cuda.get_device_name(0)} (sm_{major}{minor})"
+def install_problems(version: Callable[[str], str | None] = package_version) -> list[str]:
+    """Known-broken combinations of installed distributions, each with the fix."""
+    problems = []
+    if version("onnxruntime") and version("onnxruntime-gpu"):
+        # Both wheels install the same `onnxruntime` package directory; whichever was
+        # installed last overwrote parts of the other, and the result is undefined.
+        problems.append(
+            f"onnxruntime {version('onnxruntime')} and onnxruntime-gpu {version('onnxruntime-gpu')} are both "
+            "installed and overwrite each other's files; fix: pip uninstall -y onnxruntime onnxruntime-gpu "
+            "&& pip install onnxruntime-gpu"
+        )
+    return problems
 
 
 def diagnose() -> Report:
     versions = {name: package_version(name) for name in PACKAGES}
-    versions["tensorrt"] = tensorrt_version()
-    gpu = cuda_gpu()
-    trt_ok = versions["tensorrt"] is not None and not versions["tensorrt"].startswith("unusable")
-    if not trt_ok:
-        engine = "no: TensorRT is not installed (pip install 'alexnet-deploy[gpu]' on a CUDA machine)"
-    elif gpu is None:
-        engine = "no: TensorRT is installed but no CUDA GPU is visible"
-    else:
-        engine = "yes"
+    versions["tensorrt"] = installed_tensorrt()
+    device = cuda_device()
+    gpu = None
+    if device is not None:  # asked of the CUDA driver, not torch: a CPU torch build on a GPU machine sees nothing
+        major, minor = device.capability
+        gpu = f"{device.name} (sm_{major}{minor}, CUDA driver {device.driver_version[0]}.{device.driver_version[1]})"
+    usable_tensorrt = versions["tensorrt"] is not None and not versions["tensorrt"].startswith("unusable")
+    build_reason = tensorrt_unavailable_reason() if usable_tensorrt else "TensorRT is not installed or cannot be imported"
+    run_reason = runner_unavailable_reason() if usable_tensorrt else build_reason
     steps = {
         "train": "yes" + (" (CUDA)" if gpu else " (CPU)"),
         "export": "yes",
@@ -64,6 +71,7 @@ def diagnose() -> Report:
         "Triton LRN kernel": ("yes (GPU)" if gpu else "interpreter only (TRITON_INTERPRET=1)")
         if versions["triton"]
         else "no: triton is not installed",
-        "TensorRT engine build / bench": engine,
+        "TensorRT engine build": "yes" if build_reason is None else f"no: {build_reason}",
+        "TensorRT runner / bench": "yes" if run_reason is None else f"no: {run_reason}",
     }
-    return Report(versions, gpu, steps)
+    return Report(versions, gpu, steps, install_problems())

@@ -19,6 +19,7 @@ Nothing here prints: polygraphy's and TensorRT's log goes to ``<plan>.log`` besi
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import time
@@ -180,15 +181,30 @@ def sidecar_mismatches(sidecar: EngineSidecar, installed_tensorrt: str | None, d
     return problems
 
 
-def tensorrt_unavailable_reason() -> str | None:
-    """None when TensorRT (>= 10.9) and a CUDA GPU are usable here, else one line saying why."""
-    version = tensorrt_version()
+def tensorrt_unavailable_reason(version: str | None = None, device: CudaDevice | None = None) -> str | None:
+    """None when engines can be built here (TensorRT >= 10.10 and a CUDA GPU), else one
+    line saying why. ``version``/``device`` default to what this machine has."""
+    version = version if version is not None else tensorrt_version()
     if version is None:
         return "TensorRT is not installed (pip install 'alexnet-deploy[gpu]' on a CUDA machine)"
     if parse_version(version) < MIN_TENSORRT:
-        return f"TensorRT {version} is too old: the LRN plugin needs TensorRT >= {'.'.join(map(str, MIN_TENSORRT))}"
-    if cuda_device() is None:
+        return (
+            f"TensorRT {version} is too old: the LRN plugin needs TensorRT >= {'.'.join(map(str, MIN_TENSORRT))} "
+            "(ONNX parsers before 10.10 look Python plugins up by node name)"
+        )
+    if (device or cuda_device()) is None:
         return f"TensorRT {version} is installed but no CUDA GPU is visible"
+    return None
+
+
+def runner_unavailable_reason() -> str | None:
+    """None when engines can be *run* here: what building needs, plus pycuda (the
+    runner's device buffers, stream and events)."""
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        return reason
+    if importlib.util.find_spec("pycuda") is None:
+        return "pycuda is not installed: the TensorRT runner needs it (pip install 'alexnet-deploy[gpu]')"
     return None
 
 

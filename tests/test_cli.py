@@ -121,3 +121,31 @@ def test_export_rejects_bad_input_without_partial_files(tiny_checkpoint, tmp_pat
     result = run("export", *[x for kv in (defaults | given).items() for x in kv])
     assert_one_line_error(result, fragment)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_doctor_names_the_onnxruntime_gpu_conflict_with_its_fix():
+    from alexnet_deploy.doctor import install_problems
+
+    both = {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.22.0"}
+    (problem,) = install_problems(both.get)
+    assert "onnxruntime 1.32.0 and onnxruntime-gpu 1.22.0" in problem
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in problem
+    assert install_problems({"onnxruntime": "1.32.0"}.get) == []
+
+
+def test_gpu_extra_never_installs_onnxruntime_gpu_beside_onnxruntime():
+    """Both wheels ship the `onnxruntime` package directory; the base install has onnxruntime."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("onnxruntime") for dep in project["dependencies"])
+    assert not any(dep.startswith("onnxruntime-gpu") for dep in project["optional-dependencies"]["gpu"])
+
+
+def test_doctor_takes_the_gpu_from_the_cuda_driver(monkeypatch):
+    """A CPU build of torch on a GPU machine sees no GPU; the CUDA driver does."""
+    from alexnet_deploy import doctor
+    from alexnet_deploy.plugin.trt_plugin import CudaDevice
+
+    monkeypatch.setattr(doctor, "cuda_device", lambda: CudaDevice("NVIDIA H100 80GB HBM3", (9, 0), (12, 8)))
+    assert doctor.diagnose().gpu == "NVIDIA H100 80GB HBM3 (sm_90, CUDA driver 12.8)"

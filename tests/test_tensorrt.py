@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import onnx
@@ -28,6 +29,7 @@ from alexnet_deploy.engine import (
     layer_precisions,
     onnx_precision,
     read_sidecar,
+    runner_unavailable_reason,
     sidecar_mismatches,
     sidecar_path,
     tensorrt_unavailable_reason,
@@ -41,7 +43,9 @@ from alexnet_deploy.runners.base import BackendUnavailable
 from alexnet_deploy.runners.tensorrt import TensorRTRunner
 
 REASON = tensorrt_unavailable_reason()
+RUNNER_REASON = runner_unavailable_reason()
 needs_tensorrt = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+needs_runner = pytest.mark.skipif(RUNNER_REASON is not None, reason=RUNNER_REASON or "")
 without_tensorrt = pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are available here")
 
 CHANNELS, HEIGHT, WIDTH = 12, 5, 7
@@ -130,6 +134,30 @@ def test_conv_lrn_fixture_means_conv_then_onnx_lrn():
     windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # n, c, h, w, kh, kw
     conv = np.einsum("nchwij,ocij->nohw", windows, weight)
     np.testing.assert_allclose(onnxruntime_twin(model, x), lrn_reference(conv, LRN), rtol=1e-4, atol=1e-4)
+
+
+STANDIN_H100 = CudaDevice("NVIDIA H100 80GB HBM3", (9, 0), (12, 8))
+
+
+@pytest.mark.parametrize("version", ["10.6.0", "10.9.0.34"])
+def test_tensorrt_before_10_10_is_refused_with_the_reason(version):
+    """The 10.9 parser looks Python plugins up by node name; our nodes are named node_lrn*."""
+    reason = tensorrt_unavailable_reason(version, STANDIN_H100)
+    assert reason is not None and "too old" in reason and ">= 10.10" in reason
+
+
+@pytest.mark.parametrize("version", ["10.10.0.31", "10.16.1.11", "11.4.0.106"])
+def test_supported_tensorrt_with_a_gpu_can_build(version):
+    assert tensorrt_unavailable_reason(version, STANDIN_H100) is None
+
+
+def test_runner_needs_pycuda_even_where_engines_can_be_built(monkeypatch):
+    import alexnet_deploy.engine as engine
+
+    monkeypatch.setattr(engine, "tensorrt_unavailable_reason", lambda: None)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycuda" else real_find_spec(name, *a))
+    assert "pycuda is not installed" in engine.runner_unavailable_reason()
 
 
 @without_tensorrt
@@ -297,7 +325,7 @@ def built(tmp_path_factory):
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
+@needs_runner
 @pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-4), ("fp16", 5e-3)])
 def test_engine_with_plugin_matches_onnxruntime(built, precision, tolerance):
     result = built[precision]
@@ -324,7 +352,7 @@ def test_sidecar_describes_the_engine(built):
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
+@needs_runner
 def test_runner_refuses_a_batch_above_the_profile(built):
     with TensorRTRunner(built["fp32"].plan) as runner:
         assert runner.max_batch == 4
@@ -333,7 +361,7 @@ def test_runner_refuses_a_batch_above_the_profile(built):
 
 
 @pytest.mark.tensorrt
-@needs_tensorrt
+@needs_runner
 def test_runner_refuses_an_engine_built_elsewhere(built, tmp_path):
     plan = tmp_path / "alexnet.fp32.plan"
     plan.write_bytes(built["fp32"].plan.read_bytes())
@@ -343,3 +371,17 @@ def test_runner_refuses_an_engine_built_elsewhere(built, tmp_path):
     )
     with pytest.raises(DeployError, match="does not match this machine: built with TensorRT 10.9.0.0"):
         TensorRTRunner(plan).load()
+
+
+@pytest.mark.skipif(tensorrt_unavailable_reason() is None, reason="a GPU is present: gpu-check would run for real")
+def test_gpu_check_without_a_gpu_exits_with_one_line(tmp_path):
+    """Its GPU test asks the CUDA driver, not torch; without a GPU it stops at once."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu-check.sh"
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no CUDA GPU" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no report for a visit that checked nothing

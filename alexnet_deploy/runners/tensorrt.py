@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import read_sidecar, sidecar_mismatches, tensorrt_unavailable_reason
+from ..engine import read_sidecar, runner_unavailable_reason, sidecar_mismatches
 from ..errors import DeployError
 from ..plugin.trt_plugin import cuda_device, register_lrn_plugin
 from .base import BackendUnavailable, Runner, StageTiming
@@ -44,7 +44,7 @@ class TensorRTRunner(Runner):
         self._image_shape: tuple[int, ...] = ()
 
     def _load(self) -> None:
-        reason = tensorrt_unavailable_reason()
+        reason = runner_unavailable_reason()
         if reason is not None:
             raise BackendUnavailable(reason)
         try:
