@@ -25,7 +25,6 @@ here prints: the CLI renders the :class:`BenchReport`.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import platform
@@ -522,13 +521,7 @@ def _plan_tensorrt(context: _Context, precision: str) -> _Planned:
         return planned
     # the sidecar knows the profile: a batch it cannot take fails now, not minutes into the run
     check_batches(read_sidecar(path).profile.max[0], context.config.batches, f"{path}'s profile")
-    options = {}
-    if context.config.cuda_graphs:
-        if "cuda_graphs" in inspect.signature(TensorRTRunner).parameters:
-            options["cuda_graphs"] = True
-        else:
-            planned.notes.append("the TensorRT runner has no CUDA-graph mode yet; ran without")
-    planned.open = lambda: TensorRTRunner(path, precision, **options)
+    planned.open = lambda: TensorRTRunner(path, precision, cuda_graphs=context.config.cuda_graphs)
     return planned
 
 

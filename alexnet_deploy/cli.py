@@ -263,7 +263,7 @@ def bench(
     iterations: Annotated[int | None, typer.Option(help="Timed iterations per row (default 10 unless --duration).")] = None,
     duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = 2,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay CUDA graphs (torch on CUDA; TensorRT when its runner can).")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay CUDA graphs: TensorRT captures execute_async_v3 per batch size (trtexec --useCudaGraph); torch on CUDA.")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON (plot goes beside it unless --plot).")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG: throughput vs batch for a sweep, else top-1 vs throughput.")] = None,
     onnx_dir: Annotated[Path, typer.Option(help="Where alexnet.onnx (the reference) and its fp16/int8 twins are.")] = Path("export"),

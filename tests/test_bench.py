@@ -360,10 +360,11 @@ def test_single_batch_plots_accuracy_against_throughput(tiny_checkpoint, onnx_di
 
 @pytest.fixture
 def tensorrt_present(monkeypatch):
-    """Pretend TensorRT and a GPU are here, so only the engine file decides."""
+    """Pretend TensorRT, pycuda and a GPU are here, so only the engine file decides."""
     import alexnet_deploy.engine
 
     monkeypatch.setattr(alexnet_deploy.engine, "tensorrt_unavailable_reason", lambda: None)
+    monkeypatch.setattr(alexnet_deploy.engine, "runner_unavailable_reason", lambda: None)
 
 
 def test_missing_engine_is_an_error_when_its_precision_was_named(tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present):

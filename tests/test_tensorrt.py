@@ -353,6 +353,18 @@ def test_sidecar_describes_the_engine(built):
 
 @pytest.mark.tensorrt
 @needs_runner
+def test_cuda_graph_replay_matches_the_plain_enqueue(built):
+    """One graph per batch size, replayed with new input data each time."""
+    with TensorRTRunner(built["fp32"].plan) as plain, TensorRTRunner(built["fp32"].plan, cuda_graphs=True) as graphed:
+        for batch in (3, 2, 3):
+            x = images(batch) * (batch + 1)  # different data for the replay of batch 3
+            np.testing.assert_array_equal(graphed.infer(x), plain.infer(x))
+        assert sorted(graphed._graphs) == [2, 3]
+        assert graphed.last_timing.compute_ms > 0
+
+
+@pytest.mark.tensorrt
+@needs_runner
 def test_runner_refuses_a_batch_above_the_profile(built):
     with TensorRTRunner(built["fp32"].plan) as runner:
         assert runner.max_batch == 4

@@ -10,6 +10,8 @@ buffers are page-locked so the copies are truly asynchronous and measurable.
 
 from __future__ import annotations
 
+import ctypes
+
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +31,14 @@ def _precision_from_name(plan: Path) -> str:
 class TensorRTRunner(Runner):
     backend = "tensorrt"
 
-    def __init__(self, plan: Path, precision: str | None = None) -> None:
+    def __init__(self, plan: Path, precision: str | None = None, cuda_graphs: bool = False) -> None:
         plan = Path(plan)
         super().__init__(precision or _precision_from_name(plan), "cuda")
         self.plan = plan
+        # trtexec --useCudaGraph: capture execute_async_v3 once per input shape, then replay
+        # the graph, which skips TensorRT's per-launch host work. Copies stay outside it.
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[int, CudaGraph] = {}  # batch -> captured enqueue
         self._cuda_context = None
         self._logger = self._runtime = self._engine = None
         self._context = None
@@ -119,7 +125,9 @@ class TensorRTRunner(Runner):
         start.record(self._stream)
         cuda.memcpy_htod_async(self._buffers[self._input], host_in, self._stream)
         copied_in.record(self._stream)
-        if not self._context.execute_async_v3(self._stream.handle):
+        if self.cuda_graphs:
+            self._graph_for(batch).launch(self._stream.handle)
+        elif not self._context.execute_async_v3(self._stream.handle):
             raise DeployError(f"{self.name}: TensorRT failed to enqueue the batch")
         computed.record(self._stream)
         cuda.memcpy_dtoh_async(host_out, self._buffers[self._output], self._stream)
@@ -132,11 +140,31 @@ class TensorRTRunner(Runner):
         )
         return host_out.astype(np.float32, copy=True)
 
+    def _graph_for(self, batch: int) -> CudaGraph:
+        """The captured enqueue for this batch size; the first call captures it.
+
+        TensorRT defers some allocation to the first enqueue after a shape change, which
+        must not happen inside a capture, so one ordinary enqueue runs first (TensorRT's
+        documented order). Buffer addresses are fixed at load (sized for the profile max),
+        so a graph stays valid for every later batch of the same size.
+        """
+        graph = self._graphs.get(batch)
+        if graph is None:
+            if not self._context.execute_async_v3(self._stream.handle):
+                raise DeployError(f"{self.name}: TensorRT failed to enqueue the batch")
+            self._stream.synchronize()
+            graph = CudaGraph.capture(self._stream.handle, lambda: self._context.execute_async_v3(self._stream.handle))
+            self._graphs[batch] = graph
+        return graph
+
     def _close(self) -> None:
         self._release()
 
     def _release(self) -> None:
         # Reverse order of creation; TensorRT objects before the memory and context they use.
+        for graph in self._graphs.values():
+            graph.destroy()
+        self._graphs = {}
         self._context = self._engine = self._runtime = self._logger = None
         self._events, self._stream = [], None
         for allocation in self._buffers.values():
@@ -146,3 +174,42 @@ class TensorRTRunner(Runner):
             self._cuda_context.pop()
             self._cuda_context.detach()
             self._cuda_context = None
+
+
+class CudaGraph:
+    """One stream capture, instantiated and replayable, through the CUDA driver API.
+
+    ctypes on libcuda (as ``trt_plugin.cuda_device`` does) rather than pycuda: the driver
+    calls are four, every machine that runs TensorRT has the driver, and the stream is
+    pycuda's (``Stream.handle`` is the CUstream).
+    """
+
+    _GLOBAL_CAPTURE = 0  # CU_STREAM_CAPTURE_MODE_GLOBAL
+
+    def __init__(self, driver, graph: ctypes.c_void_p, executable: ctypes.c_void_p) -> None:
+        self._driver, self._graph, self._executable = driver, graph, executable
+
+    @classmethod
+    def capture(cls, stream: int, enqueue) -> CudaGraph:
+        driver = ctypes.CDLL("libcuda.so.1")
+        graph, executable = ctypes.c_void_p(), ctypes.c_void_p()
+        _check(driver.cuStreamBeginCapture_v2(ctypes.c_void_p(stream), cls._GLOBAL_CAPTURE), "begin capture")
+        captured = enqueue()
+        _check(driver.cuStreamEndCapture(ctypes.c_void_p(stream), ctypes.byref(graph)), "end capture")
+        if not captured:
+            driver.cuGraphDestroy(graph)
+            raise DeployError("TensorRT failed to enqueue the batch while capturing a CUDA graph")
+        _check(driver.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)), "instantiate")
+        return cls(driver, graph, executable)
+
+    def launch(self, stream: int) -> None:
+        _check(self._driver.cuGraphLaunch(self._executable, ctypes.c_void_p(stream)), "launch")
+
+    def destroy(self) -> None:
+        self._driver.cuGraphExecDestroy(self._executable)
+        self._driver.cuGraphDestroy(self._graph)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:  # CUDA_SUCCESS
+        raise DeployError(f"CUDA graph {what} failed (CUresult {result})")
