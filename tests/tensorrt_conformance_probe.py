@@ -164,6 +164,19 @@ def parser_fields(node: onnx.NodeProto, creator) -> list:
     return fields
 
 
+def parser_create_plugin(registry: StandInPluginRegistry, node: onnx.NodeProto, request):
+    """Look the node up and create its plugin as the ONNX parser does. Returns the plugin
+    and the field list, which owns the arrays the field collection points into and so
+    must outlive the call (the parser keeps its buffers alive the same way)."""
+    name, version, namespace = parser_lookup(node)
+    creator = registry.get_creator(name, version, namespace)
+    if creator is None:
+        raise LookupError(f"no creator for {namespace}::{name} version {version}")
+    field_list = parser_fields(node, creator)
+    fields = trt.PluginFieldCollection(field_list)
+    return creator.create_plugin(name, namespace, fields, trt.TensorRTPhase.BUILD, request), field_list
+
+
 # ---------------------------------------------------------------- the probe
 
 
@@ -209,26 +222,14 @@ def probe(model_path: Path, out_dir: Path) -> dict:
         qpcr = getattr(trt.QuickPluginCreationRequest, request)
 
         def create(qpcr=qpcr):
-            plugins = []
-            for node in nodes:
-                name, version, namespace = parser_lookup(node)
-                creator = registry.get_creator(name, version, namespace)
-                if creator is None:
-                    raise LookupError(f"no creator for {namespace}::{name} version {version}")
-                field_list = parser_fields(node, creator)  # owns the arrays the collection points into
-                fields = trt.PluginFieldCollection(field_list)
-                plugins.append(creator.create_plugin(name, namespace, fields, trt.TensorRTPhase.BUILD, qpcr))
-            return plugins
+            created = [parser_create_plugin(registry, node, qpcr) for node in nodes]
+            return [plugin for plugin, _ in created]
 
         record(observations, f"create_plugin/{request}", lambda: [_describe_plugin(p) for p in create()])
 
     def lifecycle(dtype_name: str):
         dtype = {"fp32": trt.float32, "fp16": trt.float16}[dtype_name]
-        name, version, namespace = parser_lookup(nodes[0])
-        creator = registry.get_creator(name, version, namespace)
-        field_list = parser_fields(nodes[0], creator)  # owns the arrays the collection points into
-        fields = trt.PluginFieldCollection(field_list)
-        plugin = creator.create_plugin(name, namespace, fields, trt.TensorRTPhase.BUILD, trt.QuickPluginCreationRequest.STRICT_AOT)
+        plugin, _fields = parser_create_plugin(registry, nodes[0], trt.QuickPluginCreationRequest.STRICT_AOT)
         result: dict = {"output_types": [str(t) for t in plugin.get_output_data_types([dtype], [4])]}
         batch = StandInDimensionExpr.make("symbol", "N")
         dims = [batch, builder.constant(channels), builder.constant(13), builder.constant(11)]
@@ -283,11 +284,7 @@ def probe(model_path: Path, out_dir: Path) -> dict:
     trt_plugin.cuda_device = lambda: None  # the failure a build on a GPU-less machine meets
 
     def failing_aot():
-        name, version, namespace = parser_lookup(nodes[0])
-        creator = registry.get_creator(name, version, namespace)
-        field_list = parser_fields(nodes[0], creator)  # owns the arrays the collection points into
-        fields = trt.PluginFieldCollection(field_list)
-        plugin = creator.create_plugin(name, namespace, fields, trt.TensorRTPhase.BUILD, trt.QuickPluginCreationRequest.STRICT_AOT)
+        plugin, _fields = parser_create_plugin(registry, nodes[0], trt.QuickPluginCreationRequest.STRICT_AOT)
         plugin.get_output_data_types([trt.float32], [4])
         dims = [StandInDimensionExpr.make("symbol", "N"), builder.constant(channels), builder.constant(13), builder.constant(11)]
         plugin.get_output_shapes([dims], [], builder)
