@@ -60,9 +60,10 @@ def diagnose() -> Report:
     if device is not None:  # asked of the CUDA driver, not torch: a CPU torch build on a GPU machine sees nothing
         major, minor = device.capability
         gpu = f"{device.name} (sm_{major}{minor}, CUDA driver {device.driver_version[0]}.{device.driver_version[1]})"
-    usable_tensorrt = versions["tensorrt"] is not None and not versions["tensorrt"].startswith("unusable")
-    build_reason = tensorrt_unavailable_reason() if usable_tensorrt else "TensorRT is not installed or cannot be imported"
-    run_reason = runner_unavailable_reason() if usable_tensorrt else build_reason
+    if versions["tensorrt"] is not None and versions["tensorrt"].startswith("unusable"):
+        build_reason = run_reason = f"TensorRT is installed but cannot be imported ({versions['tensorrt']})"
+    else:
+        build_reason, run_reason = tensorrt_unavailable_reason(), runner_unavailable_reason()
     steps = {
         "train": "yes" + (" (CUDA)" if gpu else " (CPU)"),
         "export": "yes",
