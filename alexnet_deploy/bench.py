@@ -39,13 +39,13 @@ import numpy as np
 import onnx
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data import Preprocessing, Split, held_out_images
+from .data import held_out_images
 from .errors import DeployError
 from .build import precision_path
 from .engine import plan_path_for
 from .metrics import parity
-from .files import atomic_output, sha256_file
-from .graph import INPUT_NAME, OUTPUT_NAME, load_model, metadata_value, read_metadata
+from .files import atomic_output, check_png_path, sha256_file
+from .graph import INPUT_NAME, OUTPUT_NAME, export_metadata, load_model, read_metadata, verify_weights
 from .progress import ProgressReporter, SilentProgress
 from .runners.base import BackendUnavailable, Runner, StageTiming
 
@@ -57,6 +57,15 @@ DEFAULT_WARMUP = 2
 DEFAULT_MAX_IMAGES = 512
 HARNESS_TOLERANCE = 0.02  # the bench loop may cost at most 2% against bare session.run
 PERCENTILES = (50, 90, 99)
+MAX_DURATION_S = 3600.0  # per row and batch: a bound, so a typo cannot run for ever
+MAX_ITERATIONS = 1_000_000
+# FP32 rows on the CPU must match the reference as closely as the export was validated
+# (export.FP32_TOLERANCE); a larger gap means the ONNX and the checkpoint differ.
+FP32_CPU_TOLERANCE = 1e-4
+# Peak memory per image of batch, as a multiple of one preprocessed input image
+# (3 x crop x crop float32): the rotated input copies, onnxruntime's activations and
+# the logits. Measured: see docs/bench.md ("Memory").
+MEMORY_PER_INPUT_BYTES = 12
 
 
 # ------------------------------------------------------------------------ options
@@ -126,12 +135,12 @@ class BenchConfig:
         check_choices(self.chosen_precisions, PRECISIONS, "--precisions")
         if self.iterations is not None and self.duration_s is not None:
             raise DeployError("give --iterations or --duration, not both")
-        if self.iterations is not None and self.iterations < 1:
-            raise DeployError(f"--iterations must be at least 1, got {self.iterations}")
-        if self.duration_s is not None and not self.duration_s > 0:
-            raise DeployError(f"--duration must be positive seconds, got {self.duration_s}")
-        if self.warmup < 0:
-            raise DeployError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.iterations is not None and not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise DeployError(f"--iterations must be in [1, {MAX_ITERATIONS}], got {self.iterations}")
+        if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
+            raise DeployError(f"--duration must be positive seconds, at most {MAX_DURATION_S:g}, got {self.duration_s}")
+        if not 0 <= self.warmup <= MAX_ITERATIONS:
+            raise DeployError(f"--warmup must be in [0, {MAX_ITERATIONS}], got {self.warmup}")
         if self.device not in DEVICES:
             raise DeployError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.max_images < 1:
@@ -477,17 +486,26 @@ def _plan_onnxruntime(context: _Context, precision: str) -> _Planned:
         planned.skipped = _missing(context, path, precision)
         return planned
 
+    # loaded and verified now, so a wrong or modified file fails before any timing
+    model = context.reference_model if precision == "fp32" else load_verified(path)
+    carried = export_metadata(model, str(path)).precision
+    if carried != precision:
+        raise DeployError(f"{path} holds a {carried} model, expected {precision}")
+
     def open_runner() -> Runner:
         from .runners.onnxruntime import OnnxRuntimeRunner
 
-        model = context.reference_model if precision == "fp32" else load_model(path, require_plugin=False)
-        carried = metadata_value(model, "precision", str(path))
-        if carried != precision:
-            raise DeployError(f"{path} holds a {carried} model, expected {precision}")
         return OnnxRuntimeRunner(model, precision, context.onnxruntime_device)
 
     planned.open = open_runner
     return planned
+
+
+def load_verified(path: Path) -> onnx.ModelProto:
+    """One of our ONNX files, its weights checked against the digest written with it."""
+    model = load_model(path, require_plugin=False)
+    verify_weights(model, str(path))
+    return model
 
 
 def _plan_torch(context: _Context, precision: str, compile: bool) -> _Planned:
@@ -593,7 +611,7 @@ def _measure_row(
         name: percentile([getattr(s, attribute) for s in timing.stages], 50) if timing.stages else None
         for name, attribute in (("gpu_compute_ms", "compute_ms"), ("h2d_ms", "h2d_ms"), ("d2h_ms", "d2h_ms"))
     }
-    notes = planned.notes + runner.notes
+    notes = planned.notes + runner.notes + parity_warnings(runner.precision, runner.device, match.max_abs_diff, logits)
     row = BenchRow(
         planned.backend,
         runner.precision,
@@ -610,6 +628,48 @@ def _measure_row(
         **stage,
     )
     return row, timing
+
+
+def parity_warnings(precision: str, device: str, max_abs_diff: float, logits: np.ndarray) -> list[str]:
+    """Notes for a row whose outputs cannot be trusted: non-finite logits anywhere, or
+    an FP32 CPU row further from the reference than the export's own tolerance (the
+    torch checkpoint and the ONNX then compute different things). ``not <=`` so that
+    a NaN difference is flagged too."""
+    if not np.isfinite(logits).all():
+        return ["PARITY FAILED: non-finite logits"]
+    if precision == "fp32" and device == "cpu" and not max_abs_diff <= FP32_CPU_TOLERANCE:
+        return [
+            f"PARITY FAILED: max |Δ| {max_abs_diff:.3g} vs the reference exceeds {FP32_CPU_TOLERANCE:g} "
+            "(the checkpoint and the ONNX differ: re-export)"
+        ]
+    return []
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (no bound is applied)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(batches: Sequence[int], crop: int, available: int | None) -> None:
+    """Refuse a batch whose estimated working set exceeds the memory available now,
+    before allocating it (numpy would otherwise try, and the OOM killer end it)."""
+    if available is None:
+        return
+    per_image = MEMORY_PER_INPUT_BYTES * 3 * crop * crop * 4
+    largest = max(batches)
+    if largest * per_image > available:
+        fits = max(1, available // per_image)
+        raise DeployError(
+            f"--batch {largest} needs about {largest * per_image / 2**30:.1f} GiB "
+            f"({per_image / 2**20:.1f} MiB per {crop}×{crop} image), more than the "
+            f"{available / 2**30:.1f} GiB available; use --batch {fits} or less"
+        )
 
 
 def check_batches(max_batch: int | None, batches: Sequence[int], what: str) -> None:
@@ -634,24 +694,19 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     reference_path = onnx_path(config.onnx_dir, "fp32")
     if not reference_path.is_file():
         raise DeployError(f"reference ONNX {reference_path} not found; run `alexnet-deploy export` first")
-    reference_model = load_model(reference_path, require_plugin=False)
-    source = str(reference_path)
-    if metadata_value(reference_model, "precision", source) != "fp32":
+    reference_model = load_verified(reference_path)
+    metadata = export_metadata(reference_model, str(reference_path))
+    if metadata.precision != "fp32":
         raise DeployError(f"{reference_path} is not the FP32 export the reference must be")
+    check_memory(config.batches, metadata.preprocessing.crop, available_memory_bytes())
     torch_rows = any(b.startswith("torch") for b in config.backends)
     checkpoint = _load_matching_checkpoint(config, reference_model) if torch_rows else None
     reference_runner = OnnxRuntimeRunner(reference_model, "fp32", "cpu")
     context = _Context(config, torch_device, onnxruntime_device, reference_model, reference_runner, checkpoint)
     plans = [_PLANNERS[b](context, p) for b in config.backends for p in config.chosen_precisions]
 
-    data_source = metadata_value(reference_model, "data_source", source)
-    images, labels = held_out_images(
-        data_source,
-        Split(**metadata_value(reference_model, "split", source)),
-        Preprocessing.from_dict(metadata_value(reference_model, "preprocessing", source)),
-        "val",
-        config.max_images,
-    )
+    data_source = metadata.data_source
+    images, labels = held_out_images(data_source, metadata.split, metadata.preprocessing, "val", config.max_images)
     rotations = {b: Rotation.of(images, b) for b in config.batches}
     rows: list[BenchRow] = []
     harness: list[HarnessCheck] = []
@@ -757,6 +812,7 @@ def bench_figure(report: BenchReport):
 
 
 def save_bench_plot(report: BenchReport, path: Path) -> None:
+    check_png_path(Path(path), "--plot")
     figure = bench_figure(report)
     with atomic_output(Path(path)) as tmp:
         figure.savefig(tmp, format="png")

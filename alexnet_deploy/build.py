@@ -5,6 +5,7 @@ still runs and the report says in one line why no engine was built."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +13,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .data import Preprocessing, Split, held_out_images
+from .data import Preprocessing, held_out_images
 from .errors import DeployError
 from .metrics import parity
-from .files import atomic_output, check_writable_destination, sha256_file
-from .graph import load_model, metadata_value
+from .files import atomic_output, check_distinct_paths, check_writable_destination, sha256_file
+from .graph import (
+    WEIGHTS_DIGEST_KEY,
+    export_metadata,
+    load_model,
+    require_fp32_export,
+    set_metadata,
+    verify_weights,
+    weights_digest,
+)
 from .progress import ProgressReporter, SilentProgress
 from .quantize import (
     CALIBRATION_METHODS,
@@ -29,6 +38,7 @@ from .quantize import (
     insert_qdq,
     load_calibration_set,
     onnxruntime_int8,
+    quantized_activations,
     read_cache,
     to_fp16,
     write_cache,
@@ -89,13 +99,42 @@ def _validate(config: BuildConfig) -> None:
         raise DeployError(f"--percentile must be in (0, 100], got {config.percentile}")
     if not 1 <= config.opt_batch <= config.max_batch:
         raise DeployError(f"need 1 <= --opt-batch ({config.opt_batch}) <= --max-batch ({config.max_batch})")
+    if not (math.isfinite(config.workspace_gib) and config.workspace_gib > 0):
+        raise DeployError(f"--workspace-gib must be a positive number of GiB, got {config.workspace_gib}")
+
+
+def check_outputs(config: BuildConfig, extra: dict[str, Path | None] | None = None) -> None:
+    """Every file the build may write (ONNX per precision, scale caches, ``extra``
+    such as ``--json``) must be writable and none may be the input ONNX or another output."""
+    fp32_path = Path(config.onnx)
+    outputs: dict[str, Path | None] = {
+        f"the {p} ONNX": precision_path(fp32_path, p) for p in config.precisions if p != "fp32"
+    }
+    if "int8" in config.precisions:
+        methods = CALIBRATION_METHODS if config.compare_methods else (config.calib_method,)
+        outputs |= {f"the {m} scale cache": cache_path(config.calibration_dir, m) for m in methods}
+    outputs |= extra or {}
+    check_distinct_paths({"--onnx": fp32_path}, outputs)
+    for path in outputs.values():
+        if path is not None and path.parent.is_dir():
+            check_writable_destination(path)
 
 
 def evaluate(
     name: str, precision: str, model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray, reference: np.ndarray, path: Path | None
 ) -> AccuracyRow:
+    """Accuracy of ``model`` on the val images. A model that is to be written (``path``
+    given) must output finite logits: it is evaluated *before* it is saved, so a broken
+    one (NaN scales, say) never replaces a good file."""
     with OnnxRuntimeRunner(model, precision) as runner:
-        match = parity(reference, runner.infer_all(images), labels)
+        logits = runner.infer_all(images)
+    if path is not None and not np.isfinite(logits).all():
+        bad = int((~np.isfinite(logits)).any(axis=1).sum())
+        raise DeployError(
+            f"{name} model outputs non-finite logits on {bad} of {len(logits)} val images; "
+            f"{path} not written (any existing file is kept)"
+        )
+    match = parity(reference, logits, labels)
     return AccuracyRow(name, precision, path, match.top1, match.top5, match.top1_agreement, match.max_abs_diff)
 
 
@@ -107,13 +146,20 @@ def _calibrated_amax(
     calibration = load_calibration_set(config.calibration_dir, preprocessing, config.calib_images)
     methods = CALIBRATION_METHODS if config.compare_methods else (config.calib_method,)
     cached = {m: read_cache(cache_path(config.calibration_dir, m)) for m in methods}
+    tensors = set(quantized_activations(model))
     valid = {
         m: c for m, c in cached.items()
-        if c is not None and c.model_sha256 == model_sha and c.data_fingerprint == calibration.fingerprint
+        if c is not None
+        and c.model_sha256 == model_sha
+        and c.data_fingerprint == calibration.fingerprint
+        and c.amax.keys() == tensors
+        and (m != "percentile" or c.percentile == config.percentile)
     }
-    stale = [m for m, c in cached.items() if c is not None and m not in valid]
+    stale = [m for m in methods if cache_path(config.calibration_dir, m).exists() and m not in valid]
     if stale:
-        report.calibration.append(f"calibration cache for {', '.join(stale)} is from another model or image set: recalibrating")
+        report.calibration.append(
+            f"calibration cache for {', '.join(stale)} is invalid or from another model, image set or percentile: recalibrating"
+        )
     if valid.keys() == set(methods) and not config.recalibrate:
         report.calibration.append(
             f"reused calibration cache ({', '.join(methods)}) for {len(calibration.images)} images in {config.calibration_dir}"
@@ -125,7 +171,10 @@ def _calibrated_amax(
         amax = activation_amax(statistics, method, config.percentile)
         write_cache(
             cache_path(config.calibration_dir, method),
-            CalibrationCache(method, model_sha, calibration.fingerprint, len(calibration.images), amax),
+            CalibrationCache(
+                method, model_sha, calibration.fingerprint, len(calibration.images), amax,
+                config.percentile if method == "percentile" else None,
+            ),
         )
         result[method] = amax
     report.calibration.append(
@@ -138,19 +187,21 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
     progress = progress or SilentProgress()
     _validate(config)
     fp32_path = Path(config.onnx)
+    check_outputs(config)
     model = load_model(fp32_path)
-    for precision in config.precisions:
-        check_writable_destination(precision_path(fp32_path, precision))
     source = str(fp32_path)
-    preprocessing = Preprocessing.from_dict(metadata_value(model, "preprocessing", source))
-    split = Split(**metadata_value(model, "split", source))
-    data_source = str(metadata_value(model, "data_source", source))
+    require_fp32_export(model, source)
+    verify_weights(model, source)
+    metadata = export_metadata(model, source)
+    preprocessing, split, data_source = metadata.preprocessing, metadata.split, metadata.data_source
     report = BuildReport()
 
     images, labels = held_out_images(data_source, split, preprocessing, "val")
     report.val_images = len(images)
     with OnnxRuntimeRunner(model) as reference_runner:
         reference = reference_runner.infer_all(images)
+    if not np.isfinite(reference).all():
+        raise DeployError(f"{fp32_path} outputs non-finite logits on its val images; re-train and re-export it")
 
     if "fp32" in config.precisions:
         report.onnx["fp32"] = fp32_path
@@ -159,9 +210,9 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
     if "fp16" in config.precisions:
         path = precision_path(fp32_path, "fp16")
         half = to_fp16(model)
+        report.accuracy.append(evaluate("fp16", "fp16", half, images, labels, reference, path))
         _save(half, path)
         report.onnx["fp16"] = path
-        report.accuracy.append(evaluate("fp16", "fp16", half, images, labels, reference, path))
 
     if "int8" in config.precisions:
         if config.calib_from_data:
@@ -172,12 +223,12 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
         for method, ranges in amax.items():
             quantized = insert_qdq(model, ranges)
             chosen = method == config.calib_method
-            if chosen:
-                _save(quantized, path)
-                report.onnx["int8"] = path
             report.accuracy.append(
                 evaluate(f"int8 ({method})", "int8", quantized, images, labels, reference, path if chosen else None)
             )
+            if chosen:
+                _save(quantized, path)
+                report.onnx["int8"] = path
         if config.compare_methods:
             with tempfile.TemporaryDirectory() as workdir:
                 baseline = onnxruntime_int8(model, calibration_images, Path(workdir))
@@ -190,6 +241,8 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
+    """Write a derived ONNX with the digest of its own weights, which bench verifies."""
+    set_metadata(model, {WEIGHTS_DIGEST_KEY: weights_digest(model)})
     with atomic_output(path) as tmp:
         onnx.save(model, str(tmp))
 

@@ -136,11 +136,9 @@ def build(
     """
     from dataclasses import asdict
 
-    from .build import BuildConfig, build as run_build
-    from .files import check_writable_destination, write_text_atomic
+    from .build import BuildConfig, build as run_build, check_outputs
+    from .files import write_text_atomic
 
-    if json_path is not None:
-        check_writable_destination(json_path)
     chosen = tuple(p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on) or ("fp32", "fp16", "int8")
     config = BuildConfig(
         onnx=onnx_path,
@@ -157,6 +155,7 @@ def build(
         max_batch=max_batch,
         workspace_gib=workspace_gib,
     )
+    check_outputs(config, {"--json": json_path})
     report = run_build(config, RichProgress())
     for line in report.calibration:
         console.print(line, soft_wrap=True)
@@ -214,9 +213,16 @@ def info(
     filters: Annotated[Path | None, typer.Option(help="Write conv1's kernels as a PNG grid (paper's Figure 3).")] = None,
 ) -> None:
     """The layer table (shapes, parameters, MACs, activations), measured from the model."""
+    from .files import check_distinct_paths, check_png_path, check_writable_destination
     from .info import COLUMNS, inspect_model, write_info_json
     from .plots import save_filter_grid
 
+    if filters is not None:
+        check_png_path(filters, "--filters")
+    check_distinct_paths({"--checkpoint": checkpoint}, {"--json": json_path, "--filters": filters})
+    for path in (json_path, filters):
+        if path is not None:
+            check_writable_destination(path)
     report = inspect_model(checkpoint, groups=groups, classes=classes)
     shape = "×".join(str(v) for v in report.table.input_shape)
     config = report.config
@@ -273,8 +279,8 @@ def bench(
     max_images: Annotated[int, typer.Option(help="Held-out val images to rotate through and to judge accuracy on.")] = 512,
 ) -> None:
     """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
-    from .bench import BACKENDS, PRECISIONS, BenchConfig, parse_batches, parse_choices, run_bench, save_bench_plot
-    from .files import check_writable_destination, write_text_atomic
+    from .bench import BACKENDS, PRECISIONS, BenchConfig, onnx_path, parse_batches, parse_choices, run_bench, save_bench_plot
+    from .files import check_distinct_paths, check_png_path, check_writable_destination, write_text_atomic
 
     config = BenchConfig(
         batches=parse_batches(batch),
@@ -292,6 +298,10 @@ def bench(
     )
     config.check()
     plot = plot if plot is not None or json_path is None else json_path.with_suffix(".png")
+    if plot is not None:
+        check_png_path(plot, "--plot")
+    inputs = {"--checkpoint": checkpoint} | {f"the {p} ONNX": onnx_path(onnx_dir, p) for p in PRECISIONS}
+    check_distinct_paths(inputs, {"--json": json_path, "--plot": plot})
     for path in (json_path, plot):
         if path is not None:
             check_writable_destination(path)  # before minutes of timing, not after

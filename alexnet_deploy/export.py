@@ -27,8 +27,8 @@ from . import __version__
 from .checkpoint import Checkpoint, checkpoint_hash, load_checkpoint
 from .data import held_out_images
 from .errors import DeployError
-from .files import atomic_output
-from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn
+from .files import atomic_output, check_distinct_paths, check_writable_destination
+from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn, weights_digest
 from .metrics import compare_logits
 from .lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from .runners.onnxruntime import OnnxRuntimeRunner
@@ -128,9 +128,15 @@ def validate(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, 
         expected = model(torch.from_numpy(images)).numpy()
     with OnnxRuntimeRunner(onnx_model) as runner:
         actual = runner.infer(images)
+    if not np.isfinite(expected).all():
+        raise DeployError(
+            "export validation failed: the checkpoint's model outputs non-finite logits (NaN/inf weights: "
+            "did training diverge?); nothing written"
+        )
     max_abs_diff, agreement = compare_logits(expected, actual)
     result = Validation(len(images), source, max_abs_diff, agreement)
-    if max_abs_diff > FP32_TOLERANCE or agreement < 1.0:
+    # `not <=` so that a NaN difference fails too
+    if not max_abs_diff <= FP32_TOLERANCE or not agreement >= 1.0:
         raise DeployError(f"export validation failed: output '{OUTPUT_NAME}' {result.summary()}")
     return result
 
@@ -138,31 +144,34 @@ def validate(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, 
 def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: str = "plugin") -> ExportResult:
     """Checkpoint -> validated ONNX at ``output`` (written only if validation passes)."""
     output = Path(output)
+    check_distinct_paths({"--checkpoint": Path(checkpoint_path)}, {"--output": output})
+    check_writable_destination(output)
     checkpoint = load_checkpoint(checkpoint_path)
     model = checkpoint.build_model()
+    proto = export_model(model, opset, lrn)
+    set_metadata(
+        proto,
+        {
+            "classes": checkpoint.classes,
+            "preprocessing": checkpoint.preprocessing.to_dict(),
+            "input_size": checkpoint.config.input_size,
+            "architecture": checkpoint.config.to_dict(),
+            "lrn_convention": CONVENTION,
+            "lrn_mode": lrn,
+            "precision": "fp32",
+            "source_checkpoint": Path(checkpoint_path).name,
+            "checkpoint_sha256": checkpoint_hash(checkpoint_path),
+            "data_source": checkpoint.data_source,
+            "split": checkpoint.split.to_dict(),
+            "alexnet_deploy_version": __version__,
+            "weights_sha256": weights_digest(proto),
+        },
+    )
+    onnx.checker.check_model(proto, full_check=True)
+    check_alexnet_graph(proto, str(output), require_plugin=lrn == "plugin")
+    images, source = validation_images(checkpoint)
+    validation = validate(model, proto, images, source)
     with atomic_output(output) as tmp:
-        proto = export_model(model, opset, lrn)
-        set_metadata(
-            proto,
-            {
-                "classes": checkpoint.classes,
-                "preprocessing": checkpoint.preprocessing.to_dict(),
-                "input_size": checkpoint.config.input_size,
-                "architecture": checkpoint.config.to_dict(),
-                "lrn_convention": CONVENTION,
-                "lrn_mode": lrn,
-                "precision": "fp32",
-                "source_checkpoint": Path(checkpoint_path).name,
-                "checkpoint_sha256": checkpoint_hash(checkpoint_path),
-                "data_source": checkpoint.data_source,
-                "split": checkpoint.split.to_dict(),
-                "alexnet_deploy_version": __version__,
-            },
-        )
-        onnx.checker.check_model(proto, full_check=True)
-        check_alexnet_graph(proto, str(output), require_plugin=lrn == "plugin")
-        images, source = validation_images(checkpoint)
-        validation = validate(model, proto, images, source)
         onnx.save(proto, str(tmp))
     return ExportResult(output, lrn, opset, validation)
 

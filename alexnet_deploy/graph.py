@@ -8,12 +8,16 @@ cheapest route (no copy of ~240 MB of weights through a graph library's IR).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
+from .data import Preprocessing, Split
 from .errors import DeployError
 from .plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
@@ -108,7 +112,7 @@ def metadata_value(model: onnx.ModelProto, key: str, source: str = "model"):
         raise DeployError(f"{source} has no '{key}' metadata (was it written by `alexnet-deploy export`?)")
     try:
         return json.loads(value)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError:  # plain strings (precision, data_source) are stored as is
         return value
 
 
@@ -152,3 +156,144 @@ def load_model(path: Path, require_plugin: bool = True) -> onnx.ModelProto:
         raise DeployError(f"{path} is not an ONNX model ({error.__class__.__name__})") from None
     check_alexnet_graph(model, str(path), require_plugin=require_plugin)
     return model
+
+
+# ------------------------------------------------------------- weights digest
+
+WEIGHTS_DIGEST_KEY = "weights_sha256"
+
+
+def weights_digest(model: onnx.ModelProto) -> str:
+    """sha256 over every initializer and Constant tensor (name, type, shape, values),
+    in name order: what the model computes with, independent of metadata and of how
+    protobuf happens to lay the bytes out."""
+    tensors = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR:
+                    tensors[f"{node.output[0]}/{attribute.name}"] = attribute.t
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = numpy_helper.to_array(tensors[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def verify_weights(model: onnx.ModelProto, source: str) -> None:
+    """The weights must be the ones the export (or build) recorded; a file changed
+    since would otherwise become its own reference and pass every parity check."""
+    recorded = read_metadata(model).get(WEIGHTS_DIGEST_KEY)
+    if recorded is None:
+        raise DeployError(
+            f"{source} has no weights digest (written by an older alexnet-deploy, or not by us); "
+            "re-run `alexnet-deploy export` (and `build`)"
+        )
+    if weights_digest(model) != recorded:
+        raise DeployError(
+            f"{source}: its weights do not match the digest recorded when it was written (the file was modified); "
+            "re-run `alexnet-deploy export` (and `build`)"
+        )
+
+
+# ---------------------------------------------------------- export metadata
+
+PRECISION_NAMES = ("fp32", "fp16", "int8")
+MAX_IMAGE_SIDE = 4096  # resize/crop beyond this is not an AlexNet preprocessing
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    """What the export recorded and later steps rely on, read once and range-checked,
+    so a damaged or hand-edited entry is one clear error rather than a crash later."""
+
+    precision: str
+    classes: list[str]
+    preprocessing: Preprocessing
+    split: Split
+    data_source: str
+
+
+def _metadata_object(model: onnx.ModelProto, key: str, source: str) -> dict:
+    value = metadata_value(model, key, source)
+    if not isinstance(value, dict):
+        raise DeployError(f"{source}: metadata '{key}' is not a JSON object: {str(value)[:60]!r}")
+    return value
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _preprocessing(data: dict, source: str) -> Preprocessing:
+    try:
+        preprocessing = Preprocessing.from_dict(data)
+    except (KeyError, TypeError, ValueError):
+        raise DeployError(f"{source}: metadata 'preprocessing' lacks resize/crop/mean/std or holds non-numbers") from None
+    problems = []
+    if not 1 <= preprocessing.resize <= MAX_IMAGE_SIDE:
+        problems.append(f"resize {preprocessing.resize} not in [1, {MAX_IMAGE_SIDE}]")
+    if not 1 <= preprocessing.crop <= preprocessing.resize:
+        problems.append(f"crop {preprocessing.crop} not in [1, resize]")
+    if len(preprocessing.mean) != 3 or not all(_number(v) for v in preprocessing.mean):
+        problems.append("mean is not 3 finite numbers")
+    if len(preprocessing.std) != 3 or not all(_number(v) and v > 0 for v in preprocessing.std):
+        problems.append("std is not 3 positive finite numbers")
+    if problems:
+        raise DeployError(f"{source}: metadata 'preprocessing' is invalid: {'; '.join(problems)}")
+    return preprocessing
+
+
+def _split(data: dict, source: str) -> Split:
+    try:
+        split = Split(**data)
+    except TypeError:
+        raise DeployError(f"{source}: metadata 'split' has unknown or missing fields: {sorted(data)}") from None
+    fractions = (split.val_fraction, split.calibration_fraction)
+    if not all(_number(f) and 0 < f < 1 for f in fractions) or not sum(fractions) < 1:
+        raise DeployError(
+            f"{source}: metadata 'split' fractions must each be in (0, 1) and sum below 1, got "
+            f"val {split.val_fraction}, calibration {split.calibration_fraction}"
+        )
+    if not isinstance(split.seed, int) or isinstance(split.seed, bool) or split.seed < 0:
+        raise DeployError(f"{source}: metadata 'split' seed must be a non-negative integer, got {split.seed!r}")
+    return split
+
+
+def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
+    """The checked metadata of one of our ONNX files (see :class:`ExportMetadata`)."""
+    precision = metadata_value(model, "precision", source)
+    if precision not in PRECISION_NAMES:
+        raise DeployError(f"{source}: metadata 'precision' is {str(precision)[:30]!r}, not one of {', '.join(PRECISION_NAMES)}")
+    classes = metadata_value(model, "classes", source)
+    outputs = _dims(model.graph.output[0]) if model.graph.output else []
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:
+        raise DeployError(f"{source}: metadata 'classes' is not a list of at least 2 class names")
+    if len(outputs) == 2 and isinstance(outputs[1], int) and outputs[1] and outputs[1] != len(classes):
+        raise DeployError(f"{source}: metadata names {len(classes)} classes but the model outputs {outputs[1]} logits")
+    preprocessing = _preprocessing(_metadata_object(model, "preprocessing", source), source)
+    inputs = [_dims(i) for i in model.graph.input if i.name == INPUT_NAME]
+    size = inputs[0][2:] if inputs else []
+    if any(isinstance(d, int) and d and d != preprocessing.crop for d in size):
+        raise DeployError(
+            f"{source}: metadata 'preprocessing' crops {preprocessing.crop} px but the model takes {size[0]}×{size[-1]}"
+        )
+    split = _split(_metadata_object(model, "split", source), source)
+    data_source = metadata_value(model, "data_source", source)
+    if not isinstance(data_source, str) or not data_source:
+        raise DeployError(f"{source}: metadata 'data_source' is not a path or dataset name")
+    return ExportMetadata(precision, classes, preprocessing, split, data_source)
+
+
+def require_fp32_export(model: onnx.ModelProto, source: str) -> None:
+    """``build`` derives FP16/INT8 from the FP32 export only: converting a converted
+    file again gives a model TensorRT and onnxruntime cannot load."""
+    precision = metadata_value(model, "precision", source)
+    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    if precision != "fp32" or quantized or half:
+        found = "int8 (Q/DQ)" if quantized else "fp16" if half else str(precision)[:30]
+        raise DeployError(
+            f"{source} is a {found} model; `build --onnx` takes the FP32 file written by `alexnet-deploy export`"
+        )

@@ -19,6 +19,7 @@ Pure functions and dataclasses; the CLI renders them.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,8 @@ LAYER_TYPES: dict[type[nn.Module], str] = {
     nn.Linear: "fc",
 }
 WITHOUT_ROW = (nn.ReLU, nn.Dropout)
+# ImageNet-21k has 21,841 classes; at 100,000 the last FC layer alone is 1.6 GB of float32
+MAX_CLASSES = 100_000
 COLUMNS = ("layer", "type", "kernel", "stride", "pad", "groups", "output C×H×W", "params", "MACs", "act. bytes")
 
 
@@ -209,7 +212,12 @@ class CheckpointSummary:
         )
 
     def rows(self, max_classes: int = 10) -> list[tuple[str, str]]:
-        """(field, text) pairs for a two-column display; long class lists are cut."""
+        """(field, text) pairs for a two-column display; long class lists are cut.
+        Control characters (an ANSI escape in a class name) are shown escaped, never
+        sent to the terminal."""
+        return [(name, printable(text)) for name, text in self._rows(max_classes)]
+
+    def _rows(self, max_classes: int) -> list[tuple[str, str]]:
         shown = ", ".join(self.classes[:max_classes]) + (", …" if len(self.classes) > max_classes else "")
         p = self.preprocessing
         metrics = ", ".join(f"{key} {_metric_text(key, value)}" for key, value in self.metrics.items())
@@ -226,6 +234,14 @@ class CheckpointSummary:
             ("data source", self.data_source),
             ("split", ", ".join(f"{k} {v}" for k, v in self.split.items())),
         ]
+
+
+def printable(text: str) -> str:
+    """``text`` with every control or format character (ESC, CR, BEL, bidi overrides)
+    written as a Python escape such as ``\\x1b``, so it cannot drive the terminal."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char)[0] == "C" else char for char in text
+    )
 
 
 def _metric_text(key: str, value: object) -> str:
@@ -267,8 +283,8 @@ def inspect_model(checkpoint: Path | None = None, groups: int | None = None, cla
     """
     if groups is not None and groups not in (1, 2):
         raise DeployError(f"--groups must be 1 or 2, got {groups}")
-    if classes is not None and classes < 2:
-        raise DeployError(f"--classes must be at least 2, got {classes}")
+    if classes is not None and not 2 <= classes <= MAX_CLASSES:
+        raise DeployError(f"--classes must be in [2, {MAX_CLASSES:,}], got {classes}")
     if checkpoint is None:
         config = AlexNetConfig(num_classes=1000 if classes is None else classes, groups=2 if groups is None else groups)
         model = AlexNet(config).eval()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,25 +74,47 @@ class CalibrationSet:
 def fill_calibration_dir(directory: Path, data_source: str, split: Split) -> int:
     """Write the training data's held-out calibration split into ``directory`` as PNGs
     (``<class>/<index>.png``), unpreprocessed, so calibration applies the one
-    preprocessing definition to them like to any user-supplied image."""
-    images = split.apply(load_images(data_source))["calibration"]
+    preprocessing definition to them like to any user-supplied image.
+
+    A folder that already holds other images is refused rather than mixed into the
+    calibration set (calibration uses every image in the folder): only files of the
+    names this split writes may be there already, and they are rewritten."""
     directory = Path(directory)
-    for index in range(len(images)):
-        target = directory / images.classes[images.labels[index]] / f"{index:05d}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise DeployError(f"--calibration {directory} is a file, not a folder")
+    images = split.apply(load_images(data_source))["calibration"]
+    targets = [directory / images.classes[images.labels[i]] / f"{i:05d}.png" for i in range(len(images))]
+    foreign = sorted(set(_image_files(directory)) - set(targets)) if directory.is_dir() else []
+    if foreign:
+        raise DeployError(
+            f"calibration folder {directory} already holds {len(foreign)} other images (e.g. {foreign[0]}); "
+            "--calib-from-data needs an empty folder (or one it filled before): choose another --calibration"
+        )
+    for index, target in enumerate(targets):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DeployError(f"cannot create {target.parent}: {error.strerror or error}") from None
         with atomic_output(target) as tmp:
             images.image(index).save(tmp, format="PNG")
     return len(images)
 
 
+def _image_files(directory: Path) -> list[Path]:
+    """Regular JPEG/PNG files under ``directory`` (a FIFO named x.png would block the read)."""
+    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def calibration_files(directory: Path) -> list[Path]:
     """Every JPEG/PNG under ``directory``: a flat folder or one folder per class."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DeployError(f"--calibration {directory} is a file, not a folder of images")
     if not directory.is_dir():
         raise DeployError(
             f"calibration folder {directory} does not exist (add images, or use --calib-from-data)"
         )
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _image_files(directory)
     if not files:
         raise DeployError(f"calibration folder {directory} has no images (add JPEG/PNG files, or use --calib-from-data)")
     return files
@@ -249,6 +272,7 @@ class CalibrationCache:
     data_fingerprint: str
     images: int
     amax: dict[str, float]
+    percentile: float | None = None  # the --percentile it was computed with (percentile method)
 
     @property
     def scales(self) -> dict[str, float]:
@@ -259,17 +283,26 @@ def cache_path(directory: Path, method: str) -> Path:
     return Path(directory) / f"scales.{method}.json"
 
 
+def _valid_amax(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def read_cache(path: Path) -> CalibrationCache | None:
+    """The cache at ``path``, or None if it is missing or invalid in any way (not
+    JSON, missing keys, an amax that is not a finite number >= 0): an invalid
+    cache is a stale one, recalibrated rather than trusted or crashed on."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
-        return CalibrationCache(
+        cache = CalibrationCache(
             data["method"], data["model_sha256"], data["data_fingerprint"], data["images"],
             {name: entry["amax"] for name, entry in data["tensors"].items()},
+            data.get("percentile"),
         )
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return None
+    return cache if all(_valid_amax(v) for v in cache.amax.values()) else None
 
 
 def write_cache(path: Path, cache: CalibrationCache) -> None:
@@ -278,6 +311,7 @@ def write_cache(path: Path, cache: CalibrationCache) -> None:
         "model_sha256": cache.model_sha256,
         "data_fingerprint": cache.data_fingerprint,
         "images": cache.images,
+        "percentile": cache.percentile,
         "tensors": {name: {"amax": cache.amax[name], "scale": cache.scales[name]} for name in cache.amax},
     }
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

@@ -141,7 +141,7 @@ def test_scale_cache_is_reused_then_invalidated_by_new_images(fp32_onnx, tmp_pat
     assert any("calibrated" in line for line in run_build(fp32_onnx, calibration, recalibrate=True).calibration)
     (calibration / "0" / next((calibration / "0").iterdir()).name).unlink()  # the image set changed
     notes = run_build(fp32_onnx, calibration).calibration
-    assert any("from another model or image set: recalibrating" in line for line in notes)
+    assert any("from another model, image set or percentile: recalibrating" in line for line in notes)
 
 
 def test_scale_cache_from_another_model_is_not_reused(fp32_onnx, tmp_path):
