@@ -136,11 +136,11 @@ class BenchConfig:
         if self.iterations is not None and self.duration_s is not None:
             raise DeployError("give --iterations or --duration, not both")
         if self.iterations is not None and not 1 <= self.iterations <= MAX_ITERATIONS:
-            raise DeployError(f"--iterations must be in [1, {MAX_ITERATIONS}], got {self.iterations}")
+            raise DeployError(f"--iterations must be at least 1 and at most {MAX_ITERATIONS}, got {self.iterations}")
         if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
             raise DeployError(f"--duration must be positive seconds, at most {MAX_DURATION_S:g}, got {self.duration_s}")
         if not 0 <= self.warmup <= MAX_ITERATIONS:
-            raise DeployError(f"--warmup must be in [0, {MAX_ITERATIONS}], got {self.warmup}")
+            raise DeployError(f"--warmup must be 0 or more and at most {MAX_ITERATIONS}, got {self.warmup}")
         if self.device not in DEVICES:
             raise DeployError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.max_images < 1:

@@ -113,11 +113,13 @@ def check_outputs(config: BuildConfig, extra: dict[str, Path | None] | None = No
     if "int8" in config.precisions:
         methods = CALIBRATION_METHODS if config.compare_methods else (config.calib_method,)
         outputs |= {f"the {m} scale cache": cache_path(config.calibration_dir, m) for m in methods}
-    outputs |= extra or {}
-    check_distinct_paths({"--onnx": fp32_path}, outputs)
-    for path in outputs.values():
-        if path is not None and path.parent.is_dir():
-            check_writable_destination(path)
+    check_distinct_paths({"--onnx": fp32_path}, outputs | (extra or {}))
+    # the ONNX's and the caches' folders may not exist yet: a missing --onnx or an
+    # empty --calibration has its own, clearer message later
+    for path in [p for p in outputs.values() if p is not None and p.parent.is_dir()] + [
+        p for p in (extra or {}).values() if p is not None
+    ]:
+        check_writable_destination(path)
 
 
 def evaluate(
@@ -211,7 +213,7 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
         path = precision_path(fp32_path, "fp16")
         half = to_fp16(model)
         report.accuracy.append(evaluate("fp16", "fp16", half, images, labels, reference, path))
-        _save(half, path)
+        save_onnx(half, path)
         report.onnx["fp16"] = path
 
     if "int8" in config.precisions:
@@ -227,7 +229,7 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
                 evaluate(f"int8 ({method})", "int8", quantized, images, labels, reference, path if chosen else None)
             )
             if chosen:
-                _save(quantized, path)
+                save_onnx(quantized, path)
                 report.onnx["int8"] = path
         if config.compare_methods:
             with tempfile.TemporaryDirectory() as workdir:
@@ -240,7 +242,7 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
     return report
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
+def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     """Write a derived ONNX with the digest of its own weights, which bench verifies."""
     set_metadata(model, {WEIGHTS_DIGEST_KEY: weights_digest(model)})
     with atomic_output(path) as tmp:

@@ -280,7 +280,7 @@ def bench(
 ) -> None:
     """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
     from .bench import BACKENDS, PRECISIONS, BenchConfig, onnx_path, parse_batches, parse_choices, run_bench, save_bench_plot
-    from .files import check_distinct_paths, check_png_path, check_writable_destination, write_text_atomic
+    from .files import check_distinct_paths, check_png_path, check_writable_destination, is_special_file, write_text_atomic
 
     config = BenchConfig(
         batches=parse_batches(batch),
@@ -297,7 +297,8 @@ def bench(
         max_images=max_images,
     )
     config.check()
-    plot = plot if plot is not None or json_path is None else json_path.with_suffix(".png")
+    if plot is None and json_path is not None and not is_special_file(json_path):
+        plot = json_path.with_suffix(".png")  # beside the JSON; a device such as /dev/null has no "beside"
     if plot is not None:
         check_png_path(plot, "--plot")
     inputs = {"--checkpoint": checkpoint} | {f"the {p} ONNX": onnx_path(onnx_dir, p) for p in PRECISIONS}

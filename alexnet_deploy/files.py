@@ -35,7 +35,7 @@ def _write_error(path: Path, error: OSError) -> DeployError:
     return DeployError(f"cannot write {path}: {error.strerror or error}")
 
 
-def _is_special(path: Path) -> bool:
+def is_special_file(path: Path) -> bool:
     """An existing target that is not a regular file or a folder (device, FIFO,
     socket): it is written through, never replaced by a rename."""
     try:
@@ -57,7 +57,7 @@ def check_writable_destination(path: Path) -> None:
     path = destination(Path(path))
     if path.is_dir():
         raise DeployError(f"output path {path} is a directory, expected a file path")
-    if _is_special(path):
+    if is_special_file(path):
         if not os.access(path, os.W_OK):
             raise DeployError(f"output {path} is not writable")
         return
@@ -66,6 +66,12 @@ def check_writable_destination(path: Path) -> None:
         raise DeployError(f"output directory {parent} does not exist (for {path})")
     if not os.access(parent, os.W_OK):
         raise DeployError(f"output directory {parent} is not writable (for {path})")
+    # os.access says yes to root everywhere (/proc, a read-only bind mount): try it
+    try:
+        probe = tempfile.NamedTemporaryFile(prefix=f".{path.name}.{TEMP_TAG}-{os.getpid()}-", suffix=".tmp", dir=parent)
+    except OSError as error:
+        raise _write_error(path, error) from None
+    probe.close()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -86,7 +92,7 @@ def check_distinct_paths(inputs: Mapping[str, Path | None], outputs: Mapping[str
     several outputs through to them replaces nothing."""
     named_outputs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
     for name, path in named_outputs:
-        if _is_special(destination(path)):
+        if is_special_file(destination(path)):
             continue
         for input_name, input_path in inputs.items():
             if input_path is not None and _same_file(path, Path(input_path)):
@@ -96,14 +102,14 @@ def check_distinct_paths(inputs: Mapping[str, Path | None], outputs: Mapping[str
                 )
     for i, (name, path) in enumerate(named_outputs):
         for other_name, other in named_outputs[i + 1 :]:
-            if not _is_special(destination(path)) and _same_file(path, other):
+            if not is_special_file(destination(path)) and _same_file(path, other):
                 raise DeployError(f"{name} and {other_name} are the same file ({path}): give each output its own path")
 
 
 def check_png_path(path: Path, option: str) -> None:
     """Pictures are written as PNG only; a path naming another format would get PNG
     bytes under a misleading suffix, so it is refused instead."""
-    if Path(path).suffix.lower() != ".png" and not _is_special(destination(Path(path))):
+    if Path(path).suffix.lower() != ".png" and not is_special_file(destination(Path(path))):
         raise DeployError(f"{option} {path}: pictures are written as PNG; give a path ending in .png")
 
 
@@ -164,7 +170,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     path = Path(path)
     target = destination(path)
     check_writable_destination(target)
-    special = _is_special(target)
+    special = is_special_file(target)
     folder = Path(tempfile.gettempdir()) if special else target.parent
     sweep_stale_temporaries(folder)
     try:

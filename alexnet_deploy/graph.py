@@ -227,37 +227,39 @@ def _number(value: object) -> bool:
 
 
 def _preprocessing(data: dict, source: str) -> Preprocessing:
+    def invalid(reason: str) -> DeployError:
+        return DeployError(f"{source}: metadata 'preprocessing' is invalid: {reason}")
+
     try:
         preprocessing = Preprocessing.from_dict(data)
+    except DeployError as error:
+        raise invalid(str(error)) from None
     except (KeyError, TypeError, ValueError):
-        raise DeployError(f"{source}: metadata 'preprocessing' lacks resize/crop/mean/std or holds non-numbers") from None
-    problems = []
-    if not 1 <= preprocessing.resize <= MAX_IMAGE_SIDE:
-        problems.append(f"resize {preprocessing.resize} not in [1, {MAX_IMAGE_SIDE}]")
-    if not 1 <= preprocessing.crop <= preprocessing.resize:
-        problems.append(f"crop {preprocessing.crop} not in [1, resize]")
+        raise invalid("it lacks resize/crop/mean/std or holds non-numbers") from None
+    if not 1 <= preprocessing.crop <= preprocessing.resize <= MAX_IMAGE_SIDE:
+        raise invalid(f"need 1 <= crop <= resize <= {MAX_IMAGE_SIDE}, got crop {preprocessing.crop}, resize {preprocessing.resize}")
     if len(preprocessing.mean) != 3 or not all(_number(v) for v in preprocessing.mean):
-        problems.append("mean is not 3 finite numbers")
+        raise invalid(f"mean must be 3 finite numbers, got {preprocessing.mean}")
     if len(preprocessing.std) != 3 or not all(_number(v) and v > 0 for v in preprocessing.std):
-        problems.append("std is not 3 positive finite numbers")
-    if problems:
-        raise DeployError(f"{source}: metadata 'preprocessing' is invalid: {'; '.join(problems)}")
+        raise invalid(f"std must be 3 positive finite numbers, got {preprocessing.std}")
     return preprocessing
 
 
 def _split(data: dict, source: str) -> Split:
+    def invalid(reason: str) -> DeployError:
+        return DeployError(f"{source}: metadata 'split' is invalid: {reason}")
+
     try:
         split = Split(**data)
+    except DeployError as error:
+        raise invalid(str(error)) from None
     except TypeError:
-        raise DeployError(f"{source}: metadata 'split' has unknown or missing fields: {sorted(data)}") from None
+        raise invalid(f"unknown or missing fields {sorted(data)}") from None
     fractions = (split.val_fraction, split.calibration_fraction)
-    if not all(_number(f) and 0 < f < 1 for f in fractions) or not sum(fractions) < 1:
-        raise DeployError(
-            f"{source}: metadata 'split' fractions must each be in (0, 1) and sum below 1, got "
-            f"val {split.val_fraction}, calibration {split.calibration_fraction}"
-        )
+    if not all(_number(f) and 0 <= f < 1 for f in fractions) or not sum(fractions) < 1:
+        raise invalid(f"fractions must be in [0, 1) and sum below 1, got val {split.val_fraction}, calibration {split.calibration_fraction}")
     if not isinstance(split.seed, int) or isinstance(split.seed, bool) or split.seed < 0:
-        raise DeployError(f"{source}: metadata 'split' seed must be a non-negative integer, got {split.seed!r}")
+        raise invalid(f"seed must be a non-negative integer, got {split.seed!r}")
     return split
 
 

@@ -65,12 +65,13 @@ def onnx_dir(tiny_checkpoint, tmp_path_factory) -> Path:
 def onnx_dir_with_fp16(onnx_dir, tmp_path_factory) -> Path:
     """export/ after `build --fp16`: the reference plus its FP16 twin."""
     pytest.importorskip("onnxconverter_common")
+    from alexnet_deploy.build import save_onnx
     from alexnet_deploy.quantize import to_fp16
 
     directory = tmp_path_factory.mktemp("export16")
     reference = load_model(onnx_dir / "alexnet.onnx")
     onnx.save(reference, str(directory / "alexnet.onnx"))
-    onnx.save(to_fp16(reference), str(directory / "alexnet.fp16.onnx"))
+    save_onnx(to_fp16(reference), directory / "alexnet.fp16.onnx")
     return directory
 
 
