@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from .files import atomic_output
+from .files import atomic_output, check_png_path
 
 if TYPE_CHECKING:
     from .train import EpochMetrics
@@ -71,6 +71,7 @@ def filter_grid(
 
 def save_filter_grid(weight: torch.Tensor, path: Path) -> Image.Image:
     """Write :func:`filter_grid` of ``weight`` to ``path`` as PNG; return the image."""
+    check_png_path(Path(path), "--filters")
     image = filter_grid(weight)
     with atomic_output(Path(path)) as tmp:
         image.save(tmp, format="PNG")

@@ -56,8 +56,8 @@ def artifacts(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
     for method in ("entropy", "percentile"):
         build(BuildConfig(onnx=onnx_path, precisions=("fp16", "int8") if method == "entropy" else ("int8",),
                           calibration_dir=calibration, calib_from_data=method == "entropy", calib_method=method,
-                          calib_images=32))  # fmt: skip
-    build(BuildConfig(onnx=onnx_path, precisions=("int8",), calibration_dir=calibration, calib_images=32))
+                          calib_images=16))  # fmt: skip
+    build(BuildConfig(onnx=onnx_path, precisions=("int8",), calibration_dir=calibration, calib_images=16))
     return {
         "ckpt": checkpoint,
         "onnx": onnx_path,
@@ -400,20 +400,20 @@ CASES = [
          "fewer than the 100000 asked for", ["onnx"], int8_from_cache),
     Case("build-calibration-corrupt-image", build_args("--int8"), 1, "cannot read calibration image", ["onnx"],
          write("calibration/broken.png", b"\x89PNG\r\n\x1a\n truncated")),
-    Case("build-calibration-fifo-skipped", [*build_args("--int8", "--calib-images", "32")], 0,
+    Case("build-calibration-fifo-skipped", [*build_args("--int8", "--calib-images", "16")], 0,
          "reused calibration cache", ["onnx"], fifo("calibration/x.png")),
     # ---- build: scale caches (invalid = stale: recalibrate, never crash or trust)
-    Case("build-cache-amax-text", [*build_args("--int8", "--calib-images", "32")], 0, "recalibrating", ["onnx"],
+    Case("build-cache-amax-text", [*build_args("--int8", "--calib-images", "16")], 0, "recalibrating", ["onnx"],
          all_of(int8_from_cache, edit_cache("entropy", first_amax("abc"))), recalibrated_int8_is_finite),
-    Case("build-cache-amax-nan", [*build_args("--int8", "--calib-images", "32")], 0, "recalibrating", ["onnx"],
+    Case("build-cache-amax-nan", [*build_args("--int8", "--calib-images", "16")], 0, "recalibrating", ["onnx"],
          all_of(int8_from_cache, edit_cache("entropy", first_amax(float("nan")))), recalibrated_int8_is_finite),
-    Case("build-cache-amax-negative", [*build_args("--int8", "--calib-images", "32")], 0, "recalibrating", ["onnx"],
+    Case("build-cache-amax-negative", [*build_args("--int8", "--calib-images", "16")], 0, "recalibrating", ["onnx"],
          all_of(int8_from_cache, edit_cache("entropy", first_amax(-1.0)))),
-    Case("build-cache-tensor-missing", [*build_args("--int8", "--calib-images", "32")], 0, "recalibrating", ["onnx"],
+    Case("build-cache-tensor-missing", [*build_args("--int8", "--calib-images", "16")], 0, "recalibrating", ["onnx"],
          all_of(int8_from_cache, edit_cache("entropy", lambda d: d["tensors"].popitem()))),
-    Case("build-cache-not-json", [*build_args("--int8", "--calib-images", "32")], 0, "recalibrating", ["onnx"],
+    Case("build-cache-not-json", [*build_args("--int8", "--calib-images", "16")], 0, "recalibrating", ["onnx"],
          all_of(int8_from_cache, lambda files: cache_path(files.path("calibration"), "entropy").write_text("{not json"))),
-    Case("build-cache-other-percentile", [*build_args("--int8", "--calib-images", "32", "--calib-method", "percentile",
+    Case("build-cache-other-percentile", [*build_args("--int8", "--calib-images", "16", "--calib-method", "percentile",
                                                        "--percentile", "10")], 0,
          "from another model, image set or percentile: recalibrating", ["onnx"], int8_from_cache),
     # ---- bench: option values that would hang or exhaust memory
@@ -536,7 +536,7 @@ def test_a_quantized_model_that_fails_evaluation_never_replaces_the_good_one(art
     before = digest(good)
     real_insert_qdq = build_module.insert_qdq
     monkeypatch.setattr(build_module, "insert_qdq", lambda model, amax: real_insert_qdq(model, dict.fromkeys(amax, float("nan"))))
-    result = cli.invoke(app, [a.format_map(files) for a in build_args("--int8", "--calib-images", "32")])
+    result = cli.invoke(app, [a.format_map(files) for a in build_args("--int8", "--calib-images", "16")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "int8 (entropy) model outputs non-finite logits" in result.stderr and "not written" in result.stderr
     assert digest(good) == before
