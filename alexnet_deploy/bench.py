@@ -43,7 +43,7 @@ from .data import held_out_images
 from .errors import DeployError
 from .build import precision_path
 from .engine import plan_path_for
-from .metrics import parity
+from .metrics import FP32_TOLERANCE, parity
 from .files import atomic_output, check_png_path, sha256_file
 from .graph import INPUT_NAME, OUTPUT_NAME, export_metadata, load_model, read_metadata, verify_weights
 from .progress import ProgressReporter, SilentProgress
@@ -59,9 +59,6 @@ HARNESS_TOLERANCE = 0.02  # the bench loop may cost at most 2% against bare sess
 PERCENTILES = (50, 90, 99)
 MAX_DURATION_S = 3600.0  # per row and batch: a bound, so a typo cannot run for ever
 MAX_ITERATIONS = 1_000_000
-# FP32 rows on the CPU must match the reference as closely as the export was validated
-# (export.FP32_TOLERANCE); a larger gap means the ONNX and the checkpoint differ.
-FP32_CPU_TOLERANCE = 1e-4
 # Peak memory per image of batch, as a multiple of one preprocessed input image
 # (3 x crop x crop float32): the rotated input copies, onnxruntime's activations and
 # the logits. Measured: see docs/bench.md ("Memory").
@@ -637,9 +634,9 @@ def parity_warnings(precision: str, device: str, max_abs_diff: float, logits: np
     a NaN difference is flagged too."""
     if not np.isfinite(logits).all():
         return ["PARITY FAILED: non-finite logits"]
-    if precision == "fp32" and device == "cpu" and not max_abs_diff <= FP32_CPU_TOLERANCE:
+    if precision == "fp32" and device == "cpu" and not max_abs_diff <= FP32_TOLERANCE:
         return [
-            f"PARITY FAILED: max |Δ| {max_abs_diff:.3g} vs the reference exceeds {FP32_CPU_TOLERANCE:g} "
+            f"PARITY FAILED: max |Δ| {max_abs_diff:.3g} vs the reference exceeds {FP32_TOLERANCE:g} "
             "(the checkpoint and the ONNX differ: re-export)"
         ]
     return []

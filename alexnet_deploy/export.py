@@ -29,14 +29,13 @@ from .data import held_out_images
 from .errors import DeployError
 from .files import atomic_output, check_distinct_paths, check_writable_destination
 from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn, weights_digest
-from .metrics import compare_logits
+from .metrics import FP32_TOLERANCE, compare_logits
 from .lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from .runners.onnxruntime import OnnxRuntimeRunner
 
 MIN_OPSET = 18  # the torch.export-based exporter emits opset 18 and newer
 MAX_OPSET = 23
 LRN_MODES = ("plugin", "native")
-FP32_TOLERANCE = 1e-4
 
 
 @torch.library.custom_op("alexnet_deploy::lrn", mutates_args=())

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 TOP_K = 5
+# FP32 ONNX against the torch model on the CPU: what export validates and what bench
+# flags an FP32 CPU row beyond (further apart, they compute different things)
+FP32_TOLERANCE = 1e-4
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:

@@ -566,12 +566,13 @@ def test_export_validation_fails_on_non_finite_torch_logits(artifacts):
 
 
 def test_metric_comparisons_treat_nan_as_failure():
-    from alexnet_deploy.bench import FP32_CPU_TOLERANCE, parity_warnings
+    from alexnet_deploy.bench import parity_warnings
+    from alexnet_deploy.metrics import FP32_TOLERANCE
 
     finite = np.zeros((2, 10), np.float32)
     assert parity_warnings("fp32", "cpu", 0.0, finite) == []
     assert "exceeds" in parity_warnings("fp32", "cpu", float("nan"), finite)[0]
-    assert "exceeds" in parity_warnings("fp32", "cpu", FP32_CPU_TOLERANCE * 10, finite)[0]
+    assert "exceeds" in parity_warnings("fp32", "cpu", FP32_TOLERANCE * 10, finite)[0]
     assert parity_warnings("int8", "cpu", 0.5, finite) == []
     assert "non-finite" in parity_warnings("int8", "cpu", 0.0, np.full((2, 10), np.nan, np.float32))[0]
 
