@@ -642,30 +642,39 @@ def parity_warnings(precision: str, device: str, max_abs_diff: float, logits: np
     return []
 
 
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None (no bound is applied)."""
+def memory_limit_bytes() -> int | None:
+    """The memory this process could ever have: physical memory (MemTotal), or the
+    cgroup's limit when a container sets a lower one; None where neither is known.
+    Not MemAvailable: on a shared machine that swings by gigabytes from one second to
+    the next, and a batch that fits must not be refused because a neighbour is busy."""
+    limits = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+            if line.startswith("MemTotal:"):
+                limits.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        pass
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limits.append(int(Path(cgroup).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+    return min(limits) if limits else None
 
 
-def check_memory(batches: Sequence[int], crop: int, available: int | None) -> None:
-    """Refuse a batch whose estimated working set exceeds the memory available now,
+def check_memory(batches: Sequence[int], crop: int, limit: int | None) -> None:
+    """Refuse a batch whose estimated working set exceeds the machine's memory,
     before allocating it (numpy would otherwise try, and the OOM killer end it)."""
-    if available is None:
+    if limit is None:
         return
     per_image = MEMORY_PER_INPUT_BYTES * 3 * crop * crop * 4
     largest = max(batches)
-    if largest * per_image > available:
-        fits = max(1, available // per_image)
+    if largest * per_image > limit:
+        fits = max(1, limit // per_image)
         raise DeployError(
             f"--batch {largest} needs about {largest * per_image / 2**30:.1f} GiB "
-            f"({per_image / 2**20:.1f} MiB per {crop}×{crop} image), more than the "
-            f"{available / 2**30:.1f} GiB available; use --batch {fits} or less"
+            f"({per_image / 2**20:.1f} MiB per {crop}×{crop} image), more than this machine's "
+            f"{limit / 2**30:.1f} GiB of memory; use --batch {fits} or less"
         )
 
 
@@ -695,7 +704,7 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     metadata = export_metadata(reference_model, str(reference_path))
     if metadata.precision != "fp32":
         raise DeployError(f"{reference_path} is not the FP32 export the reference must be")
-    check_memory(config.batches, metadata.preprocessing.crop, available_memory_bytes())
+    check_memory(config.batches, metadata.preprocessing.crop, memory_limit_bytes())
     torch_rows = any(b.startswith("torch") for b in config.backends)
     checkpoint = _load_matching_checkpoint(config, reference_model) if torch_rows else None
     reference_runner = OnnxRuntimeRunner(reference_model, "fp32", "cpu")
