@@ -4,15 +4,47 @@ function, render. Errors the user can fix come back as one line on stderr."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from . import __version__
 from .console import RichProgress, console, error_console, one_line_errors, table
 
+try:  # typer >= 0.24 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Usage errors (unknown option, a value Typer cannot parse) as one ``error:`` line
+    and exit code 2, like every other error, instead of rich's multi-line box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as error:
+            error.show()  # bare `alexnet-deploy`: the help text, as before
+            sys.exit(error.exit_code)
+        except ClickException as error:
+            message = " ".join(error.format_message().split())
+            command = error.ctx.command_path if getattr(error, "ctx", None) is not None else "alexnet-deploy"
+            print(f"error: {message} (see `{command} --help`)", file=sys.stderr)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     help="AlexNet from training to verified FP16/INT8 TensorRT inference.\n\n"
     "Pipeline: train -> export -> build (quantize + engine) -> bench.",
     no_args_is_help=True,
@@ -47,12 +79,12 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     output: Annotated[Path, typer.Option(help="Checkpoint path; metrics go beside it.")] = Path("export/alexnet.pt"),
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many images (smoke runs).")] = None,
-    groups: Annotated[int, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")] = 2,
-    width: Annotated[float, typer.Option(help="Channel multiplier in (0, 1]; below 1 only for quick experiments.")] = 1.0,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images (smoke runs); the split is made among them.")] = None,
+    groups: Annotated[int | None, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")] = None,
+    width: Annotated[float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")] = None,
     augment: Annotated[bool, typer.Option(help="Random crops, flips and PCA colour jitter (paper, Section 4.1).")] = True,
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue the run saved at --output.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved at --output (same --data; --limit, --groups, --width default to the run's).")] = False,
 ) -> None:
     """Train AlexNet and write the checkpoint (weights + classes + preprocessing)."""
     from .data import Augmentation

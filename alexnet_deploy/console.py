@@ -3,8 +3,11 @@ convention. Library modules never import this."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -24,13 +27,37 @@ error_console = Console(stderr=True, markup=False)
 F = TypeVar("F", bound=Callable)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so the same
+    clean-up runs (temporary files removed) instead of the process dying mid-write.
+    A BaseException, so no ``except Exception`` on the way swallows it."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def one_line_errors(command: F) -> F:
-    """Turn a DeployError (and Ctrl-C) into one line on stderr and exit code 1/130."""
+    """Turn a DeployError, Ctrl-C and SIGTERM into one line on stderr and exit code
+    1, 130 or 143 (128 + the signal number, as a shell reports a killed command)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _sigterm_as_exception():
+                return command(*args, **kwargs)
         except DeployError as error:
             # soft_wrap keeps the message on one line however narrow the terminal is
             error_console.print(f"error: {error}", soft_wrap=True, markup=False, highlight=False)
@@ -38,6 +65,9 @@ def one_line_errors(command: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
+        except Terminated:
+            print("terminated", file=sys.stderr)
+            raise typer.Exit(128 + signal.SIGTERM) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -12,8 +12,9 @@ Sources:
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,17 +26,46 @@ from .errors import DeployError
 
 EMBEDDED_DIGITS = "digits"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_RESIZE = 4096  # beyond this a crafted config allocates gigabytes per image
+
+
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The JPEG/PNG files in ``folder`` (and below it if ``recursive``), sorted.
+
+    Regular files only (a symlink to one counts): a FIFO, socket or device named
+    ``x.png`` would block or read forever when opened as an image.
+    """
+    candidates = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+    return sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """Resize the shorter side to ``resize``, crop ``crop`` x ``crop``, scale to [0, 1],
-    normalise by ``mean``/``std`` per RGB channel. Output: float32 CHW."""
+    normalise by ``mean``/``std`` per RGB channel. Output: float32 CHW.
+
+    An image longer than ``max_aspect`` times its shorter side is first cropped to
+    that aspect ratio around its centre, so a 1x4000 sliver is not resized into a
+    256 x 1,024,000 array of which only a 227-pixel window is ever used.
+    """
 
     resize: int = 256
     crop: int = 227
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    max_aspect: float = 4.0
+
+    def __post_init__(self) -> None:
+        # checkpoints and ONNX metadata carry these values, so they are checked as input
+        if not 1 <= self.crop <= self.resize <= MAX_RESIZE:
+            raise DeployError(f"preprocessing needs 1 <= crop <= resize <= {MAX_RESIZE}, got crop {self.crop}, resize {self.resize}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                raise DeployError(f"preprocessing {name} must be 3 finite numbers, got {values}")
+        if not all(v > 0 for v in self.std):
+            raise DeployError(f"preprocessing std must be positive, got {self.std}")
+        if not 1 <= self.max_aspect <= 100:
+            raise DeployError(f"preprocessing max_aspect must be in [1, 100], got {self.max_aspect}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,11 +77,17 @@ class Preprocessing:
             crop=int(data["crop"]),
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data["std"]),
+            max_aspect=float(data.get("max_aspect", cls.max_aspect)),
         )
 
     def resized(self, image: Image.Image) -> np.ndarray:
-        """Shorter side to ``resize`` (bilinear), as uint8 HWC."""
+        """At most ``max_aspect``, then shorter side to ``resize`` (bilinear), as uint8 HWC."""
         width, height = image.size
+        longest = math.ceil(min(width, height) * self.max_aspect)
+        if max(width, height) > longest:
+            left, top = max(0, (width - longest) // 2), max(0, (height - longest) // 2)
+            image = image.crop((left, top, left + min(width, longest), top + min(height, longest)))
+            width, height = image.size
         scale = self.resize / min(width, height)
         size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
         return np.asarray(image.convert("RGB").resize(size, Image.BILINEAR))
@@ -156,25 +192,32 @@ def load_digits() -> ImageSet:
     )
 
 
+def _image_error(path: Path, error: Exception) -> DeployError:
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    detail = f"{error.__class__.__name__}: {reason}" if reason else error.__class__.__name__
+    return DeployError(f"cannot read image {path}: {detail}")
+
+
 def _file_loader(path: Path):
     def load() -> Image.Image:
         try:
             with Image.open(path) as image:
                 return image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise DeployError(f"cannot read image {path}: {error.__class__.__name__}") from None
+        except Exception as error:  # PIL raises many types for a damaged file
+            raise _image_error(path, error) from None
 
     return load
 
 
 def _check_image_header(path: Path) -> None:
     """Reject unreadable files up front (headers only, no decode), so a bad file is
-    reported before training starts rather than from inside a data-loader worker."""
+    reported before training starts; a file whose damage only decoding shows (a
+    truncated JPEG) is reported when it is loaded, see :class:`LoadFailure`."""
     try:
         with Image.open(path) as image:
             image.verify()
     except Exception as error:  # PIL raises many types for a damaged file
-        raise DeployError(f"cannot read image {path}: {error.__class__.__name__}") from None
+        raise _image_error(path, error) from None
 
 
 def load_image_folder(root: Path) -> ImageSet:
@@ -190,9 +233,9 @@ def load_image_folder(root: Path) -> ImageSet:
     labels: list[int] = []
     loaders = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(class_dir)
         if not files:
-            raise DeployError(f"class folder {class_dir} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise DeployError(f"class folder {class_dir} has no images (regular {', '.join(IMAGE_SUFFIXES)} files)")
         for file in files:
             _check_image_header(file)
         labels += [label] * len(files)
@@ -212,21 +255,39 @@ class Split:
     """Deterministic, stratified train/val/calibration split.
 
     Its own seed (not the training seed) fixes it, so the calibration and val images
-    stay held out however often training is re-run with other seeds.
+    stay held out however often training is re-run with other seeds. ``limit`` (a
+    smoke run's ``--limit``) is part of it: the split is made among the ``limit``
+    images drawn by ``seed``, and every held-out helper draws the same ones, so no
+    training image can turn up later as a val or calibration image.
     """
 
     val_fraction: float = 0.15
     calibration_fraction: float = 0.15
     seed: int = 0
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        # checkpoints and ONNX metadata carry these values, so they are checked as input
+        fractions = (self.val_fraction, self.calibration_fraction)
+        if not all(isinstance(f, (int, float)) and 0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
+            raise DeployError(f"split fractions must be in [0, 1) and sum below 1, got val {self.val_fraction}, calibration {self.calibration_fraction}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise DeployError(f"split seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise DeployError(f"--limit must be a positive integer, got {self.limit!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def indices(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Indices into ``labels`` of each part (images beyond ``limit`` in none)."""
+        pool = np.arange(len(labels))
+        if self.limit is not None and self.limit < len(labels):
+            pool = np.sort(np.random.default_rng(self.seed).permutation(len(labels))[: self.limit])
         rng = np.random.default_rng(self.seed)
         parts: dict[str, list[int]] = {"train": [], "val": [], "calibration": []}
-        for label in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == label))
+        for label in np.unique(labels[pool]):
+            members = rng.permutation(pool[labels[pool] == label])
             n_val = int(round(len(members) * self.val_fraction))
             n_cal = int(round(len(members) * self.calibration_fraction))
             parts["val"] += members[:n_val].tolist()
@@ -236,16 +297,6 @@ class Split:
 
     def apply(self, images: ImageSet) -> dict[str, ImageSet]:
         return {name: images.subset(idx) for name, idx in self.indices(images.labels).items()}
-
-
-def limit_images(images: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
-    """Keep at most ``limit`` images, drawn evenly across classes (for smoke runs)."""
-    if limit is None or limit >= len(images):
-        return images
-    if limit < 1:
-        raise DeployError(f"--limit must be positive, got {limit}")
-    order = np.random.default_rng(seed).permutation(len(images))
-    return images.subset(np.sort(order[:limit]))
 
 
 class _BatchedDataset(torch.utils.data.Dataset, ABC):
@@ -268,21 +319,45 @@ class _BatchedDataset(torch.utils.data.Dataset, ABC):
         self._fill(index, out)
         return torch.from_numpy(out), int(self.images.labels[index])
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor] | LoadFailure:
         crop = self.preprocessing.crop
         batch = np.empty((len(indices), 3, crop, crop), np.float32)
-        for slot, index in enumerate(indices):
-            self._fill(index, batch[slot])
+        try:
+            for slot, index in enumerate(indices):
+                self._fill(index, batch[slot])
+        except DeployError as error:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            return LoadFailure(str(error))
         return torch.from_numpy(batch), torch.from_numpy(self.images.labels[indices])
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A DeployError met inside a DataLoader worker, carried to the main process as a
+    value: torch re-raises a worker's exception with the worker's traceback folded
+    into its message, which would break the one-line error convention."""
+
+    message: str
 
 
 def _already_batched(batch):
     return batch
 
 
+class _BatchLoader(torch.utils.data.DataLoader):
+    """A DataLoader that turns a worker's :class:`LoadFailure` back into a DeployError."""
+
+    def __iter__(self) -> Iterator:
+        for batch in super().__iter__():
+            if isinstance(batch, LoadFailure):
+                raise DeployError(batch.message)
+            yield batch
+
+
 def batch_loader(dataset: _BatchedDataset, batch_size: int, **options) -> torch.utils.data.DataLoader:
     """A DataLoader over one of our datasets, whose batches come ready-made."""
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=_already_batched, **options)
+    return _BatchLoader(dataset, batch_size=batch_size, collate_fn=_already_batched, **options)
 
 
 class TrainingDataset(_BatchedDataset):
@@ -330,16 +405,24 @@ def preprocess_all(images: ImageSet, preprocessing: Preprocessing) -> tuple[np.n
 
 
 def fit_normalisation(images: ImageSet, preprocessing: Preprocessing, sample: int = 128) -> Preprocessing:
-    """Per-channel mean/std of the training images, measured through ``preprocessing``."""
+    """Per-channel mean/std of the training images' pixels, measured through
+    ``preprocessing``. Sums are accumulated image by image because the resized
+    images of a real folder differ in shape (no stacking)."""
     step = max(1, len(images) // sample)
-    pixels = np.stack([preprocessing.resized(images.image(i)) for i in range(0, len(images), step)])
-    scaled = pixels.reshape(-1, 3).astype(np.float64) / 255.0
-    std = np.maximum(scaled.std(axis=0), 1e-3)
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for i in range(0, len(images), step):
+        pixels = preprocessing.resized(images.image(i)).reshape(-1, 3).astype(np.float64) / 255.0
+        total += pixels.sum(axis=0)
+        total_sq += np.square(pixels).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    std = np.maximum(np.sqrt(np.maximum(total_sq / count - mean**2, 0.0)), 1e-3)
     return Preprocessing(
         preprocessing.resize,
         preprocessing.crop,
-        tuple(round(float(v), 6) for v in scaled.mean(axis=0)),
+        tuple(round(float(v), 6) for v in mean),
         tuple(round(float(v), 6) for v in std),
+        preprocessing.max_aspect,
     )
 
 

@@ -25,10 +25,18 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
+import math
+
 import torch
 from torch import nn
 
 from .lrn import LocalResponseNorm, LRNParams
+
+# Upper bounds for configs read from files: a crafted checkpoint must fail fast, not
+# after allocating gigabytes. 100k classes (ImageNet-21k has 21,841) is a 1.6 GB fc8.
+MAX_CLASSES = 100_000
+MAX_INPUT_SIZE = 1024
+MAX_LRN_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,17 @@ class AlexNetConfig:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0 < self.width <= 1:
             raise ValueError(f"width must be in (0, 1], got {self.width}")
+        if not isinstance(self.num_classes, int) or self.num_classes > MAX_CLASSES:
+            raise ValueError(f"num_classes must be an integer of at most {MAX_CLASSES:,}, got {self.num_classes}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.input_size, int) or not 1 <= feature_map_size(self.input_size) <= feature_map_size(MAX_INPUT_SIZE):
+            raise ValueError(f"input_size must be an integer from 67 to {MAX_INPUT_SIZE}, got {self.input_size}")
+        lrn = self.lrn
+        if not isinstance(lrn.size, int) or not 1 <= lrn.size <= MAX_LRN_SIZE:
+            raise ValueError(f"LRN size must be an integer from 1 to {MAX_LRN_SIZE}, got {lrn.size}")
+        if not (math.isfinite(lrn.alpha) and lrn.alpha >= 0 and math.isfinite(lrn.beta) and math.isfinite(lrn.bias) and lrn.bias > 0):
+            raise ValueError(f"LRN needs finite alpha >= 0, finite beta and bias > 0, got {lrn}")
 
     def channels(self, paper_channels: int) -> int:
         """Scale a paper channel count by ``width``, kept even so groups=2 divides it."""
@@ -60,6 +79,22 @@ class AlexNetConfig:
         data = dict(data)
         data["lrn"] = LRNParams(**data.get("lrn", {}))
         return cls(**data)
+
+
+def feature_map_size(input_size: int) -> int:
+    """Spatial size after pool5, by the (n - k + 2p) / s + 1 rule."""
+    size = (input_size - 11) // 4 + 1  # conv1
+    for _ in range(3):  # pool1, pool2, pool5 (conv2-5 keep the size)
+        size = (size - 3) // 2 + 1
+    return size
+
+
+def expected_shapes(config: AlexNetConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every state-dict entry of ``AlexNet(config)``, found on the meta
+    device, so no memory is allocated (a crafted config cannot blow memory up here)."""
+    with torch.device("meta"):
+        model = AlexNet(config)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
 class AlexNet(nn.Module):
@@ -102,13 +137,7 @@ class AlexNet(nn.Module):
         )
         self._initialise()
 
-    @staticmethod
-    def feature_map_size(input_size: int) -> int:
-        """Spatial size after pool5, by the (n - k + 2p) / s + 1 rule."""
-        size = (input_size - 11) // 4 + 1  # conv1
-        for _ in range(3):  # pool1, pool2, pool5 (conv2-5 keep the size)
-            size = (size - 3) // 2 + 1
-        return size
+    feature_map_size = staticmethod(feature_map_size)
 
     def _initialise(self) -> None:
         for module in self.modules():

@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from .data import IMAGE_SUFFIXES, Preprocessing, Split, load_images
+from .data import Preprocessing, Split, image_files, load_images
 from .errors import DeployError
 from .files import atomic_output, write_text_atomic
 from .graph import INPUT_NAME, set_metadata, to_plugin_lrn, to_standard_lrn
@@ -84,7 +84,7 @@ def fill_calibration_dir(directory: Path, data_source: str, split: Split) -> int
         raise DeployError(f"--calibration {directory} is a file, not a folder")
     images = split.apply(load_images(data_source))["calibration"]
     targets = [directory / images.classes[images.labels[i]] / f"{i:05d}.png" for i in range(len(images))]
-    foreign = sorted(set(_image_files(directory)) - set(targets)) if directory.is_dir() else []
+    foreign = sorted(set(image_files(directory, recursive=True)) - set(targets)) if directory.is_dir() else []
     if foreign:
         raise DeployError(
             f"calibration folder {directory} already holds {len(foreign)} other images (e.g. {foreign[0]}); "
@@ -100,11 +100,6 @@ def fill_calibration_dir(directory: Path, data_source: str, split: Split) -> int
     return len(images)
 
 
-def _image_files(directory: Path) -> list[Path]:
-    """Regular JPEG/PNG files under ``directory`` (a FIFO named x.png would block the read)."""
-    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def calibration_files(directory: Path) -> list[Path]:
     """Every JPEG/PNG under ``directory``: a flat folder or one folder per class."""
     directory = Path(directory)
@@ -114,7 +109,7 @@ def calibration_files(directory: Path) -> list[Path]:
         raise DeployError(
             f"calibration folder {directory} does not exist (add images, or use --calib-from-data)"
         )
-    files = _image_files(directory)
+    files = image_files(directory, recursive=True)
     if not files:
         raise DeployError(f"calibration folder {directory} has no images (add JPEG/PNG files, or use --calib-from-data)")
     return files

@@ -1,44 +1,52 @@
 """The training module: SGD with momentum as in the paper (Section 5), on the
 embedded digits or an ImageFolder, writing the checkpoint every later step reads.
 
-Per epoch it appends a line to ``<output>.metrics.jsonl``, rewrites the checkpoint
-(atomically) and a resume state ``<output>.state.pt`` (optimizer + scheduler), so an
-interrupted run keeps its last finished epoch and ``--resume`` continues it. It also
-redraws the loss and top-1/top-5 curves so far as ``<output>.curves.png``.
+Per epoch it writes, each atomically and in this order: a self-contained resume
+state ``<output>.state.pt`` (the checkpoint's payload plus optimizer, scheduler,
+history and every random generator's state), the checkpoint, the metrics log
+``<output>.metrics.jsonl`` and the loss and top-1/top-5 curves
+``<output>.curves.png``. The state goes first so that a run killed between two
+writes leaves a state at least as new as the checkpoint; ``--resume`` continues from
+the state alone, rewrites a checkpoint that fell behind it, and continues exactly as
+the uninterrupted run would have (same shuffling, dropout and augmentation).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, checkpoint_from_payload, load_checkpoint, load_payload, save_checkpoint
 from .data import (
     Augmentation,
     EvalDataset,
+    ImageSet,
     Preprocessing,
     Split,
     TrainingDataset,
     batch_loader,
     fit_normalisation,
-    limit_images,
     load_images,
 )
 from .devices import resolve_device
 from .errors import DeployError
-from .files import atomic_output, check_writable_destination
+from .files import atomic_output, check_writable_destination, write_text_atomic
 from .model import AlexNet, AlexNetConfig
 from .plots import save_training_curves
 from .progress import ProgressReporter, SilentProgress
 
 SCHEDULES = ("step", "plateau")
+STATE_FORMAT = "alexnet-deploy/train-state/2"
+DEFAULT_GROUPS, DEFAULT_WIDTH = 2, 1.0
 
 
 @dataclass
@@ -55,9 +63,9 @@ class TrainConfig:
     gamma: float = 0.1
     device: str = "auto"
     seed: int = 0
-    limit: int | None = None
-    groups: int = 2
-    width: float = 1.0
+    limit: int | None = None  # with resume: None = the run's own
+    groups: int | None = None  # None = 2, or with resume the run's own
+    width: float | None = None  # None = 1.0, or with resume the run's own
     dropout: float = 0.5
     augment: Augmentation = field(default_factory=Augmentation)
     split: Split = field(default_factory=Split)
@@ -139,6 +147,11 @@ def train_one_epoch(
         labels = labels.to(device, non_blocking=True)
         logits = model(images)
         loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            raise DeployError(
+                f"training diverged: the loss became {float(loss)} after {stats.count} images of this epoch; "
+                "nothing of this epoch was saved (try a lower --lr)"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -171,18 +184,42 @@ def curves_path(output: Path) -> Path:
 
 
 def _validate(config: TrainConfig) -> None:
-    if config.epochs < 1:
-        raise DeployError(f"--epochs must be at least 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise DeployError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.lr <= 0:
-        raise DeployError(f"--lr must be positive, got {config.lr}")
-    if config.schedule not in SCHEDULES:
-        raise DeployError(f"unknown --schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if config.groups not in (1, 2):
-        raise DeployError(f"--groups must be 1 or 2, got {config.groups}")
-    if not 0 < config.width <= 1:
-        raise DeployError(f"--width must be in (0, 1], got {config.width}")
+    """Every option's range, before any data is read: a bad value must not cost an epoch."""
+    checks = [
+        (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+        (math.isfinite(config.lr) and config.lr > 0, f"--lr must be a finite positive number, got {config.lr}"),
+        (math.isfinite(config.momentum) and 0 <= config.momentum < 1, f"momentum must be in [0, 1), got {config.momentum}"),
+        (
+            math.isfinite(config.weight_decay) and config.weight_decay >= 0,
+            f"--weight-decay must be a finite number >= 0, got {config.weight_decay}",
+        ),
+        (config.schedule in SCHEDULES, f"unknown --schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
+        (config.step_size >= 1, f"--step-size must be at least 1, got {config.step_size}"),
+        (math.isfinite(config.gamma) and 0 < config.gamma <= 1, f"gamma must be in (0, 1], got {config.gamma}"),
+        (0 <= config.seed < 2**32, f"--seed must be in [0, 2**32), got {config.seed}"),
+        (config.limit is None or config.limit >= 1, f"--limit must be at least 1, got {config.limit}"),
+        (config.groups in (None, 1, 2), f"--groups must be 1 or 2, got {config.groups}"),
+        (config.width is None or 0 < config.width <= 1, f"--width must be in (0, 1], got {config.width}"),
+        (0 <= config.dropout < 1, f"dropout must be in [0, 1), got {config.dropout}"),
+        (config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
+        (0 <= config.augment.pca_std < 10, f"PCA jitter std must be in [0, 10), got {config.augment.pca_std}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DeployError(message)
+
+
+def _check_outputs(output: Path) -> None:
+    """Every file a run writes can be created beside ``output``: checked, and probed
+    with a real temporary file (``/proc`` or a read-only mount pass an access check)."""
+    for path in (output, resume_state_path(output), metrics_log_path(output), curves_path(output)):
+        check_writable_destination(path)
+    try:
+        with tempfile.TemporaryFile(dir=output.parent if str(output.parent) else "."):
+            pass
+    except OSError as error:
+        raise DeployError(f"cannot write {output}: {error.strerror or error}") from None
 
 
 def train(config: TrainConfig, progress: ProgressReporter | None = None) -> TrainResult:
@@ -191,20 +228,25 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
     _validate(config)
     device = resolve_device(config.device)
     output = Path(config.output)
-    check_writable_destination(output)
+    _check_outputs(output)
 
-    images = limit_images(load_images(config.data), config.limit, config.seed)
-    parts = config.split.apply(images)
-    if len(parts["train"]) == 0 or len(parts["val"]) == 0:
-        raise DeployError(f"too few images ({len(images)}) to split into train and val sets")
-
-    resume = _load_resume(config, output, images.classes) if config.resume else None
+    images = load_images(config.data)
+    resume = _load_resume(config, output, images) if config.resume else None
     if resume is not None:
-        model_config, preprocessing = resume["checkpoint"].config, resume["checkpoint"].preprocessing
+        model_config, preprocessing = resume.checkpoint.config, resume.checkpoint.preprocessing
+        split = resume.checkpoint.split
     else:
         model_config = AlexNetConfig(
-            num_classes=len(images.classes), groups=config.groups, width=config.width, dropout=config.dropout
+            num_classes=len(images.classes),
+            groups=DEFAULT_GROUPS if config.groups is None else config.groups,
+            width=DEFAULT_WIDTH if config.width is None else config.width,
+            dropout=config.dropout,
         )
+        split = replace(config.split, limit=config.limit)
+    parts = split.apply(images)
+    if len(parts["train"]) == 0 or len(parts["val"]) == 0:
+        raise DeployError(f"too few images ({len(images) if split.limit is None else min(split.limit, len(images))}) to split into train and val sets")
+    if resume is None:
         preprocessing = fit_normalisation(parts["train"], Preprocessing())
 
     generator = seed_everything(config.seed)
@@ -218,13 +260,11 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
         else torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2)
     )
     history: list[EpochMetrics] = []
-    first_epoch = 1
     if resume is not None:
-        model.load_state_dict(resume["checkpoint"].state_dict)
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        history = [EpochMetrics(**m) for m in resume["history"]]
-        first_epoch = len(history) + 1
+        model.load_state_dict(resume.checkpoint.state_dict)
+        resume.restore(optimizer, scheduler, generator, device)
+        history = resume.history
+    first_epoch = len(history) + 1
 
     train_set = TrainingDataset(parts["train"], preprocessing, config.augment, config.seed)
     loader = batch_loader(
@@ -237,8 +277,7 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
     )
     val_loader = batch_loader(EvalDataset(parts["val"], preprocessing), config.batch_size, num_workers=config.workers)
     log_path = metrics_log_path(output)
-    if resume is None:
-        log_path.unlink(missing_ok=True)
+    fingerprint = images.fingerprint()
 
     for epoch in range(first_epoch, config.epochs + 1):
         train_set.epoch = epoch
@@ -249,6 +288,8 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
         train_seconds = time.perf_counter() - started
         val_stats = evaluate(model, val_loader, device)
         progress.finish()
+        if not math.isfinite(val_stats.loss):
+            raise DeployError(f"training diverged: the val loss of epoch {epoch} is {val_stats.loss}; nothing of it was saved (try a lower --lr)")
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_stats.loss)
         else:
@@ -272,35 +313,127 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
             classes=images.classes,
             preprocessing=preprocessing,
             data_source=images.source,
-            split=config.split,
+            split=split,
             metrics={"epoch": epoch, "val_top1": val_stats.top1, "val_top5": val_stats.top5, "val_loss": val_stats.loss},
         )
-        save_checkpoint(checkpoint, output)
-        _save_resume(output, optimizer, scheduler, history)
-        with open(log_path, "a") as log:
-            log.write(json.dumps(asdict(metrics)) + "\n")
-        save_training_curves(history, curves_path(output))
+        checkpoint.check_weights()  # never save a NaN model
+        _save_resume(output, checkpoint, optimizer, scheduler, history, generator, device, fingerprint)
+        _write_epoch_outputs(output, checkpoint, history)
 
     return TrainResult(output, log_path, history, model_config.num_classes)
 
 
-def _save_resume(output: Path, optimizer, scheduler, history: list[EpochMetrics]) -> None:
+def _write_epoch_outputs(output: Path, checkpoint: Checkpoint, history: list[EpochMetrics]) -> None:
+    """Everything that follows from the resume state: checkpoint, metrics log, curves."""
+    save_checkpoint(checkpoint, output)
+    write_text_atomic(metrics_log_path(output), "".join(json.dumps(asdict(m)) + "\n" for m in history))
+    save_training_curves(history, curves_path(output))
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "python": random.getstate(),
+        "sampler": generator.get_state(),
+    }
+
+
+def _save_resume(
+    output: Path,
+    checkpoint: Checkpoint,
+    optimizer,
+    scheduler,
+    history: list[EpochMetrics],
+    generator: torch.Generator,
+    device: torch.device,
+    fingerprint: str,
+) -> None:
     state = {
+        "format": STATE_FORMAT,
+        "epoch": history[-1].epoch,
+        "checkpoint": checkpoint.to_payload(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "history": [asdict(m) for m in history],
+        "rng": _rng_state(generator, device),
+        "data_fingerprint": fingerprint,
     }
     with atomic_output(resume_state_path(output)) as tmp:
         torch.save(state, tmp)
 
 
-def _load_resume(config: TrainConfig, output: Path, classes: list[str]) -> dict:
+@dataclass
+class _Resume:
+    """A checked resume state: the checkpoint it holds and what restores the rest."""
+
+    path: Path
+    checkpoint: Checkpoint
+    history: list[EpochMetrics]
+    state: dict
+
+    def restore(self, optimizer, scheduler, generator: torch.Generator, device: torch.device) -> None:
+        try:
+            optimizer.load_state_dict(self.state["optimizer"])
+            scheduler.load_state_dict(self.state["scheduler"])
+            rng = self.state["rng"]
+            torch.set_rng_state(rng["torch"])
+            if device.type == "cuda" and rng["cuda"]:
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            name, keys, position, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+            random.setstate(rng["python"])
+            generator.set_state(rng["sampler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            raise DeployError(f"{self.path} is a damaged resume state: {error.__class__.__name__}: {error}".splitlines()[0]) from None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for param in params:
+            buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+            if buffer is not None and buffer.shape != param.shape:
+                raise DeployError(f"{self.path} is a damaged resume state: optimizer buffers do not fit the model")
+
+
+def _load_resume(config: TrainConfig, output: Path, images: ImageSet) -> _Resume:
+    """The state of the run at ``output``, checked against this run's options and data;
+    a checkpoint that fell behind its state (a kill between the two writes) is rewritten."""
     state_path = resume_state_path(output)
     if not state_path.is_file():
-        raise DeployError(f"--resume needs {output} and {state_path} from an earlier run; {state_path} is missing")
-    checkpoint = load_checkpoint(output)
-    if checkpoint.classes != classes:
-        raise DeployError(f"checkpoint {output} was trained on classes {checkpoint.classes}, the data has {classes}")
-    checkpoint.build_model()  # raises a DeployError if the weights do not fit the architecture
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    return {"checkpoint": checkpoint, **state}
+        raise DeployError(f"--resume needs {state_path} from an earlier run of --output {output}; it is missing")
+    state = load_payload(state_path, "an alexnet-deploy resume state")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise DeployError(f"{state_path} is not an alexnet-deploy resume state (expected format {STATE_FORMAT!r})")
+    checkpoint = checkpoint_from_payload(state.get("checkpoint"), state_path)
+    checkpoint.check_weights()
+    try:
+        history = [EpochMetrics(**m) for m in state["history"]]
+        epoch = int(state["epoch"])
+        fingerprint = str(state["data_fingerprint"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DeployError(f"{state_path} is a damaged resume state: {error}") from None
+    if not history or [m.epoch for m in history] != list(range(1, epoch + 1)):
+        raise DeployError(f"{state_path} is a damaged resume state: its history does not end at epoch {epoch}")
+    contradictions = [
+        (checkpoint.classes != images.classes, f"the run was trained on classes {checkpoint.classes}, the data has {images.classes}"),
+        (checkpoint.data_source != images.source, f"the run was trained on --data {checkpoint.data_source}, not {images.source}"),
+        (fingerprint != images.fingerprint(), f"the images in {images.source} changed since the run began"),
+        (config.groups not in (None, checkpoint.config.groups), f"the run has --groups {checkpoint.config.groups}, not {config.groups}"),
+        (config.width not in (None, checkpoint.config.width), f"the run has --width {checkpoint.config.width}, not {config.width}"),
+        (config.limit not in (None, checkpoint.split.limit), f"the run has --limit {checkpoint.split.limit}, not {config.limit}"),
+        (
+            replace(config.split, limit=checkpoint.split.limit) != checkpoint.split,
+            f"the run's split is {checkpoint.split}, not {config.split}",
+        ),
+    ]
+    for contradicts, message in contradictions:
+        if contradicts:
+            raise DeployError(f"cannot --resume {output}: {message}")
+    if output.exists():
+        on_disk = load_checkpoint(output)
+        saved_epoch = on_disk.metrics.get("epoch")
+        if not isinstance(saved_epoch, int) or saved_epoch > epoch:
+            raise DeployError(f"cannot --resume {output}: it is at epoch {saved_epoch} but {state_path} at epoch {epoch}")
+    if not output.exists() or saved_epoch < epoch:
+        _write_epoch_outputs(output, checkpoint, history)  # the pair was cut between its two writes
+    return _Resume(state_path, checkpoint, history, state)

@@ -92,7 +92,7 @@ def test_resume_rejects_a_foreign_file(tmp_path):
     output.write_bytes(b"definitely not a checkpoint")
     output.with_suffix(".state.pt").write_bytes(b"nor this")
     result = run("train", "--resume", "--output", str(output), "--epochs", "2")
-    assert_one_line_error(result, "is not an alexnet-deploy checkpoint")
+    assert_one_line_error(result, "m.state.pt is not an alexnet-deploy resume state")
 
 
 def test_export_writes_validated_onnx(tiny_checkpoint, tmp_path):
