@@ -80,3 +80,100 @@ def test_image_folder_rejects_class_without_images(tmp_path):
     (tmp_path / "class_9").mkdir()
     with pytest.raises(DeployError, match="class_9 has no images"):
         load_image_folder(tmp_path)
+
+
+def _mixed_folder(root):
+    """A real-world folder: a 640x480 JPEG, small squares and a 1x4000 sliver."""
+    rng = np.random.default_rng(1)
+    sizes = {"cats": [(640, 480), (32, 32), (1, 4000)], "dogs": [(32, 32), (300, 200), (48, 96)]}
+    for name, shapes in sizes.items():
+        (root / name).mkdir(parents=True)
+        for i, (w, h) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
+    return root
+
+
+def test_normalisation_is_fitted_on_images_of_mixed_sizes(tmp_path):
+    from alexnet_deploy.data import fit_normalisation
+
+    images = load_image_folder(_mixed_folder(tmp_path))
+    pre = Preprocessing()
+    fitted = fit_normalisation(images, pre)
+    # reference: every resized pixel in one array, numpy's own mean/std
+    pixels = np.concatenate([pre.resized(images.image(i)).reshape(-1, 3) for i in range(len(images))]) / 255.0
+    np.testing.assert_allclose(fitted.mean, pixels.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(fitted.std, pixels.std(axis=0), atol=1e-6)
+
+
+def test_a_sliver_is_cropped_to_the_maximum_aspect_before_resizing():
+    pre = Preprocessing()
+    sliver = Image.new("RGB", (1, 4000), (10, 20, 30))
+    assert pre.resized(sliver).shape == (1024, 256, 3)  # 1x4 kept, then shorter side 256
+    assert pre(sliver).shape == (3, 227, 227)
+    assert pre.resized(Image.new("RGB", (640, 480))).shape == (256, 341, 3)  # ordinary images untouched
+
+
+def test_only_regular_files_are_images(tmp_path):
+    import os
+    import socket
+
+    from alexnet_deploy.quantize import calibration_files
+
+    write_image_folder(tmp_path)
+    folder = tmp_path / "class_0"
+    os.mkfifo(folder / "pipe.png")  # opening it would block forever
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock.jpg"))
+    (folder / "dir.png").mkdir()
+    (folder / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "link.png").symlink_to(folder / "img1.png")  # a link to a regular file counts
+    try:
+        images = load_image_folder(tmp_path)
+        files = calibration_files(tmp_path)
+    finally:
+        sock.close()
+    assert np.bincount(images.labels).tolist() == [4, 3]
+    assert sorted(p.name for p in files if p.parent == folder) == ["img0.jpg", "img1.png", "img2.jpg", "link.png"]
+
+
+def test_a_truncated_jpeg_in_a_worker_is_one_clean_error(tmp_path):
+    from alexnet_deploy.data import EvalDataset, batch_loader
+
+    write_image_folder(tmp_path, size=64)
+    broken = tmp_path / "class_1" / "img0.jpg"
+    broken.write_bytes(broken.read_bytes()[:1000])  # header intact, scan data cut
+    images = load_image_folder(tmp_path)  # headers pass
+    loader = batch_loader(EvalDataset(images, Preprocessing()), 2, num_workers=2)
+    with pytest.raises(DeployError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read image {broken}") and "\n" not in message and "Traceback" not in message
+
+
+def test_the_split_is_made_among_the_limited_images_only():
+    labels = load_digits().labels
+    split = Split(limit=200)
+    parts = split.indices(labels)
+    pool = np.sort(np.random.default_rng(0).permutation(len(labels))[:200])
+    np.testing.assert_array_equal(np.sort(np.concatenate(list(parts.values()))), pool)
+    assert Split(**split.to_dict()) == split
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Split(val_fraction=2),
+        lambda: Split(val_fraction=0.6, calibration_fraction=0.5),
+        lambda: Split(seed=-1),
+        lambda: Split(limit=0),
+        lambda: Preprocessing(resize=0, crop=0),
+        lambda: Preprocessing(crop=1000),
+        lambda: Preprocessing(std=(0.2, 0.0, 0.2)),
+        lambda: Preprocessing(mean=(float("nan"), 0.5, 0.5)),
+        lambda: Preprocessing(resize=100_000, crop=227),
+    ],
+    ids=["val-2", "sum-over-1", "seed-negative", "limit-0", "resize-0", "crop-above-resize", "std-0", "mean-nan", "resize-huge"],
+)
+def test_split_and_preprocessing_refuse_out_of_range_values(make):
+    with pytest.raises(DeployError):
+        make()
