@@ -61,3 +61,101 @@ def test_resume_rejects_checkpoint_of_another_architecture(tmp_path):
     checkpoint.state_dict["features.conv1.weight"] = torch.zeros(5, 3, 11, 11)
     with pytest.raises(DeployError, match="does not match the AlexNet architecture"):
         checkpoint.build_model()
+
+
+TINY = dict(limit=64, width=0.0625, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A two-epoch run nobody interrupted, the reference for resumed ones."""
+    output = tmp_path_factory.mktemp("whole") / "whole.pt"
+    return train(TrainConfig(output=output, epochs=2, **TINY)), load_checkpoint(output)
+
+
+def test_resume_continues_bit_for_bit_like_an_uninterrupted_run(tmp_path, uninterrupted):
+    whole, whole_checkpoint = uninterrupted
+    train(TrainConfig(output=tmp_path / "cut.pt", epochs=1, **TINY))
+    resumed = train(TrainConfig(output=tmp_path / "cut.pt", epochs=2, resume=True, **TINY))
+    assert resumed.history[1].train_loss == whole.history[1].train_loss
+    assert resumed.history[1].val_loss == whole.history[1].val_loss
+    checkpoint = load_checkpoint(tmp_path / "cut.pt")
+    assert all(torch.equal(checkpoint.state_dict[k], v) for k, v in whole_checkpoint.state_dict.items())
+
+
+def test_a_kill_between_state_and_checkpoint_loses_nothing(tmp_path, monkeypatch, uninterrupted):
+    """The state is written first; a run killed before the checkpoint write resumes
+    from the state and rewrites the checkpoint that fell behind it."""
+    from alexnet_deploy import train as train_module
+
+    whole, whole_checkpoint = uninterrupted
+    output = tmp_path / "cut.pt"
+    real_save = train_module.save_checkpoint
+
+    def killed_at_epoch_2(checkpoint, path):
+        if checkpoint.metrics["epoch"] == 2:
+            raise KeyboardInterrupt  # stands in for kill -9 between the two writes
+        real_save(checkpoint, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(output=output, epochs=2, **TINY))
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert load_checkpoint(output).metrics["epoch"] == 1  # behind its state (epoch 2)
+    resumed = train(TrainConfig(output=output, epochs=2, resume=True, **TINY))
+    assert [m.train_loss for m in resumed.history] == [m.train_loss for m in whole.history]
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.metrics["epoch"] == 2
+    assert all(torch.equal(checkpoint.state_dict[k], v) for k, v in whole_checkpoint.state_dict.items())
+    assert len(output.with_suffix(".metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_saves_nothing(tmp_path):
+    output = tmp_path / "nan.pt"
+    with pytest.raises(DeployError, match="training diverged"):
+        train(TrainConfig(output=output, epochs=1, lr=1e12, **TINY))
+    assert not output.exists() and not output.with_suffix(".state.pt").exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tiny_checkpoint):
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    checkpoint.state_dict["classifier.fc8.bias"] = torch.full_like(checkpoint.state_dict["classifier.fc8.bias"], float("nan"))
+    with pytest.raises(DeployError, match="NaN or infinite"):
+        checkpoint.build_model()
+
+
+def test_the_limit_is_stored_and_held_out_images_never_were_training_images(tiny_checkpoint):
+    from alexnet_deploy.data import held_out_images, load_digits
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    assert checkpoint.split.limit == 160
+    parts = checkpoint.split.indices(load_digits().labels)
+    assert not set(parts["train"].tolist()) & (set(parts["val"].tolist()) | set(parts["calibration"].tolist()))
+    images, _ = held_out_images(checkpoint.data_source, checkpoint.split, checkpoint.preprocessing, "val")
+    assert len(images) == len(parts["val"]) < 30  # about 15% of 160, not of all 1,797 digits
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    """One line, exit 143, and the temporary file of the write in progress removed."""
+    import os
+    import signal
+
+    import typer
+    from typer.testing import CliRunner
+
+    from alexnet_deploy.console import one_line_errors
+    from alexnet_deploy.files import atomic_output
+
+    app = typer.Typer()
+
+    @app.command()
+    @one_line_errors
+    def write() -> None:
+        with atomic_output(tmp_path / "a.pt") as tmp:
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 143 and result.stderr.strip() == "terminated"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler scoped to the command
