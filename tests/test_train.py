@@ -159,3 +159,21 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     assert result.exit_code == 143 and result.stderr.strip() == "terminated"
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler scoped to the command
+
+
+def test_a_real_folder_of_mixed_size_jpegs_trains_end_to_end(tmp_path):
+    """640x480, 300x200, 32x32 and a 1x4000 sliver in one ImageFolder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shapes = [(640, 480), (300, 200), (32, 32), (1, 4000), (48, 96), (120, 90)]
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i, (w, h) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "data" / name / f"{i}.jpg")
+    result = train(TrainConfig(data=str(tmp_path / "data"), output=tmp_path / "m.pt", epochs=1, width=0.0625, batch_size=4))
+    checkpoint = load_checkpoint(result.checkpoint)
+    assert checkpoint.classes == ["cat", "dog"] and checkpoint.data_source == str((tmp_path / "data").resolve())
+    assert all(0 < s < 1 for s in checkpoint.preprocessing.std) and all(0 < m < 1 for m in checkpoint.preprocessing.mean)
+    checkpoint.build_model()  # finite, matching weights
