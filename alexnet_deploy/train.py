@@ -149,7 +149,7 @@ def train_one_epoch(
         loss = F.cross_entropy(logits, labels)
         if not torch.isfinite(loss):
             raise DeployError(
-                f"training diverged: the loss became {float(loss)} after {stats.count} images of this epoch; "
+                f"training diverged: the loss became {float(loss.detach())} after {stats.count} images of this epoch; "
                 "nothing of this epoch was saved (try a lower --lr)"
             )
         optimizer.zero_grad(set_to_none=True)
