@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,7 +38,7 @@ from .data import (
 )
 from .devices import resolve_device
 from .errors import DeployError
-from .files import atomic_output, check_writable_destination, write_text_atomic
+from .files import atomic_output, check_writable_destination, sweep_stale_temporaries, write_text_atomic
 from .model import AlexNet, AlexNetConfig
 from .plots import save_training_curves
 from .progress import ProgressReporter, SilentProgress
@@ -211,15 +210,13 @@ def _validate(config: TrainConfig) -> None:
 
 
 def _check_outputs(output: Path) -> None:
-    """Every file a run writes can be created beside ``output``: checked, and probed
-    with a real temporary file (``/proc`` or a read-only mount pass an access check)."""
+    """Every file a run writes can be created beside ``output`` (each is probed), and
+    ``output`` is, or will be, a regular file: a run's checkpoint and its state,
+    metrics and curves live side by side, so a device or FIFO cannot stand in for it."""
+    if output.exists() and not output.is_file() and not output.is_dir():  # a folder: the next check says so
+        raise DeployError(f"--output {output} exists and is not a regular file")
     for path in (output, resume_state_path(output), metrics_log_path(output), curves_path(output)):
         check_writable_destination(path)
-    try:
-        with tempfile.TemporaryFile(dir=output.parent if str(output.parent) else "."):
-            pass
-    except OSError as error:
-        raise DeployError(f"cannot write {output}: {error.strerror or error}") from None
 
 
 def train(config: TrainConfig, progress: ProgressReporter | None = None) -> TrainResult:
@@ -229,6 +226,7 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
     device = resolve_device(config.device)
     output = Path(config.output)
     _check_outputs(output)
+    sweep_stale_temporaries(output.parent if str(output.parent) else Path("."))  # left by a killed run
 
     images = load_images(config.data)
     resume = _load_resume(config, output, images) if config.resume else None

@@ -257,6 +257,8 @@ CASES = [
     Case("output-is-a-folder", (*FRESH, "--output", "{tmp}"), 1, "is a directory"),
     Case("output-under-a-file", (*FRESH, "--output", "{run}/x.pt"), 1, "does not exist"),
     Case("output-under-dev-null", (*FRESH, "--output", "/dev/null/x.pt"), 1, "does not exist"),
+    Case("output-is-dev-null", (*FRESH, "--output", "/dev/null"), 1, "/dev/null exists and is not a regular file"),
+    Case("output-is-a-fifo", (*FRESH, "--output", "{tmp}/fifo.pt"), 1, "fifo.pt exists and is not a regular file", lambda ws: os.mkfifo(ws.path("tmp") / "fifo.pt")),
     # --- data folders
     Case("data-missing", (*DATA, "--data", "{tmp}/missing"), 1, "does not exist"),
     Case("data-is-a-file", (*DATA, "--data", "{run}"), 1, "does not exist"),

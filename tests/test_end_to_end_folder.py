@@ -47,20 +47,7 @@ def run(*args: str):
     return result
 
 
-@pytest.mark.parametrize(
-    "mixed",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                reason="training on mixed sizes needs the data.py fix of issue 15 item 1 (branch reliability)",
-                strict=False,
-            ),
-        ),
-    ],
-    ids=["same-size", "mixed-size"],
-)
+@pytest.mark.parametrize("mixed", [False, True], ids=["same-size", "mixed-size"])
 def test_image_folder_trains_exports_builds_and_benches(tmp_path, mixed):
     data = write_jpeg_folder(tmp_path / "data", mixed)
     export_dir = tmp_path / "export"

@@ -177,3 +177,16 @@ def test_a_real_folder_of_mixed_size_jpegs_trains_end_to_end(tmp_path):
     assert checkpoint.classes == ["cat", "dog"] and checkpoint.data_source == str((tmp_path / "data").resolve())
     assert all(0 < s < 1 for s in checkpoint.preprocessing.std) and all(0 < m < 1 for m in checkpoint.preprocessing.mean)
     checkpoint.build_model()  # finite, matching weights
+
+
+def test_a_new_run_sweeps_temporary_files_a_killed_run_left(tmp_path):
+    import os
+
+    stale = tmp_path / ".run.pt.adtmp-999999999-abc.tmp"  # no such pid
+    stale.write_bytes(b"half a checkpoint")
+    os.utime(stale, (1, 1))
+    mine = tmp_path / "notes.tmp"  # not our naming: left alone
+    mine.write_text("keep")
+    with pytest.raises(DeployError, match="does not exist"):
+        train(TrainConfig(data=str(tmp_path / "missing"), output=tmp_path / "run.pt"))
+    assert not stale.exists() and mine.exists()
