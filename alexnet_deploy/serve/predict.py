@@ -1,0 +1,167 @@
+"""Image in, class out: decode, the checkpoint's preprocessing (read from the ONNX
+metadata, never restated), a runner or a Triton server for the logits, softmax, top-k.
+
+``decode`` is the single image-bytes -> tensor function: ``predict`` calls it in
+process and the Triton ``preprocess`` model calls it inside the server, so a served
+prediction and a local one see the same pixels.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from PIL import Image, UnidentifiedImageError
+
+from ..data import Preprocessing
+from ..errors import DeployError
+from ..graph import metadata_value
+from ..runners.base import Runner
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What serving needs from an export, read once from its ONNX metadata."""
+
+    classes: tuple[str, ...]
+    preprocessing: Preprocessing
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto, source: str) -> ModelInfo:
+        return cls(
+            tuple(str(c) for c in metadata_value(model, "classes", source)),
+            Preprocessing.from_dict(metadata_value(model, "preprocessing", source)),
+        )
+
+
+def decode(data: bytes, preprocessing: Preprocessing, source: str = "image") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, anything PIL reads) -> float32 (3, crop, crop).
+
+    Raises DeployError naming ``source`` for empty, truncated or non-image bytes."""
+    if not data:
+        raise DeployError(f"{source}: empty image (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # decode now: a truncated file fails here, not later
+            return preprocessing(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # PIL's damaged-file errors
+        raise DeployError(f"{source}: not a readable image ({error.__class__.__name__})") from None
+
+
+def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Files, directories (their files, sorted, not recursive) and glob patterns ->
+    (paths, one error message per item that matched nothing)."""
+    paths: list[Path] = []
+    missing: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            paths.append(path)
+        elif matches := sorted(glob.glob(item, recursive=True)):
+            paths += [Path(m) for m in matches if Path(m).is_file()]
+        else:
+            missing.append(f"{item}: no such file, directory or pattern match")
+    return paths, missing
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class Prediction:
+    source: str
+    logits: np.ndarray  # float32 (classes,)
+    top: list[tuple[str, float]]  # (class name, probability), most probable first
+
+    def to_dict(self) -> dict:
+        return {"image": self.source, "top": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+@dataclass
+class PredictReport:
+    backend: str
+    predictions: list[Prediction] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line per image that failed
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "predictions": [p.to_dict() for p in self.predictions], "errors": self.errors}
+
+
+def top_k(logits: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
+    probabilities = softmax(logits.astype(np.float64))
+    order = np.argsort(-probabilities, kind="stable")[: min(k, len(classes))]
+    return [(classes[i], float(probabilities[i])) for i in order]
+
+
+# (source, encoded bytes) -> logits, or a DeployError for that image alone
+Classifier = Callable[[str, bytes], np.ndarray]
+
+
+def local_classifier(runner: Runner, preprocessing: Preprocessing) -> Classifier:
+    def classify(source: str, data: bytes) -> np.ndarray:
+        return runner.infer(decode(data, preprocessing, source)[None])[0]
+
+    return classify
+
+
+def predict_files(
+    items: Sequence[str], classify: Classifier, classes: Sequence[str], top: int, backend: str
+) -> PredictReport:
+    """Classify every image ``items`` names; an unreadable one becomes an error line
+    and the rest are still predicted."""
+    if top < 1:
+        raise DeployError(f"--top must be at least 1, got {top}")
+    paths, missing = expand_inputs(items)
+    report = PredictReport(backend, errors=missing)
+    for path in paths:
+        try:
+            logits = np.asarray(classify(str(path), path.read_bytes()), np.float32)
+        except DeployError as error:
+            report.errors.append(str(error))
+            continue
+        report.predictions.append(Prediction(str(path), logits, top_k(logits, classes, top)))
+    return report
+
+
+def open_runner(
+    backend: str, precision: str, onnx_path: Path, engines_dir: Path, checkpoint: Path
+) -> tuple[Runner, ModelInfo]:
+    """The runner for ``backend``/``precision`` and the export's classes/preprocessing."""
+    from ..build import precision_path
+    from ..graph import load_model
+
+    if backend not in BACKENDS:
+        raise DeployError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    reference = load_model(onnx_path, require_plugin=False)
+    info = ModelInfo.of(reference, str(onnx_path))
+    if backend == "onnxruntime":
+        from ..runners.onnxruntime import OnnxRuntimeRunner
+
+        path = precision_path(Path(onnx_path), precision)
+        model = reference if precision == "fp32" else load_model(path, require_plugin=False)
+        return OnnxRuntimeRunner(model, precision, "cpu"), info
+    if backend == "torch":
+        from ..checkpoint import load_checkpoint
+        from ..devices import resolve_device
+        from ..runners.torch import TorchRunner
+
+        return TorchRunner(load_checkpoint(checkpoint), precision, resolve_device("auto").type), info
+    from ..engine import plan_path_for, runner_unavailable_reason
+
+    reason = runner_unavailable_reason()
+    if reason is not None:
+        raise DeployError(f"the tensorrt backend cannot run here: {reason}")
+    from ..runners.tensorrt import TensorRTRunner
+
+    return TensorRTRunner(plan_path_for(precision, engines_dir), precision), info

@@ -1,0 +1,222 @@
+"""A real Triton Inference Server process on 127.0.0.1, from the nvidia-pytriton wheel.
+
+We use only the ``tritonserver`` binary, its python backend and the python-backend
+stubs that the wheel ships (``pip install --no-deps nvidia-pytriton``), not pytriton's
+Python API: the wheel's metadata pins numpy < 2, and that API is not needed to run a
+model repository. Two things make its python backend work in our environment:
+
+* the stub is linked against ``libpython3.X.so``; without help the loader picks the
+  system's copy, whose stdlib does not match the running interpreter (measured on
+  Python 3.11.7: ``'_thread.RLock' object has no attribute '_recursion_count'``).
+  ``LD_LIBRARY_PATH`` starts with this interpreter's ``sysconfig LIBDIR``;
+* the stub must import this interpreter's packages (numpy, onnxruntime, PIL, ours).
+  Measured: it ignores ``PYTHONPATH`` and finds its prefix (and so a venv's
+  site-packages) through the first ``python3`` on ``PATH``, so ``PATH`` starts with this
+  interpreter's folder; ``ALEXNET_DEPLOY_SOURCE`` names the alexnet_deploy that is
+  running, which the repository's model.py files put first on ``sys.path`` (the same
+  code serves even from a source checkout that is not the installed copy).
+The numpy-1-ABI stub is handled in ``triton_models`` (tensors pass by DLPack).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DeployError
+
+HOST = "127.0.0.1"  # never anything but loopback: this is a local/dev server
+SOURCE_VARIABLE = "ALEXNET_DEPLOY_SOURCE"  # read by the repository's model.py files
+INSTALL_HINT = "pip install --no-deps nvidia-pytriton==0.7.0 (see docs/serving.md)"
+
+
+@dataclass
+class ServerConfig:
+    repository: Path
+    http_port: int = 0  # 0: a free ephemeral port
+    grpc_port: int = 0
+    metrics_port: int = 0
+    startup_timeout_s: float = 120.0
+    shutdown_timeout_s: float = 30.0
+    log: Path | None = None  # server stdout/stderr; None: a temporary file
+
+
+@dataclass
+class TritonInstallation:
+    binary: Path
+    backends: Path  # the wheel's backends/ (python only)
+    stub: Path  # triton_python_backend_stub for this interpreter's version
+    libs: Path  # the wheel's bundled shared libraries
+
+
+def find_triton() -> TritonInstallation:
+    spec = importlib.util.find_spec("pytriton")  # locate without importing its numpy<2 API
+    if spec is None or spec.origin is None:
+        raise DeployError(f"no Triton Inference Server found: {INSTALL_HINT}")
+    root = Path(spec.origin).parent / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = TritonInstallation(
+        root / "bin" / "tritonserver",
+        root / "backends",
+        root / "python_backend_stubs" / version / "triton_python_backend_stub",
+        Path(spec.origin).parents[1] / "nvidia_pytriton.libs",
+    )
+    for path in (found.binary, found.backends / "python", found.stub):
+        if not path.exists():
+            raise DeployError(f"the Triton installation is incomplete ({path} missing; Python {version}): {INSTALL_HINT}")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def server_environment(install: TritonInstallation) -> dict[str, str]:
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (libdir, str(install.libs), os.environ.get("LD_LIBRARY_PATH")) if p
+    )
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), os.environ.get("PATH")) if p)
+    env[SOURCE_VARIABLE] = str(Path(__file__).resolve().parents[2])
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+@dataclass
+class TritonServer:
+    """``with TritonServer(config) as server:`` — started and ready inside, stopped after."""
+
+    config: ServerConfig
+    http_port: int = 0
+    grpc_port: int = 0
+    metrics_port: int = 0
+    startup_s: float = 0.0  # launch to ready
+    process: subprocess.Popen | None = None
+    _workspace: Path | None = None
+    _log_handle: object | None = field(default=None, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"{HOST}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.config.log or self._workspace / "tritonserver.log"
+
+    def _backend_directory(self, install: TritonInstallation) -> Path:
+        """The wheel's python backend beside the stub for this interpreter (the backend
+        looks for the stub in its own folder; the wheel keeps one per Python version)."""
+        python = self._workspace / "backends" / "python"
+        python.mkdir(parents=True)
+        for item in (install.backends / "python").iterdir():
+            if item.is_file():
+                (python / item.name).symlink_to(item)
+        (python / "triton_python_backend_stub").symlink_to(install.stub)
+        return python.parent
+
+    def start(self) -> TritonServer:
+        repository = Path(self.config.repository)
+        if not (repository / "alexnet" / "config.pbtxt").is_file():
+            raise DeployError(f"{repository} is not a model repository (write one with `alexnet-deploy repository`)")
+        install = find_triton()
+        self._workspace = Path(tempfile.mkdtemp(prefix="alexnet-triton-"))
+        self.http_port = self.config.http_port or free_port()
+        self.grpc_port = self.config.grpc_port or free_port()
+        self.metrics_port = self.config.metrics_port or free_port()
+        command = [
+            str(install.binary),
+            f"--model-repository={repository.resolve()}",
+            f"--backend-directory={self._backend_directory(install)}",
+            f"--http-address={HOST}",
+            f"--grpc-address={HOST}",
+            f"--metrics-address={HOST}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            f"--exit-timeout-secs={int(self.config.shutdown_timeout_s)}",
+            "--strict-readiness=true",
+        ]
+        self._log_handle = open(self.log_path, "wb")
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            command, stdout=self._log_handle, stderr=subprocess.STDOUT, env=server_environment(install), start_new_session=True
+        )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - started
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        import tritonclient.http as http
+
+        client = http.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=2.0)
+        try:
+            while time.perf_counter() - started < self.config.startup_timeout_s:
+                if self.process.poll() is not None:
+                    raise DeployError(f"tritonserver exited with code {self.process.returncode} while starting: {self.failure_summary()}")
+                try:
+                    if client.is_server_ready():
+                        return
+                except Exception:  # not listening yet: connection refused/reset
+                    pass
+                time.sleep(0.25)
+        finally:
+            client.close()
+        raise DeployError(f"tritonserver not ready after {self.config.startup_timeout_s:.0f} s: {self.failure_summary()}")
+
+    def failure_summary(self) -> str:
+        """The server log's error lines, joined on one line (for DeployError)."""
+        if self._log_handle is not None:
+            self._log_handle.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.is_file() else []
+        errors = [line.strip() for line in lines if line.startswith("E") or "Error" in line]
+        return " | ".join(errors[-4:]) or f"see {self.log_path}"
+
+    def stop(self) -> int | None:
+        """SIGTERM (Triton drains in-flight requests), then SIGKILL after the timeout."""
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(self.config.shutdown_timeout_s + 5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(10)
+            code = self.process.returncode
+            self.process = None
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace, ignore_errors=True)  # with the log unless --log named one
+            self._workspace = None
+        return code
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
