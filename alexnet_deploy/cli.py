@@ -358,3 +358,88 @@ def bench(
     if plot is not None:
         save_bench_plot(report, plot)
         console.print(f"wrote {plot}")
+
+
+@app.command()
+@one_line_errors
+def predict(
+    images: Annotated[list[str], typer.Argument(help="Image files, directories or glob patterns.")],
+    backend: Annotated[str, typer.Option(help="onnxruntime, torch or tensorrt (in process; ignored with --url).")] = "onnxruntime",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    top: Annotated[int, typer.Option(help="How many classes to show per image.")] = 5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the predictions as JSON.")] = None,
+    url: Annotated[str | None, typer.Option(help="Ask a running Triton server (host:port) instead of running in process.")] = None,
+    protocol: Annotated[str, typer.Option(help="http or grpc (with --url).")] = "http",
+    onnx: Annotated[Path, typer.Option(help="FP32 export: preprocessing and classes come from its metadata.")] = Path("export/alexnet.onnx"),
+    engines: Annotated[Path, typer.Option(help="Folder of TensorRT engines (--backend tensorrt).")] = Path("engines"),
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint for --backend torch.")] = Path("export/alexnet.pt"),
+) -> None:
+    """Classify images: top-k class names and probabilities."""
+    from .files import write_text_atomic
+    from .serve.predict import local_classifier, open_runner, predict_files
+
+    if json_path is not None:
+        from .files import check_writable_destination
+
+        check_writable_destination(json_path)
+    if url is not None:
+        from .serve.client import TritonClassifier
+
+        with TritonClassifier(url, protocol) as client:
+            report = predict_files(images, client.logits, client.classes(), top, f"triton {protocol}://{url}")
+    else:
+        runner, info = open_runner(backend, precision, onnx, engines, checkpoint)
+        with runner:
+            report = predict_files(images, local_classifier(runner, info.preprocessing), info.classes, top, runner.name)
+    for prediction in report.predictions:
+        ranked = "  ".join(f"{name} {probability:.4f}" for name, probability in prediction.top)
+        console.print(f"{prediction.source}: {ranked}", soft_wrap=True, highlight=False)
+    for message in report.errors:
+        error_console.print(f"error: {message}", soft_wrap=True, highlight=False)
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2))
+        console.print(f"wrote {json_path}")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+@one_line_errors
+def repository(
+    output: Annotated[Path, typer.Option(help="Model repository folder (replaced as a whole).")] = Path("model_repository"),
+    onnx: Annotated[Path, typer.Option(help="FP32 export; its standard-op twin becomes alexnet_onnx.")] = Path("export/alexnet.onnx"),
+    engines: Annotated[Path, typer.Option(help="Each alexnet.<precision>.plan here becomes alexnet_tensorrt_<precision>.")] = Path(
+        "engines"
+    ),
+    target: Annotated[str, typer.Option(help="The model the `alexnet` ensemble classifies with.")] = "alexnet_onnx",
+    max_batch: Annotated[int, typer.Option(help="alexnet_onnx's max_batch_size (engines take their profile's).")] = 64,
+    queue_delay_us: Annotated[int, typer.Option(help="Dynamic batching: longest wait to grow a batch (µs).")] = 2000,
+    instances: Annotated[int, typer.Option(help="Instances of each classification model.")] = 1,
+) -> None:
+    """Write a Triton Inference Server model repository (stock Triton backends)."""
+    from .serve.repository import RepositoryConfig, write_repository
+
+    config = RepositoryConfig(max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances)
+    result = write_repository(onnx, output, engines, config, target)
+    console.print(f"wrote {result.path}: {', '.join(result.models)}")
+    for reason in result.skipped:
+        console.print(f"skipped {reason}")
+
+
+@app.command()
+@one_line_errors
+def serve(
+    repository: Annotated[
+        Path | None, typer.Option(help="A repository for the local server; default: one written from --onnx into a temporary folder.")
+    ] = None,
+    onnx: Annotated[Path, typer.Option(help="FP32 export served when no --repository is given.")] = Path("export/alexnet.onnx"),
+    http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: any free port).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1 (0: any free port).")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: any free port).")] = 8002,
+    log: Annotated[Path | None, typer.Option(help="Write the server's log here.")] = None,
+) -> None:
+    """Run a Triton Inference Server on 127.0.0.1 until Ctrl-C or SIGTERM."""
+    from .serve.server import ServerConfig, serve_until_signal
+
+    config = ServerConfig(repository, http_port, grpc_port, metrics_port, log=log)
+    serve_until_signal(config, onnx, lambda line: console.print(line, soft_wrap=True, highlight=False))

@@ -29,8 +29,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import DeployError
@@ -42,7 +44,7 @@ INSTALL_HINT = "pip install --no-deps nvidia-pytriton==0.7.0 (see docs/serving.m
 
 @dataclass
 class ServerConfig:
-    repository: Path
+    repository: Path | None  # None (serve only): written from the export into a temporary folder
     http_port: int = 0  # 0: a free ephemeral port
     grpc_port: int = 0
     metrics_port: int = 0
@@ -220,3 +222,56 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def unsupported_models(repository: Path, install: TritonInstallation) -> list[str]:
+    """Models in ``repository`` whose backend this Triton build lacks (the wheel's has
+    only ``python``; a stock repository's onnxruntime/tensorrt_plan models need the
+    NGC container)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    available = {p.name for p in install.backends.iterdir() if p.is_dir()} | {"ensemble"}
+    problems = []
+    for path in sorted(Path(repository).glob("*/config.pbtxt")):
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        needed = config.backend or {"ensemble": "ensemble", "tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime"}.get(
+            config.platform, config.platform
+        )
+        if needed not in available:
+            problems.append(f"{path.parent.name} needs the {needed} backend")
+    return problems
+
+
+def serve_until_signal(config: ServerConfig, onnx_path: Path, announce: Callable[[str], None]) -> None:
+    """Run the server until SIGTERM or SIGINT, then stop it cleanly (in-flight requests
+    drain). ``announce`` receives the status lines (the CLI prints them)."""
+    from .repository import RepositoryConfig, write_repository
+
+    with tempfile.TemporaryDirectory(prefix="alexnet-repository-") as scratch:
+        if config.repository is None:
+            written = write_repository(onnx_path, Path(scratch) / "model_repository", config=RepositoryConfig(flavour="local"))
+            config = replace(config, repository=written.path)
+            announce(f"repository {onnx_path} -> {', '.join(written.models)} (python backend runs onnxruntime)")
+        problems = unsupported_models(config.repository, find_triton())
+        if problems:
+            raise DeployError(
+                f"{config.repository}: {'; '.join(problems)}, and this Triton (nvidia-pytriton's) has only the python "
+                "backend; serve without --repository, or run a stock repository in the tritonserver container"
+            )
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with TritonServer(config) as server:
+                announce(
+                    f"Triton ready in {server.startup_s:.1f} s: HTTP {server.http_url}  gRPC {server.grpc_url}  "
+                    f"metrics http://{HOST}:{server.metrics_port}/metrics  (Ctrl-C or SIGTERM stops it)"
+                )
+                while not stop.wait(0.5):
+                    if server.process.poll() is not None:
+                        raise DeployError(f"tritonserver exited with code {server.process.returncode}: {server.failure_summary()}")
+                announce("stopping: draining in-flight requests")
+            announce("stopped")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

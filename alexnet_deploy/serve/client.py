@@ -1,0 +1,108 @@
+"""Talking to a running Triton server (ours or any other serving this repository):
+one encoded image in, logits out, over HTTP or gRPC with tritonclient. The class
+names come from the ensemble's config, so a client needs no local files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DeployError
+from ..graph import OUTPUT_NAME
+from .repository import ENSEMBLE, IMAGE_INPUT
+
+PROTOCOLS = ("http", "grpc")
+
+
+def _strip_scheme(url: str) -> str:
+    """tritonclient wants host:port; accept http://host:port as users type it."""
+    for scheme in ("http://", "grpc://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :]
+    return url
+
+
+@dataclass
+class TritonClassifier:
+    url: str
+    protocol: str = "http"
+    model: str = ENSEMBLE
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise DeployError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if self.protocol == "http":
+            import tritonclient.http as module
+
+            self._client = module.InferenceServerClient(
+                _strip_scheme(self.url), connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            )
+        else:
+            import tritonclient.grpc as module
+
+            self._client = module.InferenceServerClient(_strip_scheme(self.url))
+        self._module = module
+
+    def _call(self, what: str, function, *args, **kwargs):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return function(*args, **kwargs)
+        except InferenceServerException as error:
+            raise DeployError(f"{what}: {error.message()}") from None
+        except Exception as error:  # connection refused, DNS, timeouts: many types
+            raise DeployError(f"{what}: cannot reach Triton at {self.url} ({error.__class__.__name__}: {error})") from None
+
+    def classes(self) -> list[str]:
+        if self.protocol == "grpc":
+            config = self._call(f"model {self.model}", self._client.get_model_config, self.model, as_json=True)["config"]
+        else:
+            config = self._call(f"model {self.model}", self._client.get_model_config, self.model)
+        value = config.get("parameters", {}).get("classes", {}).get("string_value")
+        if not value:
+            raise DeployError(f"model {self.model} at {self.url} carries no class names (not written by `alexnet-deploy repository`)")
+        return json.loads(value)
+
+    def infer_raw(self, inputs: dict[str, np.ndarray], model: str | None = None, output: str = OUTPUT_NAME) -> np.ndarray:
+        """One request with the given named arrays; the named output back."""
+        from tritonclient.utils import np_to_triton_dtype
+
+        model = model or self.model
+        tensors = []
+        for name, array in inputs.items():
+            tensor = self._module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        outputs = [self._module.InferRequestedOutput(output)]
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        result = self._call(f"model {model}", self._client.infer, model, tensors, outputs=outputs, **kwargs)
+        return result.as_numpy(output)
+
+    def logits(self, source: str, data: bytes) -> np.ndarray:
+        """Encoded image bytes -> (classes,) logits; a rejected image is a DeployError naming ``source``."""
+        try:
+            logits = self.infer_raw({IMAGE_INPUT: np.frombuffer(data, np.uint8)})
+        except DeployError as error:
+            raise DeployError(f"{source}: {error}") from None
+        return logits.reshape(-1)
+
+    def statistics(self, model: str) -> dict:
+        """Triton's statistics for ``model`` as a dict (either protocol; gRPC's JSON
+        writes 64-bit counters as strings, so read them with ``int()``)."""
+        if self.protocol == "grpc":
+            stats = self._call(f"model {model}", self._client.get_inference_statistics, model, as_json=True)
+        else:
+            stats = self._call(f"model {model}", self._client.get_inference_statistics, model)
+        return stats["model_stats"][0]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> TritonClassifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
