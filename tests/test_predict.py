@@ -1,0 +1,93 @@
+"""`predict` in process: the checkpoint's preprocessing from the ONNX metadata, the
+onnxruntime runner, softmax and top-k; bad files are one error line each."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from serving_fixtures import held_out_pngs, reference_logits, served_onnx  # noqa: F401
+from typer.testing import CliRunner
+
+from alexnet_deploy.cli import app
+from alexnet_deploy.data import Preprocessing
+from alexnet_deploy.errors import DeployError
+from alexnet_deploy.serve.predict import decode, local_classifier, open_runner, predict_files
+
+
+@pytest.fixture()
+def image_dir(tmp_path, held_out_pngs):  # noqa: F811
+    for index, data in enumerate(held_out_pngs):
+        (tmp_path / f"digit{index:02d}.png").write_bytes(data)
+    return tmp_path
+
+
+def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_onnx, reference_logits, tiny_checkpoint):  # noqa: F811
+    runner, info = open_runner("onnxruntime", "fp32", served_onnx, image_dir, tiny_checkpoint)
+    with runner:
+        report = predict_files([str(image_dir)], local_classifier(runner, info.preprocessing), info.classes, 3, runner.name)
+    assert report.errors == []
+    assert [p.source for p in report.predictions] == [str(image_dir / f"digit{i:02d}.png") for i in range(16)]
+    expected = torch.softmax(torch.from_numpy(reference_logits).double(), dim=1).numpy()
+    for prediction, logits, probabilities in zip(report.predictions, reference_logits, expected):
+        np.testing.assert_array_equal(prediction.logits, logits)  # same preprocessing, same session: bit-exact
+        order = np.argsort(-probabilities)[:3]
+        assert [name for name, _ in prediction.top] == [info.classes[i] for i in order]
+        np.testing.assert_allclose([p for _, p in prediction.top], probabilities[order], rtol=1e-12)
+        assert prediction.top[0][0] == info.classes[int(np.argmax(logits))]  # top-1 agrees with the runner
+
+
+def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(image_dir, served_onnx):  # noqa: F811
+    (image_dir / "notes.txt").write_text("not an image")
+    (image_dir / "empty.png").write_bytes(b"")
+    whole = (image_dir / "digit00.png").read_bytes()
+    truncated = whole[: len(whole) // 2]  # header intact, pixel data cut
+    (image_dir / "truncated.png").write_bytes(truncated)
+    json_path = image_dir.parent / "predictions.json"
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(image_dir), str(image_dir / "nothing*.jpg"), "--onnx", str(served_onnx), "--top", "2", "--json", str(json_path)],
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line]
+    assert sorted(errors) == sorted(
+        [
+            f"error: {image_dir / 'empty.png'}: empty image (0 bytes)",
+            f"error: {image_dir / 'notes.txt'}: not a readable image (UnidentifiedImageError)",
+            f"error: {image_dir / 'truncated.png'}: not a readable image (OSError)",
+            f"error: {image_dir / 'nothing*.jpg'}: no such file, directory or pattern match",
+        ]
+    ), result.stderr
+    assert "Traceback" not in result.output
+    written = json.loads(json_path.read_text())
+    assert len(written["predictions"]) == 16 and len(written["errors"]) == 4
+    assert all(len(p["top"]) == 2 for p in written["predictions"])
+    assert sum(f"{image_dir / 'digit'}" in line for line in result.stdout.splitlines()) == 16
+
+
+def test_globs_pick_the_matching_files_only(image_dir, served_onnx):  # noqa: F811
+    result = CliRunner().invoke(app, ["predict", str(image_dir / "digit0*.png"), "--onnx", str(served_onnx), "--top", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 10
+
+
+def test_decode_is_the_checkpoints_preprocessing(held_out_pngs):  # noqa: F811
+    import io
+
+    from PIL import Image
+
+    preprocessing = Preprocessing(resize=64, crop=57, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4))
+    tensor = decode(held_out_pngs[0], preprocessing)
+    assert tensor.shape == (3, 57, 57) and tensor.dtype == np.float32
+    np.testing.assert_array_equal(tensor, preprocessing(Image.open(io.BytesIO(held_out_pngs[0]))))
+    with pytest.raises(DeployError, match="x.png: empty image"):
+        decode(b"", preprocessing, "x.png")
+
+
+def test_unknown_backend_and_missing_export_are_one_line_errors(tmp_path, served_onnx):  # noqa: F811
+    result = CliRunner().invoke(app, ["predict", str(tmp_path), "--backend", "tflite", "--onnx", str(served_onnx)])
+    assert result.exit_code == 1 and result.stderr.strip() == "error: unknown backend 'tflite'; choose from onnxruntime, torch, tensorrt"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path), "--onnx", str(tmp_path / "none.onnx")])
+    assert result.exit_code == 1 and "none.onnx not found" in result.stderr

@@ -1,0 +1,127 @@
+"""A real Triton Inference Server (nvidia-pytriton's tritonserver binary) on
+127.0.0.1 with ephemeral ports, serving the tiny export: served logits equal the
+in-process runner's, dynamic batching batches, bad requests fail alone, SIGTERM stops it."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from serving_fixtures import held_out_pngs, reference_logits, served_onnx  # noqa: F401
+from typer.testing import CliRunner
+
+from alexnet_deploy.cli import app
+from alexnet_deploy.errors import DeployError
+from alexnet_deploy.serve.client import TritonClassifier
+from alexnet_deploy.serve.repository import RepositoryConfig, write_repository
+from alexnet_deploy.serve.server import ServerConfig, TritonServer
+
+
+@pytest.fixture(scope="module")
+def server(served_onnx, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("triton")
+    repository = write_repository(served_onnx, root / "repo", config=RepositoryConfig(flavour="local", preprocess_instances=1)).path
+    running = TritonServer(ServerConfig(repository, startup_timeout_s=180, log=root / "server.log")).start()
+    yield running
+    running.stop()
+
+
+def url(server, protocol: str) -> str:
+    return server.http_url if protocol == "http" else server.grpc_url
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_served_logits_equal_the_in_process_onnxruntime_runner(server, protocol, held_out_pngs, reference_logits):  # noqa: F811
+    with TritonClassifier(url(server, protocol), protocol) as client:
+        served = np.stack([client.logits(f"digit{i}", data) for i, data in enumerate(held_out_pngs)])
+        assert client.classes() == [str(c) for c in range(10)]
+    assert np.abs(served - reference_logits).max() <= 1e-5
+    assert (served.argmax(1) == reference_logits.argmax(1)).all()
+
+
+def test_concurrent_requests_are_dynamically_batched(server, held_out_pngs, reference_logits):  # noqa: F811
+    def executions_and_inferences() -> tuple[int, int]:
+        with TritonClassifier(server.grpc_url, "grpc") as client:
+            stats = client.statistics("alexnet_onnx")
+        return int(stats.get("execution_count", 0)), int(stats.get("inference_count", 0))
+
+    def worker(offset: int) -> list[tuple[int, np.ndarray]]:
+        protocol = "grpc" if offset % 2 else "http"
+        with TritonClassifier(url(server, protocol), protocol) as client:
+            return [(i, client.logits(str(i), held_out_pngs[i])) for _ in range(2) for i in range(offset, len(held_out_pngs), 2)]
+
+    before = executions_and_inferences()
+    with ThreadPoolExecutor(8) as pool:
+        results = [item for batch in pool.map(worker, [0, 1] * 4) for item in batch]
+    after = executions_and_inferences()
+    assert len(results) == 8 * 16
+    for index, logits in results:
+        assert np.abs(logits - reference_logits[index]).max() <= 1e-5
+    executions, inferences = after[0] - before[0], after[1] - before[1]
+    assert inferences == 128
+    assert executions < inferences, f"{executions} executions for {inferences} requests: no batching happened"
+
+
+def good_request_still_served(server, held_out_pngs, reference_logits) -> None:  # noqa: F811
+    with TritonClassifier(server.http_url) as client:
+        assert np.abs(client.logits("digit0", held_out_pngs[0]) - reference_logits[0]).max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "model, inputs, message",
+    [
+        ("alexnet_onnx", {"images": np.zeros((1, 3, 10, 10), np.float32)}, "unexpected shape for input 'images'"),
+        ("alexnet_onnx", {"images": np.zeros((1, 3, 57, 57), np.float64)}, "inference input 'images' data-type is 'FP64'"),
+        ("alexnet", {"IMAGE": np.zeros(8, np.float32)}, "inference input 'IMAGE' data-type is 'FP32'"),
+        ("alexnet", {"IMAGE": np.frombuffer(b"definitely not a png", np.uint8)}, "IMAGE: not a readable image"),
+        ("alexnet", {"IMAGE": np.zeros(0, np.uint8)}, "IMAGE: empty image (0 bytes)"),
+        ("resnet50", {"IMAGE": np.zeros(4, np.uint8)}, "resnet50"),
+    ],
+    ids=["wrong-shape", "wrong-dtype", "wrong-dtype-ensemble", "corrupt-image", "empty-image", "unknown-model"],
+)
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, protocol, model, inputs, message, held_out_pngs, reference_logits):  # noqa: F811
+    with TritonClassifier(url(server, protocol), protocol) as client:
+        with pytest.raises(DeployError) as caught:
+            client.infer_raw(inputs, model=model)
+    assert message in str(caught.value), str(caught.value)
+    assert str(caught.value).startswith(f"model {model}: ")
+    good_request_still_served(server, held_out_pngs, reference_logits)
+
+
+def test_predict_url_prints_what_in_process_predict_prints(server, served_onnx, held_out_pngs, tmp_path):  # noqa: F811
+    for index, data in enumerate(held_out_pngs[:4]):
+        (tmp_path / f"digit{index}.png").write_bytes(data)
+    local = CliRunner().invoke(app, ["predict", str(tmp_path), "--onnx", str(served_onnx), "--top", "3"])
+    for protocol in ("http", "grpc"):
+        served = CliRunner().invoke(app, ["predict", str(tmp_path), "--url", f"{protocol}://{url(server, protocol)}", "--protocol", protocol, "--top", "3"])
+        assert served.exit_code == 0 == local.exit_code, served.output
+        assert served.stdout == local.stdout
+
+
+def test_metrics_endpoint_serves_prometheus_text(server):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'nv_inference_request_success{model="alexnet"' in text
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    log = server.config.log
+    started = time.perf_counter()
+    assert server.stop() == 0
+    assert time.perf_counter() - started < 30
+    assert "Signal (15) received" in log.read_text()
+    with pytest.raises(DeployError, match="cannot reach Triton"):
+        TritonClassifier(server.http_url, timeout_s=2).logits("x", b"\x89PNG")
+
+
+def test_serve_refuses_a_stock_repository_this_triton_cannot_run(served_onnx, tmp_path):  # noqa: F811
+    write_repository(served_onnx, tmp_path / "stock")
+    result = CliRunner().invoke(app, ["serve", "--repository", str(tmp_path / "stock"), "--http-port", "0"])
+    assert result.exit_code == 1
+    assert "alexnet_onnx needs the onnxruntime backend" in result.stderr and len(result.stderr.splitlines()) == 1
