@@ -443,3 +443,54 @@ def serve(
 
     config = ServerConfig(repository, http_port, grpc_port, metrics_port, log=log)
     serve_until_signal(config, onnx, lambda line: console.print(line, soft_wrap=True, highlight=False))
+
+
+@app.command()
+@one_line_errors
+def loadtest(
+    url: Annotated[str, typer.Option(help="The Triton server, host:port (HTTP or gRPC port to match --protocol).")],
+    protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
+    concurrency: Annotated[str, typer.Option(help="Client threads per level, comma list.")] = "1,4,16",
+    duration: Annotated[float | None, typer.Option(help="Seconds per level (default 10 unless --requests).")] = None,
+    requests: Annotated[int | None, typer.Option(help="Requests per level instead of a duration.")] = None,
+    batch: Annotated[int, typer.Option(help="Images per request (needs --model alexnet_onnx above 1).")] = 1,
+    model: Annotated[str, typer.Option(help="alexnet (ensemble: encoded images) or a classification model (tensors).")] = "alexnet",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write every level as JSON.")] = None,
+) -> None:
+    """Load a running Triton server: throughput, latency, errors, server batch sizes."""
+    from .files import check_writable_destination, write_text_atomic
+    from .serve.loadtest import LoadConfig, parse_levels, run_loadtest
+
+    if json_path is not None:
+        check_writable_destination(json_path)
+    config = LoadConfig(
+        url, protocol, parse_levels(concurrency), None if requests is not None and duration is None else (duration or 10.0), requests, batch, model
+    )
+    report = run_loadtest(config)
+    rows = [
+        (
+            row.concurrency,
+            row.requests,
+            row.errors,
+            row.throughput_rps,
+            row.images_per_s,
+            *(
+                (row.latency_ms.p50, row.latency_ms.p90, row.latency_ms.p99)
+                if row.latency_ms
+                else (None, None, None)
+            ),
+            row.mean_server_batch,
+            " ".join(f"{b}×{n}" for b, n in row.server_batches.items()),
+        )
+        for row in report.rows
+    ]
+    columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "mean batch", "server batches (size×executions)"]
+    console.print(table(f"{model} over {protocol} at {url} (batching seen on {report.measured_model})", columns, rows))
+    for row in report.rows:
+        if row.first_error:
+            error_console.print(f"concurrency {row.concurrency}: {row.errors} errors, first: {row.first_error}", soft_wrap=True, highlight=False)
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        console.print(f"wrote {json_path}")
+    if any(row.errors for row in report.rows):
+        raise typer.Exit(1)

@@ -110,6 +110,34 @@ def test_metrics_endpoint_serves_prometheus_text(server):
     assert 'nv_inference_request_success{model="alexnet"' in text
 
 
+@pytest.mark.parametrize("protocol, model, batch", [("http", "alexnet", 1), ("grpc", "alexnet_onnx", 3)])
+def test_loadtest_counts_every_request_and_the_servers_batches_add_up(server, protocol, model, batch):
+    from alexnet_deploy.serve.loadtest import LoadConfig, run_loadtest
+
+    config = LoadConfig(url(server, protocol), protocol, (1, 6), duration_s=None, requests=18, batch=batch, model=model)
+    report = run_loadtest(config)
+    assert report.measured_model == "alexnet_onnx"
+    for row in report.rows:
+        assert (row.requests, row.errors) == (18, 0)
+        assert sum(size * count for size, count in row.server_batches.items()) == 18 * batch  # every image, once
+        assert row.latency_ms.p50 <= row.latency_ms.p90 <= row.latency_ms.p99
+        assert row.images_per_s == pytest.approx(18 * batch / row.seconds)
+    assert report.rows[0].server_batches == {batch: 18}  # one client: nothing to batch together
+
+
+def test_loadtest_cli_writes_json_and_rejects_bad_options(server, tmp_path):
+    import json
+
+    path = tmp_path / "load.json"
+    result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--concurrency", "2", "--requests", "4", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(path.read_text())["rows"][0]["requests"] == 4
+    result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--batch", "4"])
+    assert result.exit_code == 1 and "one encoded image per request" in result.stderr
+    result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--concurrency", "1,x"])
+    assert result.exit_code == 1 and result.stderr.strip() == "error: --concurrency takes positive integers such as 1,4,16; got '1,x'"
+
+
 def test_sigterm_stops_the_server_cleanly(server):
     log = server.config.log
     started = time.perf_counter()

@@ -56,12 +56,25 @@ class TritonClassifier:
         except Exception as error:  # connection refused, DNS, timeouts: many types
             raise DeployError(f"{what}: cannot reach Triton at {self.url} ({error.__class__.__name__}: {error})") from None
 
-    def classes(self) -> list[str]:
+    def model_config(self, model: str) -> dict:
+        """The model's config.pbtxt as the server holds it, as a dict (either protocol)."""
         if self.protocol == "grpc":
-            config = self._call(f"model {self.model}", self._client.get_model_config, self.model, as_json=True)["config"]
-        else:
-            config = self._call(f"model {self.model}", self._client.get_model_config, self.model)
-        value = config.get("parameters", {}).get("classes", {}).get("string_value")
+            return self._call(f"model {model}", self._client.get_model_config, model, as_json=True)["config"]
+        return self._call(f"model {model}", self._client.get_model_config, model)
+
+    def model_input_dims(self, model: str, name: str) -> list[int]:
+        inputs = {i["name"]: i for i in self.model_config(model).get("input", [])}
+        if name not in inputs:
+            raise DeployError(f"model {model} has no input {name!r} (inputs: {', '.join(inputs) or 'none'})")
+        return [int(d) for d in inputs[name]["dims"]]
+
+    def batched_model(self, model: str) -> str:
+        """The model whose executions show the batching: an ensemble's target, else ``model``."""
+        parameters = self.model_config(model).get("parameters", {})
+        return parameters.get("target", {}).get("string_value") or model
+
+    def classes(self) -> list[str]:
+        value = self.model_config(self.model).get("parameters", {}).get("classes", {}).get("string_value")
         if not value:
             raise DeployError(f"model {self.model} at {self.url} carries no class names (not written by `alexnet-deploy repository`)")
         return json.loads(value)

@@ -1,0 +1,168 @@
+"""A perf_analyzer-style load test of a running Triton server: for each concurrency
+level, that many client threads (one tritonclient each) send requests back to back
+until the duration or the request budget runs out. Per level: throughput, latency
+percentiles (the same ``LatencyStats`` as ``bench``), errors, and the server's own
+batch-size histogram from its statistics API (the proof that dynamic batching batched).
+
+Hand-written rather than perf_analyzer (``tritonclient[perf-analyzer]``): that is a
+separate C++ binary, while these ~100 lines share the client, the error convention and
+the report format with the rest of the package.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..bench import LatencyStats
+from ..errors import DeployError
+from ..graph import INPUT_NAME
+from .client import PROTOCOLS, TritonClassifier
+from .repository import ENSEMBLE, IMAGE_INPUT
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    levels = tuple(int(p) for p in text.split(",") if p.strip().isdigit() and int(p) > 0)
+    if len(levels) != len([p for p in text.split(",")]) or not levels:
+        raise DeployError(f"--concurrency takes positive integers such as 1,4,16; got {text!r}")
+    return levels
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    url: str
+    protocol: str = "http"
+    concurrency: tuple[int, ...] = (1, 4, 16)
+    duration_s: float | None = 10.0  # per level; None when ``requests`` bounds it instead
+    requests: int | None = None  # per level
+    batch: int = 1
+    model: str = ENSEMBLE  # the ensemble (encoded images) or a classification model (tensors)
+    max_threads: int = 256
+
+    def check(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise DeployError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if (self.duration_s is None) == (self.requests is None):
+            raise DeployError("give exactly one of --duration and --requests")
+        if (self.duration_s is not None and self.duration_s <= 0) or (self.requests is not None and self.requests < 1):
+            raise DeployError("--duration and --requests must be positive")
+        if self.batch < 1 or max(self.concurrency) > self.max_threads:
+            raise DeployError(f"--batch must be >= 1 and --concurrency at most {self.max_threads}")
+        if self.model == ENSEMBLE and self.batch != 1:
+            raise DeployError(f"the {ENSEMBLE} ensemble takes one encoded image per request; use --model alexnet_onnx for --batch {self.batch}")
+
+
+@dataclass
+class LoadRow:
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    throughput_rps: float
+    images_per_s: float
+    latency_ms: LatencyStats | None
+    server_batches: dict[int, int] = field(default_factory=dict)  # batch size -> executions
+    first_error: str | None = None
+
+    @property
+    def mean_server_batch(self) -> float | None:
+        executions = sum(self.server_batches.values())
+        return sum(b * n for b, n in self.server_batches.items()) / executions if executions else None
+
+
+@dataclass
+class LoadReport:
+    config: LoadConfig
+    measured_model: str  # whose batch statistics are reported
+    rows: list[LoadRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        rows = [asdict(row) | {"mean_server_batch": row.mean_server_batch} for row in self.rows]
+        return {"config": asdict(self.config), "measured_model": self.measured_model, "rows": rows}
+
+
+def _payload(config: LoadConfig, client: TritonClassifier) -> dict[str, np.ndarray]:
+    """Deterministic inputs: a 256x320 random-pixel PNG for the ensemble (the server
+    decodes and resizes it, as a photo), else a normal (batch, 3, S, S) tensor."""
+    rng = np.random.default_rng(0)
+    if config.model == ENSEMBLE:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (256, 320, 3), dtype=np.uint8)).save(buffer, "PNG")
+        return {IMAGE_INPUT: np.frombuffer(buffer.getvalue(), np.uint8)}
+    dims = client.model_input_dims(config.model, INPUT_NAME)
+    return {INPUT_NAME: rng.standard_normal((config.batch, *dims)).astype(np.float32)}
+
+
+def _batch_histogram(client: TritonClassifier, model: str) -> dict[int, int]:
+    stats = client.statistics(model)
+    return {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in stats.get("batch_stats", [])}
+
+
+def _level(config: LoadConfig, payload: dict, measured: str, concurrency: int) -> LoadRow:
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    budget = [config.requests]
+
+    def take() -> bool:
+        with lock:
+            if budget[0] is None:
+                return time.perf_counter() < deadline
+            budget[0] -= 1
+            return budget[0] >= 0
+
+    def worker() -> None:
+        with TritonClassifier(config.url, config.protocol, config.model) as client:
+            while take():
+                started = time.perf_counter()
+                try:
+                    client.infer_raw(payload)
+                except DeployError as error:
+                    with lock:
+                        errors.append(str(error))
+                    continue
+                with lock:
+                    latencies.append((time.perf_counter() - started) * 1e3)
+
+    with TritonClassifier(config.url, config.protocol) as stats_client:
+        before = _batch_histogram(stats_client, measured)
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+        started = time.perf_counter()
+        deadline = started + (config.duration_s or 0)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+        after = _batch_histogram(stats_client, measured)
+    batches = {b: n - before.get(b, 0) for b, n in sorted(after.items()) if n - before.get(b, 0) > 0}
+    done = len(latencies)
+    return LoadRow(
+        concurrency,
+        done,
+        len(errors),
+        seconds,
+        done / seconds,
+        done * config.batch / seconds,
+        LatencyStats.of(latencies) if latencies else None,
+        batches,
+        errors[0] if errors else None,
+    )
+
+
+def run_loadtest(config: LoadConfig) -> LoadReport:
+    config.check()
+    with TritonClassifier(config.url, config.protocol, config.model) as client:
+        measured = client.batched_model(config.model)
+        payload = _payload(config, client)
+        client.infer_raw(payload)  # warm-up, and a wrong model/URL fails here with its message
+    report = LoadReport(config, measured)
+    for concurrency in config.concurrency:
+        report.rows.append(_level(config, payload, measured, concurrency))
+    return report
