@@ -415,11 +415,14 @@ def repository(
     max_batch: Annotated[int, typer.Option(help="alexnet_onnx's max_batch_size (engines take their profile's).")] = 64,
     queue_delay_us: Annotated[int, typer.Option(help="Dynamic batching: longest wait to grow a batch (µs).")] = 2000,
     instances: Annotated[int, typer.Option(help="Instances of each classification model.")] = 1,
+    flavour: Annotated[
+        str, typer.Option(help="'stock': Triton's onnxruntime/tensorrt_plan backends; 'local': python backend only, for `serve`.")
+    ] = "stock",
 ) -> None:
-    """Write a Triton Inference Server model repository (stock Triton backends)."""
+    """Write a Triton Inference Server model repository."""
     from .serve.repository import RepositoryConfig, write_repository
 
-    config = RepositoryConfig(max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances)
+    config = RepositoryConfig(max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances, flavour=flavour)
     result = write_repository(onnx, output, engines, config, target)
     console.print(f"wrote {result.path}: {', '.join(result.models)}")
     for reason in result.skipped:
