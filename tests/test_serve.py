@@ -153,3 +153,38 @@ def test_serve_refuses_a_stock_repository_this_triton_cannot_run(served_onnx, tm
     result = CliRunner().invoke(app, ["serve", "--repository", str(tmp_path / "stock"), "--http-port", "0"])
     assert result.exit_code == 1
     assert "alexnet_onnx needs the onnxruntime backend" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_serve_command_runs_until_sigterm_then_exits_cleanly(served_onnx, tmp_path, held_out_pngs, reference_logits):  # noqa: F811
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    output = tmp_path / "serve.out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-c", "from alexnet_deploy.cli import app; app()", "serve", "--onnx", str(served_onnx)]
+    command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    with open(output, "w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while "ready in" not in output.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        text = output.read_text()
+        address = re.search(r"HTTP (127\.0\.0\.1:\d+)", text)
+        assert address, text
+        with TritonClassifier(address.group(1)) as client:
+            assert np.abs(client.logits("digit0", held_out_pngs[0]) - reference_logits[0]).max() <= 1e-5
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert output.read_text().splitlines()[-2:] == ["stopping: draining in-flight requests", "stopped"]
+    with pytest.raises(DeployError, match="cannot reach Triton"):
+        TritonClassifier(address.group(1), timeout_s=2).logits("x", b"\x89PNG")
