@@ -30,9 +30,11 @@ def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_o
         report = predict_files([str(image_dir)], local_classifier(runner, info.preprocessing), info.classes, 3, runner.name)
     assert report.errors == []
     assert [p.source for p in report.predictions] == [str(image_dir / f"digit{i:02d}.png") for i in range(16)]
-    expected = torch.softmax(torch.from_numpy(reference_logits).double(), dim=1).numpy()
-    for prediction, logits, probabilities in zip(report.predictions, reference_logits, expected):
-        np.testing.assert_array_equal(prediction.logits, logits)  # same preprocessing, same session: bit-exact
+    for prediction, logits in zip(report.predictions, reference_logits):
+        # Preprocessing read back from the ONNX metadata (JSON) vs the checkpoint's own
+        # floats: equal to the last bits or so, hence a tolerance, not bit-equality.
+        np.testing.assert_allclose(prediction.logits, logits, rtol=0, atol=1e-5)
+        probabilities = torch.softmax(torch.from_numpy(np.asarray(prediction.logits)).double(), dim=0).numpy()
         order = np.argsort(-probabilities)[:3]
         assert [name for name, _ in prediction.top] == [info.classes[i] for i in order]
         np.testing.assert_allclose([p for _, p in prediction.top], probabilities[order], rtol=1e-12)
