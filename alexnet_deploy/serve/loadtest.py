@@ -104,6 +104,19 @@ def _batch_histogram(client: TritonClassifier, model: str) -> dict[int, int]:
     return {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in stats.get("batch_stats", [])}
 
 
+def _settled_batches(client: TritonClassifier, model: str, before: dict[int, int], expected_images: int) -> dict[int, int]:
+    """Executions per batch size since ``before``. Triton records an execution's
+    statistics after it has sent the responses, so a client can see its last answer
+    before the server has counted it: poll briefly until every image is accounted for."""
+    deadline = time.perf_counter() + 2.0
+    while True:
+        after = _batch_histogram(client, model)
+        batches = {b: n - before.get(b, 0) for b, n in sorted(after.items()) if n - before.get(b, 0) > 0}
+        if sum(b * n for b, n in batches.items()) >= expected_images or time.perf_counter() > deadline:
+            return batches
+        time.sleep(0.02)
+
+
 def _level(config: LoadConfig, payload: dict, measured: str, concurrency: int) -> LoadRow:
     latencies: list[float] = []
     errors: list[str] = []
@@ -140,9 +153,8 @@ def _level(config: LoadConfig, payload: dict, measured: str, concurrency: int) -
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - started
-        after = _batch_histogram(stats_client, measured)
-    batches = {b: n - before.get(b, 0) for b, n in sorted(after.items()) if n - before.get(b, 0) > 0}
-    done = len(latencies)
+        done = len(latencies)
+        batches = _settled_batches(stats_client, measured, before, expected_images=done * config.batch)
     return LoadRow(
         concurrency,
         done,
