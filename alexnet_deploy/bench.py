@@ -18,8 +18,13 @@ Conventions, and where they come from:
   with the bench loop so machine load hits both alike; the two throughputs must agree
   within 2% (:class:`HarnessCheck`).
 
+INT8 on onnxruntime is two rows: ``int8`` times the onnxruntime-targeted graph
+(``alexnet.int8-ort.onnx``, integer kernels); ``int8-sim`` runs the TensorRT-targeted
+graph (``alexnet.int8.onnx``), whose Q/DQ onnxruntime can only simulate in float — its
+parity is the INT8 engine's graph's, its speed is no INT8 figure.
+
 A backend or precision that cannot run here (no TensorRT, no GPU, an FP16 ONNX not built
-yet, torch at INT8) is a row that says "skipped" and why; its numbers stay empty. Nothing
+yet, torch at INT8, bf16 without a bf16-capable CPU) is a row that says "skipped" and why; its numbers stay empty. Nothing
 here prints: the CLI renders the :class:`BenchReport`.
 """
 
@@ -41,7 +46,7 @@ import onnx
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import held_out_images
 from .errors import DeployError
-from .build import precision_path
+from .build import ORT_INT8, precision_path
 from .engine import plan_path_for
 from .metrics import FP32_TOLERANCE, parity
 from .files import atomic_output, check_png_path, sha256_file
@@ -50,7 +55,9 @@ from .progress import ProgressReporter, SilentProgress
 from .runners.base import BackendUnavailable, Runner, StageTiming
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch", "torch-compile")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")  # those `build` writes as ONNX; bf16 is torch's alone
+SIMULATED_INT8 = "int8-sim"  # the row of the TensorRT-targeted INT8 graph run by onnxruntime
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_ITERATIONS = 10  # full AlexNet at batch 128 runs ~1-2 s an iteration on 2 CPU cores
 DEFAULT_WARMUP = 2
@@ -458,11 +465,24 @@ class _Context:
     checkpoint: Checkpoint | None  # loaded when a torch backend runs
 
 
-BUILD_COMMANDS = {p: f"alexnet-deploy build --{p}" for p in PRECISIONS}
+BUILD_COMMANDS = {p: f"alexnet-deploy build --{p}" for p in ONNX_PRECISIONS}
+BF16_NOT_BUILT = "bf16 has no ONNX or engine here: its rows are torch's (CPU with AVX512-BF16/AMX, or CUDA)"
 
 
 def onnx_path(onnx_dir: Path, precision: str) -> Path:
     return precision_path(Path(onnx_dir) / "alexnet.onnx", precision)
+
+
+def _onnxruntime_graph(onnx_dir: Path, precision: str) -> tuple[Path, str | None]:
+    """The ONNX an onnxruntime row runs, and the note that says which graph it is."""
+    if precision == "int8":
+        return onnx_path(onnx_dir, ORT_INT8), "onnxruntime-targeted INT8 graph (QLinearConv/QGemm integer kernels)"
+    if precision == SIMULATED_INT8:
+        return onnx_path(onnx_dir, "int8"), (
+            "TensorRT-targeted INT8 graph, quantization simulated in float by onnxruntime: "
+            "parity of the engine's graph, speed not an INT8 figure"
+        )
+    return onnx_path(onnx_dir, precision), None
 
 
 def _missing(context: _Context, path: Path, precision: str) -> str:
@@ -475,24 +495,29 @@ def _missing(context: _Context, path: Path, precision: str) -> str:
 
 def _plan_onnxruntime(context: _Context, precision: str) -> _Planned:
     planned = _Planned("onnxruntime", precision, context.onnxruntime_device, harness_check=precision == "fp32")
+    if precision == "bf16":
+        planned.skipped = BF16_NOT_BUILT
+        return planned
     if precision == "fp32" and context.onnxruntime_device == "cpu":
         planned.open = lambda: context.reference_runner  # the reference session itself
         return planned
-    path = onnx_path(context.config.onnx_dir, precision)
+    path, note = _onnxruntime_graph(context.config.onnx_dir, precision)
+    planned.notes += [note] if note else []
+    stored = "int8" if precision == SIMULATED_INT8 else precision  # what the file's metadata says
     if not path.is_file():
-        planned.skipped = _missing(context, path, precision)
+        planned.skipped = _missing(context, path, stored)
         return planned
 
     # loaded and verified now, so a wrong or modified file fails before any timing
     model = context.reference_model if precision == "fp32" else load_verified(path)
     carried = export_metadata(model, str(path)).precision
-    if carried != precision:
-        raise DeployError(f"{path} holds a {carried} model, expected {precision}")
+    if carried != stored:
+        raise DeployError(f"{path} holds a {carried} model, expected {stored}")
 
     def open_runner() -> Runner:
         from .runners.onnxruntime import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(model, precision, context.onnxruntime_device)
+        return OnnxRuntimeRunner(model, stored, context.onnxruntime_device)
 
     planned.open = open_runner
     return planned
@@ -517,6 +542,9 @@ def _plan_torch(context: _Context, precision: str, compile: bool) -> _Planned:
 
 def _plan_tensorrt(context: _Context, precision: str) -> _Planned:
     planned = _Planned("tensorrt", precision, "cuda")
+    if precision == "bf16":
+        planned.skipped = BF16_NOT_BUILT
+        return planned
     if context.config.device == "cpu":
         planned.skipped = "TensorRT runs only on a GPU (--device cpu)"
         return planned
@@ -588,8 +616,17 @@ def machine_description() -> dict:
             continue
     import torch
 
+    from .devices import cpu_precision_features
+
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform(), "versions": versions}
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "cpu_precision_features": list(cpu_precision_features()),
+        "gpu": gpu,
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 # ---------------------------------------------------------------------- the run
@@ -611,7 +648,7 @@ def _measure_row(
     notes = planned.notes + runner.notes + parity_warnings(runner.precision, runner.device, match.max_abs_diff, logits)
     row = BenchRow(
         planned.backend,
-        runner.precision,
+        planned.precision,
         runner.device,
         timing.batch,
         throughput_ips=timing.throughput_ips,
@@ -709,7 +746,12 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     checkpoint = _load_matching_checkpoint(config, reference_model) if torch_rows else None
     reference_runner = OnnxRuntimeRunner(reference_model, "fp32", "cpu")
     context = _Context(config, torch_device, onnxruntime_device, reference_model, reference_runner, checkpoint)
-    plans = [_PLANNERS[b](context, p) for b in config.backends for p in config.chosen_precisions]
+    plans = []
+    for backend in config.backends:
+        for precision in config.chosen_precisions:
+            plans.append(_PLANNERS[backend](context, precision))
+            if (backend, precision) == ("onnxruntime", "int8"):
+                plans.append(_plan_onnxruntime(context, SIMULATED_INT8))
 
     data_source = metadata.data_source
     images, labels = held_out_images(data_source, metadata.split, metadata.preprocessing, "val", config.max_images)

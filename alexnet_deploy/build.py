@@ -1,12 +1,18 @@
 """``alexnet-deploy build``: write the FP16 / INT8 ONNX (see ``quantize``), measure each
 precision's accuracy with onnxruntime on the held-out val set, then build TensorRT
 engines where TensorRT and a GPU exist (see ``engine``). Without them the ONNX half
-still runs and the report says in one line why no engine was built."""
+still runs and the report says in one line why no engine was built.
+
+INT8 is written twice from one calibration: ``alexnet.int8.onnx`` laid out for TensorRT
+(the engine's input) and ``alexnet.int8-ort.onnx`` laid out for onnxruntime's integer
+kernels (``quantize_ort``); each carries its target runtime and the calibration's
+provenance in its metadata."""
 
 from __future__ import annotations
 
 import math
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +49,12 @@ from .quantize import (
     to_fp16,
     write_cache,
 )
+from .quantize_ort import insert_qdq_for_onnxruntime, output_activations
 from .runners.onnxruntime import OnnxRuntimeRunner
+
+ORT_INT8 = "int8-ort"  # file tag of the onnxruntime-targeted INT8 graph: alexnet.int8-ort.onnx
+THROUGHPUT_BATCH = 128  # --compare-methods times every model at this batch (the bench default)
+THROUGHPUT_ROUNDS = 3  # timed calls per model, interleaved across the models
 
 
 @dataclass
@@ -72,11 +83,13 @@ class AccuracyRow:
     top5: float
     top1_agreement: float  # with the FP32 reference
     max_abs_diff: float  # max |Δ logits| vs the FP32 reference
+    throughput_ips: float | None = None  # onnxruntime CPU img/s, measured by --compare-methods where meaningful
 
 
 @dataclass
 class BuildReport:
-    onnx: dict[str, Path] = field(default_factory=dict)
+    onnx: dict[str, Path] = field(default_factory=dict)  # the graphs TensorRT engines are built from
+    onnxruntime_int8: Path | None = None  # the INT8 graph laid out for onnxruntime
     accuracy: list[AccuracyRow] = field(default_factory=list)
     val_images: int = 0
     calibration: list[str] = field(default_factory=list)  # what happened with the cache
@@ -85,7 +98,8 @@ class BuildReport:
 
 
 def precision_path(fp32_onnx: Path, precision: str) -> Path:
-    """export/alexnet.onnx -> export/alexnet.fp16.onnx (FP32 is the export itself)."""
+    """export/alexnet.onnx -> export/alexnet.fp16.onnx (FP32 is the export itself);
+    ``ORT_INT8`` names the onnxruntime-targeted INT8 graph."""
     return fp32_onnx if precision == "fp32" else fp32_onnx.with_suffix(f".{precision}.onnx")
 
 
@@ -111,6 +125,7 @@ def check_outputs(config: BuildConfig, extra: dict[str, Path | None] | None = No
         f"the {p} ONNX": precision_path(fp32_path, p) for p in config.precisions if p != "fp32"
     }
     if "int8" in config.precisions:
+        outputs["the int8 ONNX for onnxruntime"] = precision_path(fp32_path, ORT_INT8)
         methods = CALIBRATION_METHODS if config.compare_methods else (config.calib_method,)
         outputs |= {f"the {m} scale cache": cache_path(config.calibration_dir, m) for m in methods}
     check_distinct_paths({"--onnx": fp32_path}, outputs | (extra or {}))
@@ -120,6 +135,22 @@ def check_outputs(config: BuildConfig, extra: dict[str, Path | None] | None = No
         p for p in (extra or {}).values() if p is not None
     ]:
         check_writable_destination(path)
+
+
+@dataclass
+class _Candidate:
+    """One model of the accuracy table, before it is measured (and, if it has a
+    ``path``, written there once its logits proved finite)."""
+
+    name: str
+    precision: str
+    model: onnx.ModelProto
+    path: Path | None  # where it is written, None for comparison-only rows
+    artifact: str | None = None  # its key in the report: "fp16", "int8", ORT_INT8...
+    # timed by --compare-methods: FP32 and the graphs onnxruntime runs as INT8. Not FP16 or
+    # the TensorRT layout (onnxruntime simulates those in float: no figure to compare),
+    # which also keeps the sessions held at once, ~1 GB each at batch 128, few.
+    timed: bool = False
 
 
 def evaluate(
@@ -140,21 +171,58 @@ def evaluate(
     return AccuracyRow(name, precision, path, match.top1, match.top5, match.top1_agreement, match.max_abs_diff)
 
 
+def interleaved_throughput(models: list[tuple[onnx.ModelProto, str]], images: np.ndarray, batch: int, rounds: int) -> list[float]:
+    """img/s of each (model, precision) in onnxruntime on CPU, one ``batch`` call of each
+    in turn for ``rounds`` rounds after one untimed warm-up call each, so load from
+    other jobs on a shared machine slows every model alike and ratios stay fair."""
+    batch_images = np.resize(images, (batch, *images.shape[1:]))  # repeats images if there are fewer
+    runners = [OnnxRuntimeRunner(model, precision) for model, precision in models]
+    seconds = [0.0] * len(runners)
+    try:
+        for runner in runners:
+            runner.load().infer(batch_images)
+        for _ in range(rounds):
+            for i, runner in enumerate(runners):
+                start = time.perf_counter()
+                runner.infer(batch_images)
+                seconds[i] += time.perf_counter() - start
+    finally:
+        for runner in runners:
+            runner.close()
+    return [batch * rounds / s for s in seconds]
+
+
+def calibration_provenance(cache: CalibrationCache, runtime: str) -> dict[str, object]:
+    """The metadata an INT8 file carries: which runtime its Q/DQ layout targets and
+    where its ranges came from (so a file separated from its cache still says)."""
+    provenance: dict[str, object] = {
+        "method": cache.method,
+        "images": cache.images,
+        "image_fingerprint": cache.data_fingerprint,
+        "model_sha256": cache.model_sha256,
+    }
+    if cache.percentile is not None:
+        provenance["percentile"] = cache.percentile
+    return {"precision": "int8", "target_runtime": runtime, "calibration": provenance}
+
+
 def _calibrated_amax(
     config: BuildConfig, model: onnx.ModelProto, model_sha: str, preprocessing: Preprocessing, report: BuildReport, progress
-) -> tuple[dict[str, dict[str, float]], np.ndarray]:
-    """amax per tensor for the chosen method (and all methods with --compare-methods),
-    from the cache when it matches this model and these images, else calibrating."""
+) -> tuple[dict[str, CalibrationCache], np.ndarray]:
+    """The calibration of the chosen method (and of all methods with --compare-methods),
+    from the cache when it matches this model and these images and holds exactly the
+    tensors either INT8 layout quantizes, else calibrating."""
     calibration = load_calibration_set(config.calibration_dir, preprocessing, config.calib_images)
     methods = CALIBRATION_METHODS if config.compare_methods else (config.calib_method,)
     cached = {m: read_cache(cache_path(config.calibration_dir, m)) for m in methods}
-    tensors = set(quantized_activations(model))
+    # the Conv/Gemm inputs (both layouts) and the LRN inputs (onnxruntime's outputs Q/DQ)
+    tensors = quantized_activations(model) + output_activations(model)
     valid = {
         m: c for m, c in cached.items()
         if c is not None
         and c.model_sha256 == model_sha
         and c.data_fingerprint == calibration.fingerprint
-        and c.amax.keys() == tensors
+        and c.amax.keys() == set(tensors)
         and (m != "percentile" or c.percentile == config.percentile)
     }
     stale = [m for m in methods if cache_path(config.calibration_dir, m).exists() and m not in valid]
@@ -166,19 +234,17 @@ def _calibrated_amax(
         report.calibration.append(
             f"reused calibration cache ({', '.join(methods)}) for {len(calibration.images)} images in {config.calibration_dir}"
         )
-        return {m: valid[m].amax for m in methods}, calibration.images
-    statistics = collect_statistics(model, calibration.images, progress=progress)
+        return {m: valid[m] for m in methods}, calibration.images
+    statistics = collect_statistics(model, calibration.images, progress=progress, tensors=tensors)
     result = {}
     for method in methods:
-        amax = activation_amax(statistics, method, config.percentile)
-        write_cache(
-            cache_path(config.calibration_dir, method),
-            CalibrationCache(
-                method, model_sha, calibration.fingerprint, len(calibration.images), amax,
-                config.percentile if method == "percentile" else None,
-            ),
+        cache = CalibrationCache(
+            method, model_sha, calibration.fingerprint, len(calibration.images),
+            activation_amax(statistics, method, config.percentile),
+            config.percentile if method == "percentile" else None,
         )
-        result[method] = amax
+        write_cache(cache_path(config.calibration_dir, method), cache)
+        result[method] = cache
     report.calibration.append(
         f"calibrated {len(calibration.images)} images from {config.calibration_dir} ({', '.join(methods)}); cache written"
     )
@@ -205,41 +271,68 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
     if not np.isfinite(reference).all():
         raise DeployError(f"{fp32_path} outputs non-finite logits on its val images; re-train and re-export it")
 
+    candidates: list[_Candidate] = []
     if "fp32" in config.precisions:
-        report.onnx["fp32"] = fp32_path
-        report.accuracy.append(evaluate("fp32", "fp32", model, images, labels, reference, fp32_path))
-
+        candidates.append(_Candidate("fp32", "fp32", model, fp32_path, "fp32", timed=True))
     if "fp16" in config.precisions:
-        path = precision_path(fp32_path, "fp16")
-        half = to_fp16(model)
-        report.accuracy.append(evaluate("fp16", "fp16", half, images, labels, reference, path))
-        save_onnx(half, path)
-        report.onnx["fp16"] = path
-
+        candidates.append(_Candidate("fp16", "fp16", to_fp16(model), precision_path(fp32_path, "fp16"), "fp16"))
     if "int8" in config.precisions:
         if config.calib_from_data:
             count = fill_calibration_dir(config.calibration_dir, data_source, split)
             report.calibration.append(f"wrote {count} held-out calibration images to {config.calibration_dir}")
-        amax, calibration_images = _calibrated_amax(config, model, sha256_file(fp32_path), preprocessing, report, progress)
-        path = precision_path(fp32_path, "int8")
-        for method, ranges in amax.items():
-            quantized = insert_qdq(model, ranges)
-            chosen = method == config.calib_method
-            report.accuracy.append(
-                evaluate(f"int8 ({method})", "int8", quantized, images, labels, reference, path if chosen else None)
-            )
-            if chosen:
-                save_onnx(quantized, path)
-                report.onnx["int8"] = path
-        if config.compare_methods:
-            with tempfile.TemporaryDirectory() as workdir:
-                baseline = onnxruntime_int8(model, calibration_images, Path(workdir))
-            report.accuracy.append(
-                evaluate("int8 (onnxruntime quantize_static)", "int8", baseline, images, labels, reference, None)
-            )
+        candidates += _int8_candidates(config, model, fp32_path, preprocessing, report, progress)
+
+    for candidate in candidates:
+        report.accuracy.append(
+            evaluate(candidate.name, candidate.precision, candidate.model, images, labels, reference, candidate.path)
+        )
+        if candidate.path is None:
+            continue
+        if candidate.path != fp32_path:
+            save_onnx(candidate.model, candidate.path)
+        if candidate.artifact == ORT_INT8:
+            report.onnxruntime_int8 = candidate.path
+        else:
+            report.onnx[candidate.artifact] = candidate.path
+    if config.compare_methods:
+        timed = [(c, row) for c, row in zip(candidates, report.accuracy) if c.timed]
+        speeds = interleaved_throughput([(c.model, c.precision) for c, _ in timed], images, THROUGHPUT_BATCH, THROUGHPUT_ROUNDS)
+        for (_, row), speed in zip(timed, speeds):
+            row.throughput_ips = speed
 
     _build_engines(config, report, progress)
     return report
+
+
+def _int8_candidates(
+    config: BuildConfig, model: onnx.ModelProto, fp32_path: Path, preprocessing: Preprocessing, report: BuildReport, progress
+) -> list[_Candidate]:
+    """Both INT8 layouts per calibration method (the chosen method's to be written),
+    and onnxruntime's quantize_static with --compare-methods."""
+    calibrations, calibration_images = _calibrated_amax(config, model, sha256_file(fp32_path), preprocessing, report, progress)
+    layouts = (
+        ("tensorrt", insert_qdq, "int8", "TensorRT graph, simulated"),
+        ("onnxruntime", insert_qdq_for_onnxruntime, ORT_INT8, "onnxruntime graph"),
+    )
+    candidates = []
+    for method, cache in calibrations.items():
+        chosen = method == config.calib_method
+        label = f"percentile {config.percentile:g}" if method == "percentile" else method
+        for runtime, layout, artifact, description in layouts:
+            quantized = layout(model, cache.amax)
+            set_metadata(quantized, calibration_provenance(cache, runtime))
+            path = precision_path(fp32_path, artifact) if chosen else None
+            candidates.append(
+                _Candidate(f"int8 ({label}; {description})", "int8", quantized, path, artifact, timed=runtime == "onnxruntime")
+            )
+    if config.compare_methods:
+        for activations in ("int8", "uint8"):
+            with tempfile.TemporaryDirectory() as workdir:
+                baseline = onnxruntime_int8(model, calibration_images, Path(workdir), activations)
+            candidates.append(
+                _Candidate(f"int8 (onnxruntime quantize_static, {activations} activations)", "int8", baseline, None, timed=True)
+            )
+    return candidates
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:

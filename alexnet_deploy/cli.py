@@ -154,7 +154,7 @@ def build(
     calib_method: Annotated[str, typer.Option(help="Activation ranges: entropy (KL, as TensorRT's legacy calibrator), max or percentile.")] = "entropy",
     percentile: Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")] = 99.99,
     recalibrate: Annotated[bool, typer.Option(help="Ignore the scale cache and calibrate again.")] = False,
-    compare_methods: Annotated[bool, typer.Option(help="Also evaluate every method and onnxruntime's quantize_static.")] = False,
+    compare_methods: Annotated[bool, typer.Option(help="Also evaluate every method and onnxruntime's quantize_static, with img/s beside accuracy.")] = False,
     engines: Annotated[Path, typer.Option(help="Where TensorRT plans, sidecars and the timing cache go.")] = Path("engines"),
     opt_batch: Annotated[int, typer.Option(help="Optimization-profile batch TensorRT tunes for.")] = 128,
     max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = 256,
@@ -168,7 +168,7 @@ def build(
     """
     from dataclasses import asdict
 
-    from .build import BuildConfig, build as run_build, check_outputs
+    from .build import THROUGHPUT_BATCH, BuildConfig, build as run_build, check_outputs
     from .files import write_text_atomic
 
     chosen = tuple(p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on) or ("fp32", "fp16", "int8")
@@ -193,14 +193,19 @@ def build(
         console.print(line, soft_wrap=True)
     for precision, path in report.onnx.items():
         console.print(f"{precision} ONNX: {path}", soft_wrap=True)
+    if report.onnxruntime_int8 is not None:
+        console.print(f"int8 ONNX for onnxruntime: {report.onnxruntime_int8}", soft_wrap=True)
+    timed = any(r.throughput_ips is not None for r in report.accuracy)
     rows = [
         (r.name, f"{r.top1:.2%}", f"{r.top5:.2%}", f"{r.top1_agreement:.2%}", f"{r.max_abs_diff:.3g}")
+        + (("—" if r.throughput_ips is None else f"{r.throughput_ips:.1f}",) if timed else ())
         for r in report.accuracy
     ]
+    speed_column = [f"img/s (onnxruntime CPU, batch {THROUGHPUT_BATCH}, interleaved)"] if timed else []
     console.print(
         table(
             f"accuracy on {report.val_images} held-out val images (onnxruntime; agreement and Δ vs FP32)",
-            ["model", "top-1", "top-5", "top-1 agreement", "max |Δ logits|"],
+            ["model", "top-1", "top-5", "top-1 agreement", "max |Δ logits|", *speed_column],
             rows,
         )
     )
@@ -295,8 +300,8 @@ def bench(
     ),
     precisions: Annotated[
         str | None,
-        typer.Option(help="Comma list of fp32, fp16, int8. Default: all, listing those not built yet as skipped; "
-        "a named precision whose ONNX or engine is missing is an error."),
+        typer.Option(help="Comma list of fp32, fp16, bf16 (torch rows, bf16-capable CPU or GPU), int8. Default: all, "
+        "listing those not built yet as skipped; a named precision whose ONNX or engine is missing is an error."),
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="Timed iterations per row (default 10 unless --duration).")] = None,
     duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,

@@ -174,13 +174,15 @@ def collect_statistics(
     images: np.ndarray,
     batch_size: int = 32,
     progress: ProgressReporter | None = None,
+    tensors: list[str] | None = None,
 ) -> dict[str, TensorStatistics]:
     """Two passes of the FP32 model over the calibration images: the first finds each
-    activation's max |x|, the second fills a histogram on [0, max]."""
+    activation's max |x|, the second fills a histogram on [0, max]. ``tensors``: which
+    activations (default: the Conv/Gemm inputs, :func:`quantized_activations`)."""
     import onnxruntime
 
     progress = progress or SilentProgress()
-    tensors = quantized_activations(model)
+    tensors = tensors or quantized_activations(model)
     session = onnxruntime.InferenceSession(_exposing(model, tensors), providers=["CPUExecutionProvider"])
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     amax = dict.fromkeys(tensors, 0.0)
@@ -391,10 +393,12 @@ def insert_qdq(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onn
 # ------------------------------------------------- onnxruntime's own quantizer
 
 
-def onnxruntime_int8(model: onnx.ModelProto, images: np.ndarray, workdir: Path) -> onnx.ModelProto:
-    """onnxruntime's ``quantize_static`` (QDQ, symmetric, per-channel, MinMax) on the
-    standard-op twin, LRN swapped back to our plugin node afterwards: the independent
-    INT8 baseline that ours is compared with."""
+def onnxruntime_int8(model: onnx.ModelProto, images: np.ndarray, workdir: Path, activations: str = "int8") -> onnx.ModelProto:
+    """onnxruntime's ``quantize_static`` (QDQ, per-channel symmetric int8 weights, MinMax)
+    on the standard-op twin, LRN swapped back to our plugin node afterwards: the
+    independent INT8 baseline that ours is compared with. ``activations``: ``"int8"``
+    (symmetric, as TensorRT takes them) or ``"uint8"`` (asymmetric, onnxruntime's own
+    default, the u8s8 pairing its x86 kernels run fastest)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -418,13 +422,13 @@ def onnxruntime_int8(model: onnx.ModelProto, images: np.ndarray, workdir: Path) 
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
         )
     finally:
         root_logger.setLevel(previous_level)
     quantized = to_plugin_lrn(onnx.load(str(target)))
-    set_metadata(quantized, {"precision": "int8"})
+    set_metadata(quantized, {"precision": "int8", "target_runtime": "onnxruntime"})
     return quantized

@@ -33,6 +33,7 @@ from alexnet_deploy.bench import (
 from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet_deploy.cli import app
 from alexnet_deploy.data import Preprocessing
+from alexnet_deploy.devices import cpu_bf16_unavailable_reason, cpu_precision_features
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export import export
 from alexnet_deploy.graph import load_model
@@ -251,6 +252,36 @@ def test_torch_runner_runs_fp16_on_cuda_only(tiny_checkpoint):
         TorchRunner(tiny_checkpoint, "fp16", "cpu").load()
 
 
+def test_torch_runner_skips_bf16_on_a_cpu_without_native_bf16(tiny_checkpoint, monkeypatch):
+    import alexnet_deploy.runners.torch as torch_runner
+
+    monkeypatch.setattr(torch_runner, "cpu_bf16_unavailable_reason", lambda: cpu_bf16_unavailable_reason(("avx512f",)))
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
+        TorchRunner(tiny_checkpoint, "bf16", "cpu").load()
+
+
+def test_cpu_features_come_from_cpuinfo_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni avx512_bf16 ht\n")
+    assert cpu_precision_features(cpuinfo) == ("avx512f", "avx512_vnni", "avx512_bf16")
+    assert cpu_bf16_unavailable_reason(("avx512f", "avx512_bf16")) is None
+    assert cpu_precision_features(tmp_path / "absent") == ()
+
+
+def test_torch_runner_on_cpu_is_channels_last(tiny_checkpoint, onnx_dir, val_images):
+    with TorchRunner(tiny_checkpoint) as runner:
+        assert runner.model.features.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        assert runner.notes == ["channels-last (NHWC) on CPU"]
+
+
+@pytest.mark.skipif(cpu_bf16_unavailable_reason() is not None, reason="this CPU has no native bf16")
+def test_torch_runner_bf16_agrees_with_the_reference(tiny_checkpoint, onnx_dir, val_images):
+    with TorchRunner(tiny_checkpoint, "bf16") as runner, OnnxRuntimeRunner(onnx_dir / "alexnet.onnx") as reference:
+        logits, expected = runner.infer(val_images), reference.infer(val_images)
+        assert logits.dtype == np.float32 and runner.model.features.conv1.weight.dtype == torch.bfloat16
+    np.testing.assert_allclose(logits, expected, atol=0.05 * np.abs(expected).max())  # bf16 keeps 8 bits of mantissa
+
+
 def test_torch_runner_has_no_int8_path(tiny_checkpoint):
     with pytest.raises(BackendUnavailable, match="no INT8 path; use onnxruntime or tensorrt"):
         TorchRunner(tiny_checkpoint, "int8").load()
@@ -273,7 +304,7 @@ def test_failed_compile_falls_back_to_eager_and_says_so(tiny_checkpoint, val_ima
     with TorchRunner(tiny_checkpoint, compile=True) as runner, TorchRunner(tiny_checkpoint) as eager:
         np.testing.assert_array_equal(runner.infer(val_images), eager.infer(val_images))
         assert runner.backend == "torch-compile"
-        assert runner.notes == ["torch.compile failed (RuntimeError: inductor exploded); ran eager"]
+        assert runner.notes == ["channels-last (NHWC) on CPU", "torch.compile failed (RuntimeError: inductor exploded); ran eager"]
 
 
 def test_cuda_forward_swaps_every_lrn_for_the_triton_kernel(tiny_checkpoint):
@@ -317,7 +348,8 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
     report = json.loads(out.read_text())
     assert list(report) == ["date", "machine", "config", "reference", "images", "results", "harness_overhead"]
     rows = {(r["backend"], r["precision"], r["batch"]): r for r in report["results"]}
-    assert len(rows) == 3 * 3 * 2 and all(set(r) == ROW_KEYS for r in rows.values())
+    # 3 backends x 4 precisions, plus onnxruntime's simulated TensorRT INT8 graph, at 2 batches
+    assert len(rows) == (3 * 4 + 1) * 2 and all(set(r) == ROW_KEYS for r in rows.values())
 
     for backend in ("onnxruntime", "torch"):
         for batch in (4, 8):
@@ -328,11 +360,13 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
             assert 0 <= row["top1"] <= row["top5"] <= 1
     assert rows[("onnxruntime", "fp32", 4)]["max_abs_diff"] == 0.0  # the reference session itself
 
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in ("fp32", "fp16", "bf16", "int8"):
         skipped = rows[("tensorrt", precision, 8)]
         assert skipped["skipped"] and skipped["throughput_ips"] is None and skipped["latency_ms"] is None
     assert rows[("torch", "int8", 4)]["skipped"] == "torch runner has no INT8 path; use onnxruntime or tensorrt"
     assert "alexnet-deploy build --fp16" in rows[("onnxruntime", "fp16", 4)]["skipped"]
+    assert rows[("onnxruntime", "bf16", 4)]["skipped"] == bench.BF16_NOT_BUILT
+    assert "channels-last (NHWC) on CPU" in rows[("torch", "fp32", 4)]["notes"]
 
     assert [h["batch"] for h in report["harness_overhead"]] == [4, 8]
     assert "harness overhead at batch 8" in result.stdout and "skipped" in result.stdout
@@ -347,7 +381,28 @@ def test_fp16_onnx_is_measured_and_a_missing_int8_is_a_skipped_row(tiny_checkpoi
     )  # fmt: skip
     rows = {r.precision: r for r in run_bench(config).rows}
     assert rows["fp16"].skipped is None and rows["fp16"].max_abs_diff < 0.05 and rows["fp16"].top1_agreement >= 0.75
-    assert rows["int8"].skipped == f"{onnx_dir_with_fp16 / 'alexnet.int8.onnx'} not found; run `alexnet-deploy build --int8`"
+    assert rows["int8"].skipped == f"{onnx_dir_with_fp16 / 'alexnet.int8-ort.onnx'} not found; run `alexnet-deploy build --int8`"
+    assert rows["int8-sim"].skipped == f"{onnx_dir_with_fp16 / 'alexnet.int8.onnx'} not found; run `alexnet-deploy build --int8`"
+
+
+def test_int8_rows_time_the_onnxruntime_graph_and_report_the_tensorrt_graph_as_simulated(tiny_checkpoint, onnx_dir, tmp_path):
+    from alexnet_deploy.quantize import insert_qdq, quantized_activations
+    from alexnet_deploy.quantize_ort import insert_qdq_for_onnxruntime, output_activations
+
+    reference = load_model(onnx_dir / "alexnet.onnx")
+    amax = {name: 8.0 for name in quantized_activations(reference) + output_activations(reference)}
+    onnx.save(reference, str(tmp_path / "alexnet.onnx"))
+    onnx.save(insert_qdq(reference, amax), str(tmp_path / "alexnet.int8.onnx"))
+    onnx.save(insert_qdq_for_onnxruntime(reference, amax), str(tmp_path / "alexnet.int8-ort.onnx"))
+    config = BenchConfig(
+        batches=(4,), backends=("onnxruntime",), precisions=("int8",), iterations=1, warmup=0, onnx_dir=tmp_path,
+        engines_dir=tmp_path, checkpoint=tiny_checkpoint, max_images=8,
+    )  # fmt: skip
+    rows = {r.precision: r for r in run_bench(config).rows}
+    assert list(rows) == ["int8", "int8-sim"] and all(r.skipped is None and r.max_abs_diff > 0 for r in rows.values())
+    assert "onnxruntime-targeted" in rows["int8"].notes[0] and "simulated" in rows["int8-sim"].notes[0]
+    # each row ran its own graph: their logits differ (one is integer arithmetic, one float)
+    assert rows["int8"].max_abs_diff != rows["int8-sim"].max_abs_diff
 
 
 def test_single_batch_plots_accuracy_against_throughput(tiny_checkpoint, onnx_dir, tmp_path):
@@ -407,8 +462,8 @@ def test_missing_engine_is_a_skipped_row_by_default(tiny_checkpoint, onnx_dir, t
         iterations=1, max_images=4,
     )  # fmt: skip
     assert [r.skipped for r in run_bench(config).rows] == [
-        f"{tmp_path / f'alexnet.{p}.plan'} not found; run `alexnet-deploy build --{p}`" for p in ("fp32", "fp16", "int8")
-    ]
+        f"{tmp_path / f'alexnet.{p}.plan'} not found; run `alexnet-deploy build --{p}`" for p in ("fp32", "fp16")
+    ] + [bench.BF16_NOT_BUILT, f"{tmp_path / 'alexnet.int8.plan'} not found; run `alexnet-deploy build --int8`"]
 
 
 @pytest.fixture(scope="module")
@@ -423,7 +478,7 @@ def other_checkpoint(tmp_path_factory) -> Path:
     "extra, fragment",
     [
         (["--backends", "onnxruntime,tflite"], "unknown backend 'tflite'; choose from tensorrt, onnxruntime, torch"),
-        (["--precisions", "fp32,fp8"], "unknown precision 'fp8'; choose from fp32, fp16, int8"),
+        (["--precisions", "fp32,fp8"], "unknown precision 'fp8'; choose from fp32, fp16, bf16, int8"),
         (["--batch", "0"], "--batch takes positive integers"),
         (["--batch=-4"], "--batch takes positive integers"),
         (["--batch", "32,big"], "got 'big'"),

@@ -1,0 +1,266 @@
+"""INT8 laid out for onnxruntime's CPU integer kernels, from the same calibrated ranges
+as the TensorRT graph (:func:`quantize.insert_qdq`).
+
+Why a second layout. TensorRT wants symmetric signed Q/DQ (zero point 0) on the *inputs*
+of Conv/Gemm only and fuses the rest itself. onnxruntime fuses a Conv or Gemm into an
+integer kernel (``QLinearConv``, ``QGemm``) only when the whole "node unit" is
+quantized: DequantizeLinear on the activation, the weight and an int32 bias, and a
+QuantizeLinear consuming its output (a Gemm may end in float). Given TensorRT's layout
+it keeps every Conv/Gemm in float behind the DequantizeLinear nodes, which makes INT8
+slower than FP32 there. So this graph also has Q/DQ on the outputs:
+
+* **activations uint8** — x86 VNNI multiplies unsigned by signed bytes (u8s8), which is
+  the pairing onnxruntime's MLAS kernels run fastest. The *clip range comes from the
+  same calibrated amax* as the TensorRT graph. A non-negative tensor (after ReLU, and
+  after max-pool/LRN/flatten of one) is quantized to [0, amax] with zero point 0 and
+  scale amax/255 — the range TensorRT's signed [-amax, amax] keeps for it, in steps half
+  as wide — and a zero point at the bottom of the range also makes the ReLU in front of
+  the QuantizeLinear redundant, which onnxruntime then removes (its ClipQuantFusion), so
+  Conv+ReLU becomes one QLinearConv. A signed tensor (the normalised images) is
+  symmetric: scale amax/127, zero point 128.
+* **weights** int8 per output channel, symmetric, exactly the TensorRT graph's values.
+* **bias** int32 with scale (activation scale × weight scale), zero point 0, as
+  onnxruntime's QDQ selectors require.
+* **max-pool and flatten between quantized tensors** — Q/DQ with the same parameters on
+  both sides. Max commutes with a monotonic quantizer, so onnxruntime drops the inner
+  pair and pools uint8 directly. Where a Conv's output reaches the next Conv/Gemm input
+  only through such ops, it takes that input's calibrated range.
+* **LRN** (plugin node, or ONNX LRN in the standard-op twin) stays float between a
+  DequantizeLinear and a QuantizeLinear; the last Gemm writes float logits.
+
+Conv outputs read only by a float op (conv1 and conv2 feed LRN) need a range that the
+TensorRT layout never calibrated; :func:`output_activations` names them, and the
+calibration pass collects them alongside the Conv/Gemm inputs, into the same cache.
+
+Everything here is a pure function over the protobuf, like ``quantize.insert_qdq``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import DeployError
+from .graph import is_plugin_lrn, is_standard_lrn, set_metadata
+from .quantize import INT8_MAX, QUANTIZED_OPS, _weight_axis, quantize_weights, symmetric_weight_scales
+
+UINT8_MAX = 255
+UINT8_MIDPOINT = 128
+# Ops that commute with a per-tensor monotonic quantizer: onnxruntime runs them on the
+# quantized tensor when the same scale/zero point sit on both sides.
+COMMUTING_OPS = ("MaxPool", "Flatten", "Reshape")
+
+
+@dataclass(frozen=True)
+class ActivationQuantization:
+    """uint8 parameters of one activation tensor."""
+
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def of(cls, amax: float, non_negative: bool) -> ActivationQuantization:
+        amax = max(amax, 1e-12)
+        if non_negative:
+            return cls(amax / UINT8_MAX, 0)
+        return cls(amax / INT8_MAX, UINT8_MIDPOINT)
+
+
+class _Graph:
+    """Producer/consumer lookups over one graph (read-only)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.outputs = {o.name for o in graph.output}
+        self.nodes = list(graph.node)
+        self.producer = {name: node for node in graph.node for name in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def sole_consumer(self, tensor: str) -> onnx.NodeProto | None:
+        consumers = self.consumers.get(tensor, [])
+        return consumers[0] if len(consumers) == 1 and tensor not in self.outputs else None
+
+    def non_negative(self, tensor: str) -> bool:
+        """Produced by a ReLU, possibly through ops that keep the sign (pool, LRN, flatten)."""
+        node = self.producer.get(tensor)
+        while node is not None and (node.op_type in COMMUTING_OPS or is_plugin_lrn(node) or is_standard_lrn(node)):
+            node = self.producer.get(node.input[0])
+        return node is not None and node.op_type == "Relu"
+
+    def layer_output(self, node: onnx.NodeProto) -> str:
+        """A Conv/Gemm's output, or its ReLU's when a ReLU is its only reader."""
+        reader = self.sole_consumer(node.output[0])
+        return reader.output[0] if reader is not None and reader.op_type == "Relu" else node.output[0]
+
+    def commuting_chain(self, tensor: str) -> list[str]:
+        """``tensor`` and the outputs of the commuting ops it flows through, in order."""
+        chain = [tensor]
+        reader = self.sole_consumer(tensor)
+        while reader is not None and reader.op_type in COMMUTING_OPS:
+            chain.append(reader.output[0])
+            reader = self.sole_consumer(chain[-1])
+        return chain
+
+    def quantized_nodes(self) -> list[onnx.NodeProto]:
+        return [n for n in self.nodes if n.op_type in QUANTIZED_OPS and n.input[0] not in self.initializers]
+
+
+def _layer_inputs(graph: _Graph) -> set[str]:
+    return {node.input[0] for node in graph.quantized_nodes()}
+
+
+def output_activations(model: onnx.ModelProto) -> list[str]:
+    """Conv/Gemm outputs (after their ReLU) whose range the input-only calibration does
+    not give: those that reach no Conv/Gemm input through commuting ops and are not the
+    graph's output. In AlexNet: the outputs of conv1 and conv2, read by LRN."""
+    graph = _Graph(model)
+    inputs = _layer_inputs(graph)
+    names = []
+    for node in graph.quantized_nodes():
+        chain = graph.commuting_chain(graph.layer_output(node))
+        if chain[0] in graph.outputs or any(t in inputs for t in chain) or chain[0] in names:
+            continue
+        names.append(chain[0])
+    return names
+
+
+def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[str, ActivationQuantization]:
+    """Which tensors get a Q/DQ pair, and with what parameters."""
+    inputs = _layer_inputs(graph)
+
+    def amax_of(tensor: str) -> float:
+        if tensor not in activation_amax:
+            raise DeployError(f"no calibrated range for tensor {tensor!r}; recalibrate with --recalibrate")
+        return activation_amax[tensor]
+
+    plan: dict[str, ActivationQuantization] = {}
+    for tensor in inputs:
+        plan[tensor] = ActivationQuantization.of(amax_of(tensor), graph.non_negative(tensor))
+        # back through commuting producers (LRN -> MaxPool -> conv2): pool in uint8 too
+        node = graph.producer.get(tensor)
+        while node is not None and node.op_type in COMMUTING_OPS and graph.sole_consumer(node.input[0]) is node:
+            plan[node.input[0]] = plan[tensor]
+            node = graph.producer.get(node.input[0])
+    for node in graph.quantized_nodes():
+        chain = graph.commuting_chain(graph.layer_output(node))
+        if chain[0] in graph.outputs:
+            continue  # the logits stay float: QGemm writes float output
+        reached = next((t for t in chain if t in inputs), None)
+        parameters = plan[reached] if reached else ActivationQuantization.of(amax_of(chain[0]), graph.non_negative(chain[0]))
+        for tensor in chain[: chain.index(reached) if reached else None]:
+            plan[tensor] = parameters
+    return plan
+
+
+def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onnx.ModelProto:
+    """The onnxruntime-targeted INT8 graph (see the module docstring). ``activation_amax``
+    holds the calibrated ranges of :func:`quantize.quantized_activations` and
+    :func:`output_activations`. Pure."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = _Graph(result)
+    plan = _activation_plan(graph, activation_amax)
+    initializers: list[onnx.TensorProto] = []
+    dequantized = {tensor: f"{tensor}_dq" for tensor in plan}
+
+    def qdq_nodes(tensor: str) -> list[onnx.NodeProto]:
+        parameters = plan[tensor]
+        scale, zero = f"{tensor}_scale", f"{tensor}_zero_point"
+        initializers.extend([
+            numpy_helper.from_array(np.float32(parameters.scale), scale),
+            numpy_helper.from_array(np.uint8(parameters.zero_point), zero),
+        ])
+        return [
+            helper.make_node("QuantizeLinear", [tensor, scale, zero], [f"{tensor}_q"]),
+            helper.make_node("DequantizeLinear", [f"{tensor}_q", scale, zero], [dequantized[tensor]]),
+        ]
+
+    def integer_parameters(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """int8 weight and int32 bias, each behind a per-channel DequantizeLinear."""
+        axis = _weight_axis(node)
+        weight_name = node.input[1]
+        weights = numpy_helper.to_array(graph.initializers[weight_name])
+        weight_scales = symmetric_weight_scales(weights, axis)
+        initializers.extend([
+            numpy_helper.from_array(quantize_weights(weights, weight_scales, axis), f"{weight_name}_int8"),
+            numpy_helper.from_array(weight_scales, f"{weight_name}_scale"),
+            numpy_helper.from_array(np.zeros(len(weight_scales), np.int8), f"{weight_name}_zero_point"),
+        ])
+        nodes = [
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{weight_name}_int8", f"{weight_name}_scale", f"{weight_name}_zero_point"],
+                [f"{weight_name}_dq"],
+                axis=axis,
+            )
+        ]
+        node.input[1] = f"{weight_name}_dq"
+        if len(node.input) > 2 and node.input[2]:
+            bias_name = node.input[2]
+            bias = numpy_helper.to_array(graph.initializers[bias_name]).astype(np.float64)
+            bias_scales = (plan[node.input[0]].scale * weight_scales.astype(np.float64)).astype(np.float32)
+            quantized = np.clip(np.round(bias / bias_scales), np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+            initializers.extend([
+                numpy_helper.from_array(quantized.astype(np.int32), f"{bias_name}_int32"),
+                numpy_helper.from_array(bias_scales, f"{bias_name}_scale"),
+                numpy_helper.from_array(np.zeros(len(bias_scales), np.int32), f"{bias_name}_zero_point"),
+            ])
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{bias_name}_int32", f"{bias_name}_scale", f"{bias_name}_zero_point"],
+                    [f"{bias_name}_dq"],
+                    axis=0,
+                )
+            )
+            node.input[2] = f"{bias_name}_dq"
+        return nodes
+
+    quantized_weights = {n.input[1] for n in graph.quantized_nodes()} | {
+        n.input[2] for n in graph.quantized_nodes() if len(n.input) > 2 and n.input[2]
+    }
+    nodes = [n for t in result.graph.input if t.name in plan for n in qdq_nodes(t.name)]
+    for node in graph.nodes:
+        if node.op_type in QUANTIZED_OPS and node.input[0] in plan:
+            nodes.extend(integer_parameters(node))
+        for i, name in enumerate(node.input):
+            if name in dequantized:
+                node.input[i] = dequantized[name]
+        nodes.append(node)
+        nodes.extend(n for name in node.output if name in plan for n in qdq_nodes(name))
+    kept = [t for t in result.graph.initializer if t.name not in quantized_weights]
+    del result.graph.initializer[:]
+    result.graph.initializer.extend(kept + initializers)
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    set_metadata(result, {"precision": "int8"})
+    return result
+
+
+INTEGER_OPS = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat")
+FLOAT_OPS = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
+
+
+def optimized_op_types(model: onnx.ModelProto, workdir) -> list[str]:
+    """The op types of ``model``'s standard-op twin after onnxruntime's graph optimiser
+    (``ORT_ENABLE_EXTENDED``: every QDQ fusion, none of the hardware-specific layout
+    rewrites that cannot be saved portably), read back from the saved optimised model."""
+    import onnxruntime
+    from pathlib import Path
+
+    from .graph import to_standard_lrn
+
+    target = Path(workdir) / "optimized.onnx"
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(target)
+    onnxruntime.InferenceSession(to_standard_lrn(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [node.op_type for node in onnx.load(str(target)).graph.node]
+
