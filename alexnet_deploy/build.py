@@ -310,20 +310,18 @@ def _int8_candidates(
     """Both INT8 layouts per calibration method (the chosen method's to be written),
     and onnxruntime's quantize_static with --compare-methods."""
     calibrations, calibration_images = _calibrated_amax(config, model, sha256_file(fp32_path), preprocessing, report, progress)
-    layouts = (
-        ("tensorrt", insert_qdq, "int8", "TensorRT graph, simulated"),
-        ("onnxruntime", insert_qdq_for_onnxruntime, ORT_INT8, "onnxruntime graph"),
-    )
+    # row names: "int8 (entropy)" is the TensorRT graph (simulated in float by onnxruntime),
+    # "int8 (entropy; onnxruntime graph)" the one onnxruntime runs in integer kernels
+    layouts = (("tensorrt", insert_qdq, "int8", ""), ("onnxruntime", insert_qdq_for_onnxruntime, ORT_INT8, "; onnxruntime graph"))
     candidates = []
     for method, cache in calibrations.items():
         chosen = method == config.calib_method
-        label = f"percentile {config.percentile:g}" if method == "percentile" else method
-        for runtime, layout, artifact, description in layouts:
+        for runtime, layout, artifact, suffix in layouts:
             quantized = layout(model, cache.amax)
             set_metadata(quantized, calibration_provenance(cache, runtime))
             path = precision_path(fp32_path, artifact) if chosen else None
             candidates.append(
-                _Candidate(f"int8 ({label}; {description})", "int8", quantized, path, artifact, timed=runtime == "onnxruntime")
+                _Candidate(f"int8 ({method}{suffix})", "int8", quantized, path, artifact, timed=runtime == "onnxruntime")
             )
     if config.compare_methods:
         for activations in ("int8", "uint8"):

@@ -63,6 +63,7 @@ def artifacts(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
         "onnx": onnx_path,
         "fp16": root / "alexnet.fp16.onnx",
         "int8": root / "alexnet.int8.onnx",
+        "int8-ort": root / "alexnet.int8-ort.onnx",
         "calibration": calibration,
     }
 
@@ -78,7 +79,7 @@ class CaseFiles(dict):
 
     def __missing__(self, key: str) -> str:
         sources = {"onnx": "export/alexnet.onnx", "fp16": "export/alexnet.fp16.onnx", "int8": "export/alexnet.int8.onnx",
-                   "ckpt": "alexnet.pt", "calibration": "calibration"}  # fmt: skip
+                   "int8-ort": "export/alexnet.int8-ort.onnx", "ckpt": "alexnet.pt", "calibration": "calibration"}  # fmt: skip
         if key == "dir":
             value = self.root
         elif key == "export":
@@ -447,8 +448,10 @@ CASES = [
          "/proc/r.json", ["onnx"]),
     # ---- bench: tampered and mislabelled ONNX
     Case("bench-reference-conv1-tampered", bench_args(), 1, "do not match the digest", ["onnx"], flip_conv1("onnx")),
-    Case("bench-int8-conv1-tampered", bench_args("--precisions", "fp32,int8"), 1, "do not match the digest", ["int8"],
-         flip_conv1("int8")),
+    Case("bench-int8-conv1-tampered", bench_args("--precisions", "fp32,int8"), 1, "do not match the digest", ["int8-ort", "int8"],
+         flip_conv1("int8")),  # the int8-sim row runs the TensorRT graph
+    Case("bench-int8-ort-conv1-tampered", bench_args("--precisions", "fp32,int8"), 1, "do not match the digest",
+         ["int8", "int8-ort"], flip_conv1("int8-ort")),
     Case("bench-fp16-conv1-tampered", bench_args("--precisions", "fp16"), 1, "do not match the digest", ["fp16"],
          flip_conv1("fp16")),
     Case("bench-fp16-slot-holds-int8", bench_args("--precisions", "fp16"), 1, "holds a int8 model, expected fp16", [],

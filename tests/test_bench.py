@@ -386,14 +386,15 @@ def test_fp16_onnx_is_measured_and_a_missing_int8_is_a_skipped_row(tiny_checkpoi
 
 
 def test_int8_rows_time_the_onnxruntime_graph_and_report_the_tensorrt_graph_as_simulated(tiny_checkpoint, onnx_dir, tmp_path):
+    from alexnet_deploy.build import save_onnx
     from alexnet_deploy.quantize import insert_qdq, quantized_activations
     from alexnet_deploy.quantize_ort import insert_qdq_for_onnxruntime, output_activations
 
     reference = load_model(onnx_dir / "alexnet.onnx")
     amax = {name: 8.0 for name in quantized_activations(reference) + output_activations(reference)}
     onnx.save(reference, str(tmp_path / "alexnet.onnx"))
-    onnx.save(insert_qdq(reference, amax), str(tmp_path / "alexnet.int8.onnx"))
-    onnx.save(insert_qdq_for_onnxruntime(reference, amax), str(tmp_path / "alexnet.int8-ort.onnx"))
+    save_onnx(insert_qdq(reference, amax), tmp_path / "alexnet.int8.onnx")
+    save_onnx(insert_qdq_for_onnxruntime(reference, amax), tmp_path / "alexnet.int8-ort.onnx")
     config = BenchConfig(
         batches=(4,), backends=("onnxruntime",), precisions=("int8",), iterations=1, warmup=0, onnx_dir=tmp_path,
         engines_dir=tmp_path, checkpoint=tiny_checkpoint, max_images=8,
