@@ -464,13 +464,18 @@ def loadtest(
     batch: Annotated[int, typer.Option(help="Images per request (needs --model alexnet_onnx above 1).")] = 1,
     model: Annotated[str, typer.Option(help="alexnet (ensemble: encoded images) or a classification model (tensors).")] = "alexnet",
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write every level as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw images/s and latency p50/p90/p99 per concurrency level (PNG).")] = None,
 ) -> None:
     """Load a running Triton server: throughput, latency, errors, server batch sizes."""
-    from .files import check_writable_destination, write_text_atomic
+    from .files import check_distinct_paths, check_png_path, check_writable_destination, write_text_atomic
     from .serve.loadtest import LoadConfig, parse_levels, run_loadtest
 
-    if json_path is not None:
-        check_writable_destination(json_path)
+    check_distinct_paths({}, {"--json": json_path, "--plot": plot})
+    for path in (json_path, plot):
+        if path is not None:
+            check_writable_destination(path)
+    if plot is not None:
+        check_png_path(plot, "--plot")
     config = LoadConfig(
         url, protocol, parse_levels(concurrency), None if requests is not None and duration is None else (duration or 10.0), requests, batch, model
     )
@@ -500,5 +505,10 @@ def loadtest(
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
         console.print(f"wrote {json_path}")
+    if plot is not None:
+        from .plots import save_loadtest_figure
+
+        save_loadtest_figure(report, f"{model} over {protocol} ({report.measured_model} batching)", plot)
+        console.print(f"wrote {plot}")
     if any(row.errors for row in report.rows):
         raise typer.Exit(1)

@@ -1,5 +1,6 @@
-"""The pictures: conv1's kernels as a grid (the 2012 paper's Figure 3) and the
-training curves (loss, top-1/top-5 on train and val, per epoch).
+"""The pictures: conv1's kernels as a grid (the 2012 paper's Figure 3), the
+training curves (loss, top-1/top-5 on train and val, per epoch) and a load test's
+throughput and latency per concurrency level.
 
 The filter grid is drawn pixel-exact with Pillow: every kernel pixel becomes a
 ``scale`` x ``scale`` block, with no axes and no interpolation, so the PNG's size
@@ -25,6 +26,7 @@ from PIL import Image
 from .files import atomic_output, check_png_path
 
 if TYPE_CHECKING:
+    from .serve.loadtest import LoadReport
     from .train import EpochMetrics
 
 GRID_COLUMNS = 12  # 96 kernels -> 8 rows of 12
@@ -108,5 +110,33 @@ def training_curves(history: Sequence[EpochMetrics]) -> Figure:
 
 def save_training_curves(history: Sequence[EpochMetrics], path: Path) -> None:
     figure = training_curves(history)
+    with atomic_output(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def loadtest_figure(report: LoadReport, title: str) -> Figure:
+    """Images/s (left) and latency p50/p90/p99 (right) against client concurrency."""
+    figure = Figure(figsize=CURVES_SIZE_INCHES, dpi=CURVES_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    throughput_axes, latency_axes = figure.subplots(1, 2)
+    rows = [row for row in report.rows if row.latency_ms is not None]
+    levels = [row.concurrency for row in rows]
+    throughput_axes.plot(levels, [row.images_per_s for row in rows], "o-")
+    throughput_axes.set(title="throughput", xlabel="concurrent clients", ylabel="images/s", ylim=(0, None))
+    for name, marker in (("p50", "o"), ("p90", "s"), ("p99", "^")):
+        latency_axes.plot(levels, [getattr(row.latency_ms, name) for row in rows], marker + "-", label=name)
+    latency_axes.set(title="latency", xlabel="concurrent clients", ylabel="ms", ylim=(0, None))
+    latency_axes.legend()
+    for axes in (throughput_axes, latency_axes):
+        axes.set_xscale("log", base=2)  # levels are usually 1, 4, 16
+        axes.set_xticks(levels, [str(level) for level in levels])
+        axes.grid(alpha=0.3)
+    figure.suptitle(title)
+    return figure
+
+
+def save_loadtest_figure(report: LoadReport, title: str, path: Path) -> None:
+    check_png_path(Path(path), "--plot")
+    figure = loadtest_figure(report, title)
     with atomic_output(Path(path)) as tmp:
         figure.savefig(tmp, format="png")

@@ -128,10 +128,20 @@ def test_loadtest_counts_every_request_and_the_servers_batches_add_up(server, pr
 def test_loadtest_cli_writes_json_and_rejects_bad_options(server, tmp_path):
     import json
 
-    path = tmp_path / "load.json"
-    result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--concurrency", "2", "--requests", "4", "--json", str(path)])
+    from PIL import Image
+
+    from alexnet_deploy.plots import CURVES_DPI, CURVES_SIZE_INCHES
+
+    path, plot = tmp_path / "load.json", tmp_path / "load.png"
+    args = ["loadtest", "--url", server.http_url, "--concurrency", "1,2", "--requests", "4", "--json", str(path), "--plot", str(plot)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(path.read_text())["rows"][0]["requests"] == 4
+    assert [row["requests"] for row in json.loads(path.read_text())["rows"]] == [4, 4]
+    with Image.open(plot) as picture:  # a real PNG of the figure's size
+        assert picture.format == "PNG"
+        assert picture.size == tuple(round(side * CURVES_DPI) for side in CURVES_SIZE_INCHES)
+    result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--json", str(path), "--plot", str(path)])
+    assert result.exit_code == 1 and "same file" in result.stderr
     result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--batch", "4"])
     assert result.exit_code == 1 and "one encoded image per request" in result.stderr
     result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--concurrency", "1,x"])
