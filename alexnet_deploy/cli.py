@@ -441,6 +441,11 @@ def serve(
         Path | None, typer.Option(help="A repository for the local server; default: one written from --onnx into a temporary folder.")
     ] = None,
     onnx: Annotated[Path, typer.Option(help="FP32 export served when no --repository is given.")] = Path("export/alexnet.onnx"),
+    backend: Annotated[
+        str, typer.Option(help="Runner behind the `alexnet` ensemble when no --repository is given: onnxruntime or tensorrt.")
+    ] = "onnxruntime",
+    precision: Annotated[str, typer.Option(help="Engine precision with --backend tensorrt: fp32, fp16 or int8.")] = "fp32",
+    engines: Annotated[Path, typer.Option(help="Folder of TensorRT engines (--backend tensorrt).")] = Path("engines"),
     http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: any free port).")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1 (0: any free port).")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: any free port).")] = 8002,
@@ -450,7 +455,8 @@ def serve(
     from .serve.server import ServerConfig, serve_until_signal
 
     config = ServerConfig(repository, http_port, grpc_port, metrics_port, log=log)
-    serve_until_signal(config, onnx, lambda line: console.print(line, soft_wrap=True, highlight=False))
+    announce = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
+    serve_until_signal(config, onnx, announce, backend=backend, precision=precision, engines_dir=engines)
 
 
 @app.command()

@@ -109,13 +109,24 @@ def test_onnx_twin_in_the_repository_runs_in_onnxruntime(stock, held_out_pngs, r
     np.testing.assert_array_equal(logits, reference_logits)
 
 
-def test_local_flavour_runs_onnx_in_the_python_backend_and_leaves_engines_out(served_onnx, tmp_path):  # noqa: F811
+def test_local_flavour_runs_our_runners_in_the_python_backend(served_onnx, tmp_path):  # noqa: F811
+    """The wheel's Triton has only the python backend: the ONNX twin runs in our
+    onnxruntime runner, each engine (plan + sidecar) in our TensorRT runner."""
     fake_engine(tmp_path / "engines", "int8", 16)
-    result = write_repository(served_onnx, tmp_path / "local", tmp_path / "engines", RepositoryConfig(flavour="local"))
+    result = write_repository(
+        served_onnx, tmp_path / "local", tmp_path / "engines", RepositoryConfig(flavour="local"), target="alexnet_tensorrt_int8"
+    )
     parsed = configs(result.path)
-    assert parsed["alexnet_onnx"].backend == "python" and "alexnet_tensorrt_int8" not in parsed
-    assert (result.path / "alexnet_onnx" / "1" / "model.py").is_file()
-    assert result.skipped and "tensorrt_plan" in result.skipped[0]
+    assert parsed["alexnet_onnx"].backend == "python"
+    assert "OnnxModel as TritonPythonModel" in (result.path / "alexnet_onnx" / "1" / "model.py").read_text()
+    engine = parsed["alexnet_tensorrt_int8"]
+    assert (engine.backend, engine.platform, engine.max_batch_size) == ("python", "", 16)
+    version = result.path / "alexnet_tensorrt_int8" / "1"
+    assert "TensorRTModel as TritonPythonModel" in (version / "model.py").read_text()
+    assert (version / "model.plan").read_bytes() == (tmp_path / "engines" / "alexnet.int8.plan").read_bytes()
+    assert json.loads((version / "model.json").read_text())["profile"]["max"][0] == 16  # the runner's sidecar
+    assert parsed["alexnet"].ensemble_scheduling.step[1].model_name == "alexnet_tensorrt_int8"
+    assert result.skipped == []
 
 
 def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, tmp_path):  # noqa: F811
@@ -128,3 +139,20 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, t
     result = CliRunner().invoke(app, ["repository", "--onnx", str(served_onnx), "--output", str(tmp_path / "repo"), "--target", "nope"])
     assert result.exit_code == 1 and "--target nope: no such model" in result.stderr
     assert not (tmp_path / "repo").exists() and [p.name for p in tmp_path.iterdir()] == ["precious"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--backend", "torch"], "--backend torch: the local server runs onnxruntime or tensorrt"),
+        (["--backend", "tensorrt"], "--backend tensorrt: TensorRT is not installed"),
+    ],
+)
+def test_serve_refuses_a_backend_it_cannot_run_before_starting(served_onnx, args, fragment):  # noqa: F811
+    from alexnet_deploy.engine import runner_unavailable_reason
+
+    if "tensorrt" in args and runner_unavailable_reason() is None:
+        pytest.skip("TensorRT can run here")
+    result = CliRunner().invoke(app, ["serve", "--onnx", str(served_onnx), "--http-port", "0", *args])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {fragment}")

@@ -14,7 +14,8 @@ Two flavours of ``alexnet_onnx``:
 * ``local`` (``serve``): the Triton build in the nvidia-pytriton wheel ships only the
   python backend, so the same model.onnx is run by our onnxruntime runner inside the
   python backend (``triton_models.OnnxModel``), batching every request Triton's dynamic
-  batcher hands it into one session run.
+  batcher hands it into one session run; each engine likewise by our TensorRT runner
+  (``triton_models.TensorRTModel``, plan + sidecar), where TensorRT and a GPU exist.
 
 Every config.pbtxt is built as Triton's ModelConfig protobuf (from tritonclient) and
 printed in protobuf text format, so a field-name typo is a Python error here, not a
@@ -32,7 +33,7 @@ from pathlib import Path
 import onnx
 from google.protobuf import text_format
 
-from ..engine import ENGINES_DIR, plan_path_for, read_sidecar
+from ..engine import ENGINES_DIR, plan_path_for, read_sidecar, sidecar_path
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
 from .predict import ModelInfo
@@ -105,7 +106,10 @@ def onnx_config(info: ModelInfo, size: int, config: RepositoryConfig):
 
 def tensorrt_config(precision: str, max_batch: int, info: ModelInfo, size: int, config: RepositoryConfig):
     model = _batched_model(tensorrt_model_name(precision), max_batch, size, len(info.classes), config, gpu=True)
-    model.platform = "tensorrt_plan"
+    if config.flavour == "stock":
+        model.platform = "tensorrt_plan"
+    else:
+        model.backend = "python"  # triton_models.TensorRTModel: our TensorRT runner on the plan
     return model
 
 
@@ -194,11 +198,11 @@ def write_repository(
             plan = plan_path_for(precision, engines_dir)
             if not plan.is_file():
                 continue
-            if config.flavour == "local":
-                result.skipped.append(f"{plan}: the local server (pytriton's Triton) has no tensorrt_plan backend")
-                continue
             max_batch = read_sidecar(plan).profile.max[0]
-            _write_model(staging, tensorrt_config(precision, max_batch, info, size, config), {"model.plan": plan}, classes)
+            files: dict[str, bytes | Path] = {"model.plan": plan}
+            if config.flavour == "local":  # the runner checks the engine against its sidecar
+                files |= {"model.json": sidecar_path(plan), "model.py": _MODEL_PY.format(cls="TensorRTModel").encode()}
+            _write_model(staging, tensorrt_config(precision, max_batch, info, size, config), files, classes)
             result.models.append(tensorrt_model_name(precision))
         if target not in result.models:
             raise DeployError(f"--target {target}: no such model in the repository ({', '.join(result.models)})")

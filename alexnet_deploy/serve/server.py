@@ -35,9 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..engine import ENGINES_DIR, plan_path_for, runner_unavailable_reason
 from ..errors import DeployError
 
 HOST = "127.0.0.1"  # never anything but loopback: this is a local/dev server
+SERVED_BACKENDS = ("onnxruntime", "tensorrt")  # our runners inside the python backend
 SOURCE_VARIABLE = "ALEXNET_DEPLOY_SOURCE"  # read by the repository's model.py files
 INSTALL_HINT = "pip install --no-deps nvidia-pytriton==0.7.0 (see docs/serving.md)"
 
@@ -243,16 +245,37 @@ def unsupported_models(repository: Path, install: TritonInstallation) -> list[st
     return problems
 
 
-def serve_until_signal(config: ServerConfig, onnx_path: Path, announce: Callable[[str], None]) -> None:
+def serve_until_signal(
+    config: ServerConfig,
+    onnx_path: Path,
+    announce: Callable[[str], None],
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
+    engines_dir: Path = ENGINES_DIR,
+) -> None:
     """Run the server until SIGTERM or SIGINT, then stop it cleanly (in-flight requests
-    drain). ``announce`` receives the status lines (the CLI prints them)."""
-    from .repository import RepositoryConfig, write_repository
+    drain). Without a repository, one is written from the export (and the engines) whose
+    ``alexnet`` ensemble classifies with ``backend`` (``onnxruntime``, or ``tensorrt`` at
+    ``precision``). ``announce`` receives the status lines (the CLI prints them)."""
+    from .repository import ONNX_MODEL, RepositoryConfig, tensorrt_model_name, write_repository
+
+    if backend not in SERVED_BACKENDS:
+        raise DeployError(f"--backend {backend}: the local server runs {' or '.join(SERVED_BACKENDS)}")
+    if backend == "tensorrt":
+        reason = runner_unavailable_reason()
+        if reason is not None:
+            raise DeployError(f"--backend tensorrt: {reason}")
+        if not plan_path_for(precision, engines_dir).is_file():
+            raise DeployError(f"--backend tensorrt: no {plan_path_for(precision, engines_dir)}; run `alexnet-deploy build --{precision}`")
+    target = ONNX_MODEL if backend == "onnxruntime" else tensorrt_model_name(precision)
 
     with tempfile.TemporaryDirectory(prefix="alexnet-repository-") as scratch:
         if config.repository is None:
-            written = write_repository(onnx_path, Path(scratch) / "model_repository", config=RepositoryConfig(flavour="local"))
+            written = write_repository(
+                onnx_path, Path(scratch) / "model_repository", engines_dir, RepositoryConfig(flavour="local"), target=target
+            )
             config = replace(config, repository=written.path)
-            announce(f"repository {onnx_path} -> {', '.join(written.models)} (python backend runs onnxruntime)")
+            announce(f"repository {onnx_path} -> {', '.join(written.models)} (python backend; the alexnet ensemble uses {target})")
         problems = unsupported_models(config.repository, find_triton())
         if problems:
             raise DeployError(

@@ -70,15 +70,15 @@ class PreprocessModel:
         return responses
 
 
-class OnnxModel:
-    """The standard-op twin (1/model.onnx) in our onnxruntime runner. Triton's dynamic
-    batcher hands ``execute`` several requests at once; they run as one batch."""
+class _RunnerModel:
+    """One of our runners inside Triton's python backend. Triton's dynamic batcher hands
+    ``execute`` several requests at once; they run as one batch."""
+
+    def _open(self, folder: Path):
+        raise NotImplementedError  # each subclass names its runner and file
 
     def initialize(self, args: dict) -> None:
-        from ..runners.onnxruntime import OnnxRuntimeRunner
-
-        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.runner = OnnxRuntimeRunner(path).load()
+        self.runner = self._open(Path(args["model_repository"]) / args["model_version"])
 
     def execute(self, requests: list) -> list:
         batches = [_input(request, INPUT_NAME) for request in requests]
@@ -88,3 +88,22 @@ class OnnxModel:
 
     def finalize(self) -> None:
         self.runner.close()
+
+
+class OnnxModel(_RunnerModel):
+    """The standard-op twin (1/model.onnx) in our onnxruntime runner."""
+
+    def _open(self, folder: Path):
+        from ..runners.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(folder / "model.onnx").load()
+
+
+class TensorRTModel(_RunnerModel):
+    """An engine (1/model.plan with its sidecar 1/model.json) in our TensorRT runner,
+    for the local server, whose Triton build has no tensorrt_plan backend."""
+
+    def _open(self, folder: Path):
+        from ..runners.tensorrt import TensorRTRunner
+
+        return TensorRTRunner(folder / "model.plan").load()
