@@ -5,6 +5,12 @@ Per epoch it appends a line to ``<output>.metrics.jsonl``, rewrites the checkpoi
 (atomically) and a resume state ``<output>.state.pt`` (optimizer + scheduler), so an
 interrupted run keeps its last finished epoch and ``--resume`` continues it. It also
 redraws the loss and top-1/top-5 curves so far as ``<output>.curves.png``.
+
+Under ``torchrun`` the same function trains data-parallel (``distributed.py``): each
+rank takes ``batch_size`` images per step from its shard, DDP averages the gradients,
+validation is split across ranks and summed, and rank 0 alone writes files. One
+sampler serves both cases: the global batch at step t is the same images whatever
+the world size, so N ranks x B/N equals one process x B.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import (
     Augmentation,
@@ -27,7 +34,9 @@ from .data import (
     Split,
     TrainingDataset,
     batch_loader,
+    default_workers,
     fit_normalisation,
+    loader_options,
     limit_images,
     load_images,
 )
@@ -36,6 +45,7 @@ from .errors import DeployError
 from .files import atomic_output, check_writable_destination
 from .model import AlexNet, AlexNetConfig
 from .plots import save_training_curves
+from .precision import Precision, resolve_precision
 from .progress import ProgressReporter, SilentProgress
 
 SCHEDULES = ("step", "plateau")
@@ -61,8 +71,10 @@ class TrainConfig:
     dropout: float = 0.5
     augment: Augmentation = field(default_factory=Augmentation)
     split: Split = field(default_factory=Split)
-    workers: int = 0
+    workers: int | None = None  # None: default_workers() for the data source
     resume: bool = False
+    precision: str = "fp32"  # autocast dtype: fp32, bf16 or fp16 (CUDA); weights stay fp32
+    dist_timeout_s: float = distributed.DEFAULT_TIMEOUT_S  # rendezvous and collectives under torchrun
 
 
 @dataclass
@@ -85,6 +97,8 @@ class TrainResult:
     metrics_log: Path
     history: list[EpochMetrics]
     num_classes: int
+    world_size: int = 1
+    is_main: bool = True  # rank 0 (or the only process): the one that wrote the files
 
 
 @dataclass
@@ -130,18 +144,27 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     progress: ProgressReporter,
+    precision: Precision = Precision(),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[Accuracy, int]:
-    """One pass over ``loader``; returns the running accuracy and images seen."""
+    """One pass over ``loader``; returns the running accuracy and images seen.
+
+    ``scaler`` carries fp16 loss scaling across epochs; by default ``precision``'s own
+    (a pass-through except for fp16).
+    """
     model.train()
     stats = Accuracy()
+    scaler = scaler or precision.grad_scaler()
     for images, labels in loader:
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
         labels = labels.to(device, non_blocking=True)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        with precision.autocast():
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         stats.update(logits.detach(), labels, loss.detach())
         progress.advance(len(labels), loss=stats.loss, top1=stats.top1)
     return stats, stats.count
@@ -156,6 +179,14 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device) -> Accuracy:
         logits = model(images)
         stats.update(logits, labels, F.cross_entropy(logits, labels))
     return stats
+
+
+def all_reduce_accuracy(context: distributed.DistributedContext, stats: Accuracy, device: torch.device) -> Accuracy:
+    """The counts of every rank's shard summed: the whole split's figures on every rank."""
+    loss_sum, top1, top5, count = distributed.all_reduce_sums(
+        context, [stats.loss_sum, stats.top1_hits, stats.top5_hits, stats.count], device
+    )
+    return Accuracy(loss_sum, round(top1), round(top5), round(count))
 
 
 def resume_state_path(output: Path) -> Path:
@@ -183,22 +214,44 @@ def _validate(config: TrainConfig) -> None:
         raise DeployError(f"--groups must be 1 or 2, got {config.groups}")
     if not 0 < config.width <= 1:
         raise DeployError(f"--width must be in (0, 1], got {config.width}")
+    if not 0 <= config.dropout < 1:
+        raise DeployError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if config.workers is not None and config.workers < 0:
+        raise DeployError(f"--workers must be 0 or more, got {config.workers}")
 
 
 def train(config: TrainConfig, progress: ProgressReporter | None = None) -> TrainResult:
     """Train AlexNet per ``config``; return where the checkpoint and metrics went."""
-    progress = progress or SilentProgress()
     _validate(config)
-    device = resolve_device(config.device)
+    context = distributed.from_environment()
+    device = distributed.rank_device(context, resolve_device(config.device))
+    precision = resolve_precision(config.precision, device)
     output = Path(config.output)
     check_writable_destination(output)
+    progress = (progress or SilentProgress()) if context.is_main else SilentProgress()
+    distributed.start(context, device, config.dist_timeout_s)
+    try:
+        with distributed.peer_failures_as_errors(context):
+            return _train(config, context, device, precision, output, progress)
+    finally:
+        distributed.stop(context)
+
+
+def _train(
+    config: TrainConfig,
+    context: distributed.DistributedContext,
+    device: torch.device,
+    precision: Precision,
+    output: Path,
+    progress: ProgressReporter,
+) -> TrainResult:
 
     images = limit_images(load_images(config.data), config.limit, config.seed)
     parts = config.split.apply(images)
     if len(parts["train"]) == 0 or len(parts["val"]) == 0:
         raise DeployError(f"too few images ({len(images)}) to split into train and val sets")
 
-    resume = _load_resume(config, output, images.classes) if config.resume else None
+    resume = distributed.run_on_main(context, lambda: _load_resume(config, output, images.classes)) if config.resume else None
     if resume is not None:
         model_config, preprocessing = resume["checkpoint"].config, resume["checkpoint"].preprocessing
     else:
@@ -207,8 +260,8 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
         )
         preprocessing = fit_normalisation(parts["train"], Preprocessing())
 
-    generator = seed_everything(config.seed)
-    model = AlexNet(model_config).to(device)
+    seed_everything(config.seed)
+    model = AlexNet(model_config).to(device, memory_format=precision.memory_format)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -225,29 +278,35 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
         scheduler.load_state_dict(resume["scheduler"])
         history = [EpochMetrics(**m) for m in resume["history"]]
         first_epoch = len(history) + 1
+    # DDP broadcasts rank 0's weights at construction; every rank already holds them.
+    trained = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
+    scaler = precision.grad_scaler()
 
+    workers = config.workers if config.workers is not None else default_workers(images, context.local_world_size)
+    options = loader_options(workers, device)
     train_set = TrainingDataset(parts["train"], preprocessing, config.augment, config.seed)
+    # One permutation per (seed, epoch), cut into world_size shards (a single one
+    # without torchrun): resumable by construction and independent of the world size.
+    sampler = distributed.train_sampler(train_set, context, config.seed, drop_last=True)
     loader = batch_loader(
-        train_set,
-        config.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=config.workers,
-        drop_last=len(train_set) > config.batch_size,
+        train_set, config.batch_size, sampler=sampler, drop_last=len(sampler) > config.batch_size, **options
     )
-    val_loader = batch_loader(EvalDataset(parts["val"], preprocessing), config.batch_size, num_workers=config.workers)
+    val_set = EvalDataset(parts["val"], preprocessing)
+    val_loader = batch_loader(val_set, config.batch_size, sampler=distributed.StridedShard(len(val_set), context), **options)
     log_path = metrics_log_path(output)
-    if resume is None:
+    if resume is None and context.is_main:
         log_path.unlink(missing_ok=True)
 
     for epoch in range(first_epoch, config.epochs + 1):
         train_set.epoch = epoch
+        sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        progress.begin(f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(train_set))
+        progress.begin(f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(sampler))
         started = time.perf_counter()
-        train_stats, seen = train_one_epoch(model, loader, optimizer, device, progress)
+        train_stats, _ = train_one_epoch(trained, loader, optimizer, device, progress, precision, scaler)
         train_seconds = time.perf_counter() - started
-        val_stats = evaluate(model, val_loader, device)
+        train_stats = all_reduce_accuracy(context, train_stats, device)
+        val_stats = all_reduce_accuracy(context, evaluate(model, val_loader, device), device)
         progress.finish()
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_stats.loss)
@@ -263,12 +322,14 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
             val_top1=val_stats.top1,
             val_top5=val_stats.top5,
             seconds=time.perf_counter() - started,
-            train_images_per_s=seen / train_seconds,
+            train_images_per_s=train_stats.count / train_seconds,
         )
         history.append(metrics)
+        if not context.is_main:
+            continue
         checkpoint = Checkpoint(
             config=model_config,
-            state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            state_dict={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             classes=images.classes,
             preprocessing=preprocessing,
             data_source=images.source,
@@ -281,7 +342,7 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
             log.write(json.dumps(asdict(metrics)) + "\n")
         save_training_curves(history, curves_path(output))
 
-    return TrainResult(output, log_path, history, model_config.num_classes)
+    return TrainResult(output, log_path, history, model_config.num_classes, context.world_size, context.is_main)
 
 
 def _save_resume(output: Path, optimizer, scheduler, history: list[EpochMetrics]) -> None:
