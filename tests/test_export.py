@@ -18,6 +18,7 @@ from alexnet_deploy.graph import load_model, lrn_attributes, read_metadata, to_p
 from alexnet_deploy.metrics import compare_logits
 from alexnet_deploy.lrn import LRNParams
 from alexnet_deploy.model import AlexNet, AlexNetConfig
+from alexnet_deploy.plugin.trt_plugin import lrn_params_from_fields
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
 
@@ -131,6 +132,9 @@ def test_plugin_node_carries_the_models_lrn_and_its_twin_matches_torch_at_large_
     proto = export_model(model, lrn="plugin")
     nodes = [n for n in proto.graph.node if n.domain == "alexnet_deploy"]
     assert [lrn_attributes(n) for n in nodes] == [pytest.approx(lrn.to_dict())] * 2
+    # as TensorRT's parser hands them to the plugin: one-element int32/float32 arrays
+    fields = {k: np.asarray([v], np.int32 if k == "size" else np.float32) for k, v in lrn_attributes(nodes[0]).items()}
+    assert lrn_params_from_fields(**fields).to_dict() == pytest.approx(lrn.to_dict())
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     session = ort.InferenceSession(to_standard_lrn(proto).SerializeToString(), providers=["CPUExecutionProvider"])
