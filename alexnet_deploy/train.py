@@ -227,7 +227,8 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
     device = distributed.rank_device(context, resolve_device(config.device))
     precision = resolve_precision(config.precision, device)
     output = Path(config.output)
-    check_writable_destination(output)
+    if context.is_main:  # the only writer; on other machines the directory need not exist
+        check_writable_destination(output)
     progress = (progress or SilentProgress()) if context.is_main else SilentProgress()
     distributed.start(context, device, config.dist_timeout_s)
     try:

@@ -166,9 +166,10 @@ def ddp_worker(args: argparse.Namespace) -> None:
     per_rank = args.batch_size // context.world_size
     dataset = make_dataset(args)
     split = args.batch_size * args.warmup
-    shard = lambda indices: [i for i in indices if i % context.world_size == context.rank]  # noqa: E731
-    warmup_loader = batch_loader(dataset, per_rank, sampler=shard(range(split)))
-    timed_loader = batch_loader(dataset, per_rank, sampler=shard(range(split, len(dataset))))
+    # rank r takes every world_size-th image: the union of the ranks' step-t batches is
+    # the 1-process run's step-t batch
+    warmup_loader = batch_loader(dataset, per_rank, sampler=range(context.rank, split, context.world_size))
+    timed_loader = batch_loader(dataset, per_rank, sampler=range(split + context.rank, len(dataset), context.world_size))
     model = torch.nn.parallel.DistributedDataParallel(make_model(args))
     optimizer = sgd(model)
     train_one_epoch(model, warmup_loader, optimizer, CPU, SilentProgress())
