@@ -263,6 +263,8 @@ def _train(
 
     seed_everything(config.seed)
     model = AlexNet(model_config).to(device, memory_format=precision.memory_format)
+    if context.enabled:  # the same initial weights everywhere, but each rank its own dropout masks
+        torch.manual_seed(config.seed + context.rank)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
