@@ -71,7 +71,7 @@ def main(
 def train(
     data: Annotated[str, typer.Option(help="'digits' (embedded, no download) or an ImageFolder directory.")] = "digits",
     epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: up to this many).")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Images per SGD step (32 gives enough steps for the 3-epoch default on digits).")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Images per SGD step and process (32 gives enough steps for the 3-epoch default on digits); under torchrun the effective batch is this x world size.")] = 32,
     lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = 0.01,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay (paper: 5e-4).")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="'plateau' (divide lr by 10 when val loss stalls, as the paper) or 'step'.")] = "plateau",
@@ -83,10 +83,17 @@ def train(
     groups: Annotated[int | None, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")] = None,
     width: Annotated[float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")] = None,
     augment: Annotated[bool, typer.Option(help="Random crops, flips and PCA colour jitter (paper, Section 4.1).")] = True,
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue the run saved at --output (same --data; --limit, --groups, --width default to the run's).")] = False,
+    dropout: Annotated[float | None, typer.Option(help="Dropout before fc6 and fc7 (default 0.5, the paper's; with --resume the run's own).", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes per training process (unset: 0 for the in-memory digits, min(4, cores) for an ImageFolder).", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved at --output (same --data; --limit, --groups, --width, --dropout default to the run's).")] = False,
+    precision: Annotated[str, typer.Option(help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (autocast + gradient scaler; CUDA only). Weights stay fp32.")] = "fp32",
+    dist_timeout: Annotated[float, typer.Option(help="Under torchrun: seconds to wait for the rendezvous and for any collective before failing.")] = 600.0,
 ) -> None:
-    """Train AlexNet and write the checkpoint (weights + classes + preprocessing)."""
+    """Train AlexNet and write the checkpoint (weights + classes + preprocessing).
+
+    Under torchrun (`torchrun --nproc-per-node N $(which alexnet-deploy) train ...`)
+    it trains data-parallel with DistributedDataParallel; rank 0 writes the files.
+    """
     from .data import Augmentation
     from .train import TrainConfig, train as run_training
 
@@ -105,10 +112,15 @@ def train(
         groups=groups,
         width=width,
         augment=Augmentation() if augment else Augmentation(False, False, 0.0),
+        dropout=dropout,
         workers=workers,
         resume=resume,
+        precision=precision,
+        dist_timeout_s=dist_timeout,
     )
     result = run_training(config, RichProgress())
+    if not result.is_main:
+        return  # rank 0 reports for every rank
     rows = [
         (m.epoch, m.lr, m.train_loss, m.train_top1, m.val_loss, m.val_top1, m.val_top5, f"{m.train_images_per_s:.1f}")
         for m in result.history
@@ -119,7 +131,8 @@ def train(
     last = result.history[-1]
     console.print(
         f"checkpoint {result.checkpoint}  val top-1 {last.val_top1:.2%} (chance {1 / result.num_classes:.0%})  "
-        f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}",
+        f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}"
+        + (f"  ({result.world_size} processes, effective batch {batch_size * result.world_size})" if result.world_size > 1 else ""),
         soft_wrap=True,
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -360,6 +361,34 @@ def batch_loader(dataset: _BatchedDataset, batch_size: int, **options) -> torch.
     return _BatchLoader(dataset, batch_size=batch_size, collate_fn=_already_batched, **options)
 
 
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(images: ImageSet, processes_per_node: int = 1) -> int:
+    """Loader worker processes for ``--workers`` left unset.
+
+    The embedded digits are decoded from arrays in memory: workers would only add
+    process start-up and inter-process copies, so 0. Files on disk need JPEG
+    decoding and resizing that can overlap with the step, so up to 4 per training
+    process, sharing this machine's cores with the other processes on the node.
+    """
+    if images.source == EMBEDDED_DIGITS:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores // max(1, processes_per_node)))
+
+
+def loader_options(workers: int, device: torch.device, prefetch_factor: int = 2) -> dict:
+    """DataLoader options for ``workers`` processes feeding ``device``: workers that
+    live across epochs (no re-spawn and re-pickling of the dataset each epoch), each
+    ``prefetch_factor`` batches ahead, and page-locked batches for asynchronous copies
+    to a GPU."""
+    options: dict = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        options |= {"persistent_workers": True, "prefetch_factor": prefetch_factor}
+    return options
+
+
 class TrainingDataset(_BatchedDataset):
     """Training view: random crop, flip and PCA jitter per ``augmentation``."""
 
@@ -367,11 +396,22 @@ class TrainingDataset(_BatchedDataset):
         super().__init__(images, preprocessing)
         self.augmentation = augmentation
         self.seed = seed
-        self.epoch = 0
+        # In shared memory, so that persistent loader workers (which hold a copy of
+        # this dataset made when they started) see the epoch the trainer sets.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.jitter: PCAColourJitter | None = None
         if augmentation.pca_std > 0:
             sample = range(0, len(images), max(1, len(images) // 64))
             self.jitter = PCAColourJitter.fit([preprocessing.resized(images.image(i))[::8, ::8] for i in sample])
+
+    @property
+    def epoch(self) -> int:
+        """Seeds the augmentation with (seed, epoch, index): each epoch sees new crops."""
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(value)
 
     def _fill(self, index: int, out: np.ndarray) -> None:
         rng = np.random.default_rng((self.seed, self.epoch, index))

@@ -61,6 +61,7 @@ def to_plugin_lrn(model: onnx.ModelProto) -> onnx.ModelProto:
     result.CopyFrom(model)
     for node in result.graph.node:
         if is_standard_lrn(node):
+            # ONNX LRN's own attribute defaults, for a standard node that omits some
             attributes = {"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0} | lrn_attributes(node)
             node.op_type, node.domain = PLUGIN_NAME, PLUGIN_NAMESPACE
             del node.attribute[:]

@@ -7,12 +7,26 @@ Convention (ONNX ``LRN``, which PyTorch and Caffe share for odd sizes)::
     S = sum of x[n, j, h, w] ** 2 for j in window(c), channels outside [0, C) skipped
     window(c) = [c - floor((size - 1) / 2), c + ceil((size - 1) / 2)]
 
-The 2012 paper writes the sum *without* the ``1 / size``: its alpha is ours divided
-by ``size``. We keep alpha = 1e-4 in the divided-by-size convention, exactly as the
-Caffe reference AlexNet and ``torch.nn.LocalResponseNorm`` do, and the exported ONNX
-node carries the same alpha. For even sizes the ONNX window leans forward
-(size 4: [c-1, c+2]) whereas ``torch.nn.functional.local_response_norm`` leans
-backward ([c-2, c+1]); we follow ONNX everywhere.
+The paper's defaults, derived. Krizhevsky et al. (2012, Section 3.3) write::
+
+    b[c] = a[c] / (k + alpha_paper * sum_{j in window(c)} a[j] ** 2) ** beta
+    n = 5, k = 2, alpha_paper = 1e-4, beta = 0.75
+
+with no ``1 / n`` in front of the sum. ONNX ``LRN``, ``torch.nn.LocalResponseNorm``
+and Caffe's LRN layer all multiply the sum by ``alpha / size``, so the same function
+in our convention needs ``alpha / 5 = 1e-4``, i.e. **alpha = 5e-4**, bias (k) 2.
+Side by side, for size 5 and beta 0.75::
+
+    paper (no 1/n)         alpha 1e-4, k 2  ->  k + 1e-4 * S
+    ONNX/PyTorch (1/n)     alpha 5e-4, k 2  ->  k + 5e-4 / 5 * S = k + 1e-4 * S  (ours)
+    BVLC Caffe reference   alpha 1e-4, k 1  ->  k + 1e-4 / 5 * S  (a different LRN)
+
+Checkpoints store their ``LRNParams``, so a model trained with another setting (such
+as this project's earlier alpha 1e-4, k 2) keeps its own LRN when loaded and exported.
+
+For even sizes the ONNX window leans forward (size 4: [c-1, c+2]) whereas
+``torch.nn.functional.local_response_norm`` leans backward ([c-2, c+1]); we follow
+ONNX everywhere.
 """
 
 from __future__ import annotations
@@ -29,10 +43,11 @@ CONVENTION = "onnx-lrn: x / (bias + alpha/size * sum_window x^2)^beta, window [c
 
 @dataclass(frozen=True)
 class LRNParams:
-    """The paper's hyper-parameters (size n=5, alpha=1e-4, beta=0.75, k=2)."""
+    """LRN hyper-parameters in our (ONNX) convention; the defaults are the paper's
+    n=5, alpha=1e-4 (its formula), beta=0.75, k=2, i.e. alpha = 5 * 1e-4 here."""
 
     size: int = 5
-    alpha: float = 1e-4
+    alpha: float = 5e-4
     beta: float = 0.75
     bias: float = 2.0
 

@@ -8,7 +8,19 @@ history and every random generator's state), the checkpoint, the metrics log
 ``<output>.curves.png``. The state goes first so that a run killed between two
 writes leaves a state at least as new as the checkpoint; ``--resume`` continues from
 the state alone, rewrites a checkpoint that fell behind it, and continues exactly as
-the uninterrupted run would have (same shuffling, dropout and augmentation).
+the uninterrupted run would have (same shuffling, dropout and augmentation): the
+shuffling is a pure function of (seed, epoch) and needs no saved state, the
+augmentation one of (seed, epoch, image), and the generators behind dropout are
+saved and restored. Under torchrun rank 0's generators are saved; on resume rank 0
+restores them and every other rank reseeds its dropout with seed + rank, as at the
+start of a run (a resumed single-process run is bit-identical; a resumed multi-rank
+run is identical on rank 0 only).
+
+Under ``torchrun`` the same function trains data-parallel (``distributed.py``): each
+rank takes ``batch_size`` images per step from its shard, DDP averages the gradients,
+validation is split across ranks and summed, and rank 0 alone writes files. One
+sampler serves both cases: the global batch at step t is the same images whatever
+the world size, so N ranks x B/N equals one process x B.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .checkpoint import Checkpoint, checkpoint_from_payload, load_checkpoint, load_payload, save_checkpoint
 from .data import (
     Augmentation,
@@ -33,7 +46,9 @@ from .data import (
     Split,
     TrainingDataset,
     batch_loader,
+    default_workers,
     fit_normalisation,
+    loader_options,
     load_images,
 )
 from .devices import resolve_device
@@ -41,11 +56,12 @@ from .errors import DeployError
 from .files import atomic_output, check_writable_destination, sweep_stale_temporaries, write_text_atomic
 from .model import AlexNet, AlexNetConfig
 from .plots import save_training_curves
+from .precision import PRECISIONS, Precision, resolve_precision
 from .progress import ProgressReporter, SilentProgress
 
 SCHEDULES = ("step", "plateau")
-STATE_FORMAT = "alexnet-deploy/train-state/2"
-DEFAULT_GROUPS, DEFAULT_WIDTH = 2, 1.0
+STATE_FORMAT = "alexnet-deploy/train-state/3"  # 3: no sampler generator (the order is a function of seed and epoch)
+DEFAULT_GROUPS, DEFAULT_WIDTH, DEFAULT_DROPOUT = 2, 1.0, 0.5
 
 
 @dataclass
@@ -65,11 +81,13 @@ class TrainConfig:
     limit: int | None = None  # with resume: None = the run's own
     groups: int | None = None  # None = 2, or with resume the run's own
     width: float | None = None  # None = 1.0, or with resume the run's own
-    dropout: float = 0.5
+    dropout: float | None = None  # None = 0.5 (the paper's), or with resume the run's own
     augment: Augmentation = field(default_factory=Augmentation)
     split: Split = field(default_factory=Split)
-    workers: int = 0
+    workers: int | None = None  # None: default_workers() for the data source
     resume: bool = False
+    precision: str = "fp32"  # autocast dtype: fp32, bf16 or fp16 (CUDA); weights stay fp32
+    dist_timeout_s: float = distributed.DEFAULT_TIMEOUT_S  # rendezvous and collectives under torchrun
 
 
 @dataclass
@@ -92,6 +110,8 @@ class TrainResult:
     metrics_log: Path
     history: list[EpochMetrics]
     num_classes: int
+    world_size: int = 1
+    is_main: bool = True  # rank 0 (or the only process): the one that wrote the files
 
 
 @dataclass
@@ -137,23 +157,32 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     progress: ProgressReporter,
+    precision: Precision = Precision(),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[Accuracy, int]:
-    """One pass over ``loader``; returns the running accuracy and images seen."""
+    """One pass over ``loader``; returns the running accuracy and images seen.
+
+    ``scaler`` carries fp16 loss scaling across epochs; by default ``precision``'s own
+    (a pass-through except for fp16).
+    """
     model.train()
     stats = Accuracy()
+    scaler = scaler or precision.grad_scaler()
     for images, labels in loader:
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
         labels = labels.to(device, non_blocking=True)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        with precision.autocast():
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
         if not torch.isfinite(loss):
             raise DeployError(
                 f"training diverged: the loss became {float(loss.detach())} after {stats.count} images of this epoch; "
                 "nothing of this epoch was saved (try a lower --lr)"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         stats.update(logits.detach(), labels, loss.detach())
         progress.advance(len(labels), loss=stats.loss, top1=stats.top1)
     return stats, stats.count
@@ -168,6 +197,14 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device) -> Accuracy:
         logits = model(images)
         stats.update(logits, labels, F.cross_entropy(logits, labels))
     return stats
+
+
+def all_reduce_accuracy(context: distributed.DistributedContext, stats: Accuracy, device: torch.device) -> Accuracy:
+    """The counts of every rank's shard summed: the whole split's figures on every rank."""
+    loss_sum, top1, top5, count = distributed.all_reduce_sums(
+        context, [stats.loss_sum, stats.top1_hits, stats.top5_hits, stats.count], device
+    )
+    return Accuracy(loss_sum, round(top1), round(top5), round(count))
 
 
 def resume_state_path(output: Path) -> Path:
@@ -200,8 +237,13 @@ def _validate(config: TrainConfig) -> None:
         (config.limit is None or config.limit >= 1, f"--limit must be at least 1, got {config.limit}"),
         (config.groups in (None, 1, 2), f"--groups must be 1 or 2, got {config.groups}"),
         (config.width is None or 0 < config.width <= 1, f"--width must be in (0, 1], got {config.width}"),
-        (0 <= config.dropout < 1, f"dropout must be in [0, 1), got {config.dropout}"),
-        (config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
+        (config.dropout is None or 0 <= config.dropout < 1, f"--dropout must be in [0, 1), got {config.dropout}"),
+        (config.workers is None or config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
+        (config.precision in PRECISIONS, f"unknown --precision {config.precision!r}; choose one of {', '.join(PRECISIONS)}"),
+        (
+            math.isfinite(config.dist_timeout_s) and config.dist_timeout_s > 0,
+            f"--dist-timeout must be a finite number of seconds > 0, got {config.dist_timeout_s}",
+        ),
         (0 <= config.augment.pca_std < 10, f"PCA jitter std must be in [0, 10), got {config.augment.pca_std}"),
     ]
     for ok, message in checks:
@@ -221,15 +263,34 @@ def _check_outputs(output: Path) -> None:
 
 def train(config: TrainConfig, progress: ProgressReporter | None = None) -> TrainResult:
     """Train AlexNet per ``config``; return where the checkpoint and metrics went."""
-    progress = progress or SilentProgress()
     _validate(config)
-    device = resolve_device(config.device)
+    context = distributed.from_environment()
+    device = distributed.rank_device(context, resolve_device(config.device))
+    precision = resolve_precision(config.precision, device)
     output = Path(config.output)
-    _check_outputs(output)
-    sweep_stale_temporaries(output.parent if str(output.parent) else Path("."))  # left by a killed run
+    if context.is_main:  # the only writer; on other machines the directory need not exist
+        _check_outputs(output)
+        sweep_stale_temporaries(output.parent if str(output.parent) else Path("."))  # left by a killed run
+    progress = (progress or SilentProgress()) if context.is_main else SilentProgress()
+    distributed.start(context, device, config.dist_timeout_s)
+    try:
+        with distributed.peer_failures_as_errors(context):
+            return _train(config, context, device, precision, output, progress)
+    finally:
+        distributed.stop(context)
 
+
+def _train(
+    config: TrainConfig,
+    context: distributed.DistributedContext,
+    device: torch.device,
+    precision: Precision,
+    output: Path,
+    progress: ProgressReporter,
+) -> TrainResult:
     images = load_images(config.data)
-    resume = _load_resume(config, output, images) if config.resume else None
+    # Rank 0 reads (and checks) the state; every rank gets it, or the same error.
+    resume = distributed.run_on_main(context, lambda: _load_resume(config, output, images)) if config.resume else None
     if resume is not None:
         model_config, preprocessing = resume.checkpoint.config, resume.checkpoint.preprocessing
         split = resume.checkpoint.split
@@ -238,7 +299,7 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
             num_classes=len(images.classes),
             groups=DEFAULT_GROUPS if config.groups is None else config.groups,
             width=DEFAULT_WIDTH if config.width is None else config.width,
-            dropout=config.dropout,
+            dropout=DEFAULT_DROPOUT if config.dropout is None else config.dropout,
         )
         split = replace(config.split, limit=config.limit)
     parts = split.apply(images)
@@ -247,8 +308,10 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
     if resume is None:
         preprocessing = fit_normalisation(parts["train"], Preprocessing())
 
-    generator = seed_everything(config.seed)
-    model = AlexNet(model_config).to(device)
+    seed_everything(config.seed)
+    model = AlexNet(model_config).to(device, memory_format=precision.memory_format)
+    if context.enabled:  # the same initial weights everywhere, but each rank its own dropout masks
+        torch.manual_seed(config.seed + context.rank)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -257,34 +320,45 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
         if config.schedule == "step"
         else torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2)
     )
+    scaler = precision.grad_scaler()  # fp16's loss scale carries across epochs (and a resume)
     history: list[EpochMetrics] = []
     if resume is not None:
         model.load_state_dict(resume.checkpoint.state_dict)
-        resume.restore(optimizer, scheduler, generator, device)
+        resume.restore(optimizer, scheduler, scaler, device)
+        if context.rank > 0:
+            # The state holds rank 0's generators (restored above on every rank); the
+            # other ranks draw their dropout masks from seed + rank again, as at the start.
+            torch.manual_seed(config.seed + context.rank)
         history = resume.history
     first_epoch = len(history) + 1
+    # DDP broadcasts rank 0's weights at construction; every rank already holds them.
+    trained = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
 
+    workers = config.workers if config.workers is not None else default_workers(images, context.local_world_size)
+    options = loader_options(workers, device)
     train_set = TrainingDataset(parts["train"], preprocessing, config.augment, config.seed)
+    # One permutation per (seed, epoch), cut into world_size shards (a single one
+    # without torchrun): a pure function of (seed, epoch), so a resumed run needs no
+    # saved shuffling state, and independent of the world size.
+    sampler = distributed.train_sampler(train_set, context, config.seed, drop_last=True)
     loader = batch_loader(
-        train_set,
-        config.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=config.workers,
-        drop_last=len(train_set) > config.batch_size,
+        train_set, config.batch_size, sampler=sampler, drop_last=len(sampler) > config.batch_size, **options
     )
-    val_loader = batch_loader(EvalDataset(parts["val"], preprocessing), config.batch_size, num_workers=config.workers)
+    val_set = EvalDataset(parts["val"], preprocessing)
+    val_loader = batch_loader(val_set, config.batch_size, sampler=distributed.StridedShard(len(val_set), context), **options)
     log_path = metrics_log_path(output)
     fingerprint = images.fingerprint()
 
     for epoch in range(first_epoch, config.epochs + 1):
         train_set.epoch = epoch
+        sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        progress.begin(f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(train_set))
+        progress.begin(f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(sampler))
         started = time.perf_counter()
-        train_stats, seen = train_one_epoch(model, loader, optimizer, device, progress)
+        train_stats, _ = train_one_epoch(trained, loader, optimizer, device, progress, precision, scaler)
         train_seconds = time.perf_counter() - started
-        val_stats = evaluate(model, val_loader, device)
+        train_stats = all_reduce_accuracy(context, train_stats, device)
+        val_stats = all_reduce_accuracy(context, evaluate(model, val_loader, device), device)
         progress.finish()
         if not math.isfinite(val_stats.loss):
             raise DeployError(f"training diverged: the val loss of epoch {epoch} is {val_stats.loss}; nothing of it was saved (try a lower --lr)")
@@ -302,12 +376,14 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
             val_top1=val_stats.top1,
             val_top5=val_stats.top5,
             seconds=time.perf_counter() - started,
-            train_images_per_s=seen / train_seconds,
+            train_images_per_s=train_stats.count / train_seconds,
         )
         history.append(metrics)
+        if not context.is_main:
+            continue
         checkpoint = Checkpoint(
             config=model_config,
-            state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            state_dict={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             classes=images.classes,
             preprocessing=preprocessing,
             data_source=images.source,
@@ -315,10 +391,10 @@ def train(config: TrainConfig, progress: ProgressReporter | None = None) -> Trai
             metrics={"epoch": epoch, "val_top1": val_stats.top1, "val_top5": val_stats.top5, "val_loss": val_stats.loss},
         )
         checkpoint.check_weights()  # never save a NaN model
-        _save_resume(output, checkpoint, optimizer, scheduler, history, generator, device, fingerprint)
+        _save_resume(output, checkpoint, optimizer, scheduler, scaler, history, device, fingerprint)
         _write_epoch_outputs(output, checkpoint, history)
 
-    return TrainResult(output, log_path, history, model_config.num_classes)
+    return TrainResult(output, log_path, history, model_config.num_classes, context.world_size, context.is_main)
 
 
 def _write_epoch_outputs(output: Path, checkpoint: Checkpoint, history: list[EpochMetrics]) -> None:
@@ -328,14 +404,13 @@ def _write_epoch_outputs(output: Path, checkpoint: Checkpoint, history: list[Epo
     save_training_curves(history, curves_path(output))
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
+def _rng_state(device: torch.device) -> dict:
     name, keys, position, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
         "python": random.getstate(),
-        "sampler": generator.get_state(),
     }
 
 
@@ -344,8 +419,8 @@ def _save_resume(
     checkpoint: Checkpoint,
     optimizer,
     scheduler,
+    scaler: torch.amp.GradScaler,
     history: list[EpochMetrics],
-    generator: torch.Generator,
     device: torch.device,
     fingerprint: str,
 ) -> None:
@@ -355,8 +430,9 @@ def _save_resume(
         "checkpoint": checkpoint.to_payload(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),  # empty unless fp16
         "history": [asdict(m) for m in history],
-        "rng": _rng_state(generator, device),
+        "rng": _rng_state(device),
         "data_fingerprint": fingerprint,
     }
     with atomic_output(resume_state_path(output)) as tmp:
@@ -372,10 +448,12 @@ class _Resume:
     history: list[EpochMetrics]
     state: dict
 
-    def restore(self, optimizer, scheduler, generator: torch.Generator, device: torch.device) -> None:
+    def restore(self, optimizer, scheduler, scaler: torch.amp.GradScaler, device: torch.device) -> None:
         try:
             optimizer.load_state_dict(self.state["optimizer"])
             scheduler.load_state_dict(self.state["scheduler"])
+            if scaler.is_enabled() and self.state.get("scaler"):  # a run resumed in fp16 after fp16
+                scaler.load_state_dict(self.state["scaler"])
             rng = self.state["rng"]
             torch.set_rng_state(rng["torch"])
             if device.type == "cuda" and rng["cuda"]:
@@ -383,7 +461,6 @@ class _Resume:
             name, keys, position, has_gauss, gauss = rng["numpy"]
             np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
             random.setstate(rng["python"])
-            generator.set_state(rng["sampler"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
             raise DeployError(f"{self.path} is a damaged resume state: {error.__class__.__name__}: {error}".splitlines()[0]) from None
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -418,6 +495,7 @@ def _load_resume(config: TrainConfig, output: Path, images: ImageSet) -> _Resume
         (fingerprint != images.fingerprint(), f"the images in {images.source} changed since the run began"),
         (config.groups not in (None, checkpoint.config.groups), f"the run has --groups {checkpoint.config.groups}, not {config.groups}"),
         (config.width not in (None, checkpoint.config.width), f"the run has --width {checkpoint.config.width}, not {config.width}"),
+        (config.dropout not in (None, checkpoint.config.dropout), f"the run has --dropout {checkpoint.config.dropout}, not {config.dropout}"),
         (config.limit not in (None, checkpoint.split.limit), f"the run has --limit {checkpoint.split.limit}, not {config.limit}"),
         (
             replace(config.split, limit=checkpoint.split.limit) != checkpoint.split,

@@ -358,7 +358,9 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
             assert row["throughput_ips"] > 0 and set(row["latency_ms"]) == {"p50", "p90", "p99", "mean"}
             assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] <= 1e-4
             assert 0 <= row["top1"] <= row["top5"] <= 1
-    assert rows[("onnxruntime", "fp32", 4)]["max_abs_diff"] == 0.0  # the reference session itself
+    # the reference session itself; only the batch differs (4 here, 64 for the reference),
+    # and onnxruntime's CPU GEMM blocking rounds differently per batch (~1e-7)
+    assert rows[("onnxruntime", "fp32", 4)]["max_abs_diff"] <= 1e-6
 
     for precision in ("fp32", "fp16", "bf16", "int8"):
         skipped = rows[("tensorrt", precision, 8)]

@@ -149,3 +149,9 @@ def test_doctor_takes_the_gpu_from_the_cuda_driver(monkeypatch):
 
     monkeypatch.setattr(doctor, "cuda_device", lambda: CudaDevice("NVIDIA H100 80GB HBM3", (9, 0), (12, 8)))
     assert doctor.diagnose().gpu == "NVIDIA H100 80GB HBM3 (sm_90, CUDA driver 12.8)"
+
+
+def test_fp16_training_on_cpu_is_one_error_line(tmp_path):
+    result = run("train", "--precision", "fp16", "--device", "cpu", "--output", str(tmp_path / "m.pt"))
+    assert_one_line_error(result, "--precision fp16 needs a CUDA device")
+    assert not (tmp_path / "m.pt").exists()

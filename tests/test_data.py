@@ -1,7 +1,10 @@
 """Data sources, the held-out split and the one preprocessing definition."""
 
+import os
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from alexnet_deploy.data import (
@@ -9,8 +12,11 @@ from alexnet_deploy.data import (
     Preprocessing,
     Split,
     TrainingDataset,
+    batch_loader,
+    default_workers,
     load_digits,
     load_image_folder,
+    loader_options,
 )
 from alexnet_deploy.errors import DeployError
 from conftest import write_image_folder
@@ -177,3 +183,32 @@ def test_the_split_is_made_among_the_limited_images_only():
 def test_split_and_preprocessing_refuse_out_of_range_values(make):
     with pytest.raises(DeployError):
         make()
+
+
+def epoch_batches(loader, dataset, epochs=(1, 2)) -> list[np.ndarray]:
+    batches = []
+    for epoch in epochs:
+        dataset.epoch = epoch
+        batches += [images.numpy().copy() for images, _ in loader]
+    return batches
+
+
+def test_persistent_workers_see_each_new_epoch_of_augmentation():
+    images = load_digits().subset(range(12))
+    dataset = TrainingDataset(images, Preprocessing(resize=40, crop=32), Augmentation(), seed=3)
+    in_process = epoch_batches(batch_loader(dataset, 4), dataset)
+    with_workers = batch_loader(dataset, 4, **loader_options(2, torch.device("cpu")))
+    assert with_workers.persistent_workers and with_workers.prefetch_factor == 2 and not with_workers.pin_memory
+    for ours, theirs in zip(epoch_batches(with_workers, dataset), in_process, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert not np.array_equal(in_process[0], in_process[3])  # epoch 2 differs from epoch 1
+
+
+def test_default_workers_only_where_images_are_decoded_from_files(tmp_path):
+    assert default_workers(load_digits()) == 0
+    folder = load_image_folder(write_image_folder(tmp_path))
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers(folder) == max(1, min(4, cores))
+    assert default_workers(folder, processes_per_node=64) == 1
+    assert loader_options(0, torch.device("cpu")) == {"num_workers": 0, "pin_memory": False}
+    assert loader_options(1, torch.device("cuda"))["pin_memory"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import helper
@@ -16,7 +17,9 @@ from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export import FP32_TOLERANCE, export, export_model, validate
 from alexnet_deploy.graph import load_model, lrn_attributes, read_metadata, to_plugin_lrn, to_standard_lrn
 from alexnet_deploy.metrics import compare_logits
+from alexnet_deploy.lrn import LRNParams
 from alexnet_deploy.model import AlexNet, AlexNetConfig
+from alexnet_deploy.plugin.trt_plugin import lrn_params_from_fields
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
 
@@ -49,7 +52,7 @@ def test_lrn_nodes_are_plugin_custom_ops_with_the_papers_attributes(exported):
     for node in lrn:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         assert attributes["size"] == 5 and attributes["beta"] == pytest.approx(0.75)
-        assert attributes["alpha"] == pytest.approx(1e-4) and attributes["bias"] == pytest.approx(2.0)
+        assert attributes["alpha"] == pytest.approx(5e-4) and attributes["bias"] == pytest.approx(2.0)
         assert attributes["plugin_namespace"] == b"alexnet_deploy" and attributes["plugin_version"] == b"1"
     assert {(o.domain, o.version) for o in model.opset_import} >= {("alexnet_deploy", 1)}
 
@@ -112,7 +115,46 @@ def test_twin_of_plugin_export_equals_native_export_up_to_node_names(tiny_checkp
 def test_twin_keeps_lrn_semantics_of_the_plugin_node(exported):
     twin = to_standard_lrn(onnx.load(str(exported)))
     lrn = [n for n in twin.graph.node if n.op_type == "LRN"]
-    assert len(lrn) == 2 and lrn_attributes(lrn[0]) == pytest.approx({"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 2.0})
+    assert len(lrn) == 2 and lrn_attributes(lrn[0]) == pytest.approx({"size": 5, "alpha": 5e-4, "beta": 0.75, "bias": 2.0})
+
+
+def conv1_output_max(model: AlexNet, images: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(model.features.relu1(model.features.conv1(images)).abs().max())
+
+
+@pytest.mark.parametrize("lrn", [LRNParams(bias=1.0, beta=0.5), LRNParams()], ids=["k1-beta0.5", "paper"])
+def test_plugin_node_carries_the_models_lrn_and_its_twin_matches_torch_at_large_activations(lrn):
+    torch.manual_seed(0)
+    model = AlexNet(AlexNetConfig(num_classes=5, width=0.0625, lrn=lrn)).eval()
+    with torch.no_grad():
+        model.features.conv1.weight.mul_(150)  # conv1 outputs of |x| ~ 1e3: the LRN term dominates k
+    images = np.random.default_rng(0).standard_normal((4, 3, 227, 227), dtype=np.float32)
+    assert 5e2 < conv1_output_max(model, torch.from_numpy(images)) < 5e3
+    proto = export_model(model, lrn="plugin")
+    nodes = [n for n in proto.graph.node if n.domain == "alexnet_deploy"]
+    assert [lrn_attributes(n) for n in nodes] == [pytest.approx(lrn.to_dict())] * 2
+    # as TensorRT's parser hands them to the plugin: one-element int32/float32 arrays
+    fields = {k: np.asarray([v], np.int32 if k == "size" else np.float32) for k, v in lrn_attributes(nodes[0]).items()}
+    assert lrn_params_from_fields(**fields).to_dict() == pytest.approx(lrn.to_dict())
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    session = ort.InferenceSession(to_standard_lrn(proto).SerializeToString(), providers=["CPUExecutionProvider"])
+    actual = session.run(None, {"images": images})[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_an_old_checkpoint_keeps_the_lrn_it_was_trained_with(tiny_checkpoint, tmp_path):
+    """Checkpoints written before the paper's alpha became the default (alpha 1e-4, k 2)."""
+    old_lrn = {"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 2.0}
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["config"]["lrn"] = old_lrn
+    torch.save(payload, tmp_path / "old.pt")
+    model = load_checkpoint(tmp_path / "old.pt").build_model()
+    assert model.features.norm1.params == model.features.norm2.params == LRNParams(**old_lrn)
+    export(tmp_path / "old.pt", tmp_path / "old.onnx")  # validates against that torch model
+    nodes = [n for n in onnx.load(str(tmp_path / "old.onnx")).graph.node if n.domain == "alexnet_deploy"]
+    assert [lrn_attributes(n) for n in nodes] == [pytest.approx(old_lrn)] * 2
 
 
 @pytest.mark.parametrize("groups, classes", [(1, 3), (2, 17)])

@@ -55,6 +55,9 @@ np.savez(sys.argv[3], **outputs)
 """
 
 
+VARIANTS = {"paper": LRNParams(), "k1-beta0.5": LRNParams(bias=1.0, beta=0.5)}
+
+
 def _cases() -> dict[str, tuple[np.ndarray, LRNParams, KernelConfig]]:
     """name -> (input, LRN parameters, kernel configuration)."""
     rng = np.random.default_rng(0)
@@ -66,6 +69,13 @@ def _cases() -> dict[str, tuple[np.ndarray, LRNParams, KernelConfig]]:
     # 300**2 = 90000 overflows float16 (max 65504): the sum must be taken in float32.
     large = (300 * np.sign(rng.normal(size=SHAPE))).astype(np.float16)
     cases["fp16-large"] = (large, LRNParams(), TAIL_CONFIG)
+    # Away from the default parameters, and |x| ~ 1e3 where alpha/n * sum(x^2) dominates k:
+    # an error in alpha, beta or k shows here, not in the end-to-end logits.
+    thousand = (np.sign(rng.normal(size=SHAPE)) * rng.uniform(800, 1200, SHAPE)).astype(np.float32)
+    for name, params in VARIANTS.items():
+        cases[f"{name}-fp32"] = (rng.normal(0, 30, SHAPE).astype(np.float32), params, TAIL_CONFIG)
+        cases[f"{name}-fp32-1e3"] = (thousand, params, TAIL_CONFIG)
+    cases["paper-fp16-1e3"] = (thousand.astype(np.float16), LRNParams(), TAIL_CONFIG)
     relu = np.maximum(rng.normal(0, 40, (1, 40, 2, 3)), 0).astype(np.float32)  # crosses 16- and 32-channel chunks
     for tactic, config in TACTICS.items():
         cases[f"tactic{tactic}"] = (relu, LRNParams(), config)
@@ -114,6 +124,12 @@ def test_interpreted_kernel_matches_onnxruntime_lrn(interpreted, size):
     np.testing.assert_allclose(interpreted[f"fp32-size{size}"], onnxruntime_lrn(x, params), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", [f"{v}-fp32{m}" for v in VARIANTS for m in ("", "-1e3")])
+def test_interpreted_kernel_matches_onnxruntime_lrn_off_the_default(interpreted, name):
+    x, params, _ = CASES[name]
+    np.testing.assert_allclose(interpreted[name], onnxruntime_lrn(x, params), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("size", [1, 3, 5])  # PyTorch's window equals ONNX's for odd sizes
 def test_interpreted_kernel_matches_pytorch_for_odd_sizes(interpreted, size):
     x, p, _ = CASES[f"fp32-size{size}"]
@@ -133,9 +149,9 @@ def test_interpreted_kernel_uses_the_onnx_window_for_even_sizes(interpreted, siz
 def test_interpreted_kernel_keeps_large_half_inputs_finite(interpreted):
     y = interpreted["fp16-large"]
     assert np.isfinite(y).all()
-    # |x| = 300 everywhere: a full window gives 300 / (2 + 1e-4/5 * 5 * 300**2)**0.75 = 300 / 11**0.75
+    # |x| = 300 everywhere: a full window gives 300 / (2 + 5e-4/5 * 5 * 300**2)**0.75 = 300 / 47**0.75
     interior = np.abs(y[:, 2:-2].astype(np.float64))
-    np.testing.assert_allclose(interior, 300 / 11**0.75, rtol=1e-3)
+    np.testing.assert_allclose(interior, 300 / 47**0.75, rtol=1e-3)
 
 
 def test_kernel_rejects_what_it_cannot_compute():
@@ -191,7 +207,7 @@ def test_gpu_kernel_matches_pytorch_on_alexnet_shapes(shape, dtype, tactic):
     assert y.dtype == dtype
     torch.testing.assert_close(y.float(), expected.float(), **_tolerance(np.float16 if dtype == torch.float16 else np.float32))
     if dtype == torch.float32:
-        theirs = F.local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+        theirs = F.local_response_norm(x, 5, 5e-4, 0.75, 2.0)
         torch.testing.assert_close(y, theirs, rtol=1e-5, atol=1e-5)
 
 
@@ -201,4 +217,4 @@ def test_gpu_kernel_keeps_large_half_inputs_finite():
     x = torch.full((2, 96, 55, 55), 300.0, device="cuda", dtype=torch.float16)
     y = lrn_triton(x)
     assert torch.isfinite(y).all()
-    torch.testing.assert_close(y[:, 2:-2].float(), torch.full_like(y[:, 2:-2].float(), 300 / 11**0.75), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(y[:, 2:-2].float(), torch.full_like(y[:, 2:-2].float(), 300 / 47**0.75), rtol=1e-3, atol=1e-3)

@@ -1,5 +1,6 @@
 """The LRN convention: our torch op equals PyTorch's for odd sizes, the ONNX spec
-(numpy transcription) for all sizes, and onnxruntime's LRN kernel."""
+(numpy transcription) for all sizes, and onnxruntime's LRN kernel; its default is
+the paper's formula (alpha not divided by n), transcribed separately."""
 
 import numpy as np
 import pytest
@@ -49,3 +50,50 @@ def test_half_input_accumulates_in_float32_without_overflow():
     y = local_response_norm(x.half())
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
     torch.testing.assert_close(y.float(), local_response_norm(x), rtol=2e-3, atol=1e-3)
+
+
+# Parameters away from the default, and inputs where the LRN term dominates: an error in
+# alpha, beta or k shows here (it does not in the end-to-end logits, see lrn.py).
+VARIANTS = {
+    "paper": LRNParams(),
+    "k1-beta0.5": LRNParams(bias=1.0, beta=0.5),
+    "caffe": LRNParams(alpha=1e-4, bias=1.0),
+}
+
+
+def large_activations() -> np.ndarray:
+    """Signed values with |x| around 1e3, where alpha/n * sum(x^2) is ~1e2 >> k."""
+    rng = np.random.default_rng(1)
+    return (rng.choice([-1.0, 1.0], (2, 11, 4, 3)) * rng.uniform(800, 1200, (2, 11, 4, 3))).astype(np.float32)
+
+
+def paper_formula(x: np.ndarray, n: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.75) -> np.ndarray:
+    """Krizhevsky et al. (2012), Section 3.3, as printed: no 1/n before the sum."""
+    x64 = x.astype(np.float64)
+    channels = x64.shape[1]
+    out = np.empty_like(x64)
+    for i in range(channels):
+        window = x64[:, max(0, i - n // 2) : min(channels - 1, i + n // 2) + 1]
+        out[:, i] = x64[:, i] / (k + alpha * (window**2).sum(axis=1)) ** beta
+    return out
+
+
+def test_default_is_the_papers_formula_with_alpha_5e_4_in_our_convention():
+    assert LRNParams() == LRNParams(size=5, alpha=5e-4, beta=0.75, bias=2.0)
+    for x in (large_activations(), np.abs(np.random.default_rng(2).normal(0, 30, (2, 13, 5, 6))).astype(np.float32)):
+        ours = local_response_norm(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(ours, paper_formula(x), rtol=1e-5)
+        # the old default (alpha 1e-4 with k 2) is measurably another function here
+        assert np.abs(local_response_norm(torch.from_numpy(x), LRNParams(alpha=1e-4)).numpy() - ours).max() > 1e-2 * np.abs(ours).max()
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("magnitude", ["relu30", "signed1e3"])
+def test_variants_match_onnx_spec_onnxruntime_and_pytorch(activations, name, magnitude):
+    x = activations if magnitude == "relu30" else large_activations()
+    p = VARIANTS[name]
+    ours = local_response_norm(torch.from_numpy(x), p).numpy()
+    np.testing.assert_allclose(ours, lrn_reference(x, p), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours, onnxruntime_lrn(x, p), rtol=1e-5, atol=1e-6)
+    theirs = F.local_response_norm(torch.from_numpy(x), p.size, p.alpha, p.beta, p.bias).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

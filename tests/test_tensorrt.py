@@ -49,7 +49,7 @@ needs_runner = pytest.mark.skipif(RUNNER_REASON is not None, reason=RUNNER_REASO
 without_tensorrt = pytest.mark.skipif(REASON is None, reason="TensorRT and a GPU are available here")
 
 CHANNELS, HEIGHT, WIDTH = 12, 5, 7
-LRN = LRNParams()  # AlexNet's size 5, alpha 1e-4, beta 0.75, k 2
+LRN = LRNParams()  # the paper's LRN: size 5, alpha 5e-4 (ONNX convention), beta 0.75, k 2
 
 
 def conv_lrn_model(half: bool = False) -> onnx.ModelProto:

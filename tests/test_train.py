@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.data import Augmentation, EvalDataset, Preprocessing, batch_loader, load_digits
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.model import AlexNet, AlexNetConfig
+from alexnet_deploy.precision import Precision
 from alexnet_deploy.progress import SilentProgress
 from alexnet_deploy.train import TrainConfig, evaluate, train, train_one_epoch
 
@@ -190,3 +192,29 @@ def test_a_new_run_sweeps_temporary_files_a_killed_run_left(tmp_path):
     with pytest.raises(DeployError, match="does not exist"):
         train(TrainConfig(data=str(tmp_path / "missing"), output=tmp_path / "run.pt"))
     assert not stale.exists() and mine.exists()
+
+
+def test_bf16_training_computes_in_bf16_and_keeps_an_fp32_checkpoint(tmp_path):
+    output = tmp_path / "bf16.pt"
+    result = train(TrainConfig(output=output, epochs=1, limit=80, width=0.0625, batch_size=16, precision="bf16"))
+    assert np.isfinite(result.history[-1].train_loss)
+    checkpoint = load_checkpoint(output)
+    assert {v.dtype for v in checkpoint.state_dict.values()} == {torch.float32}
+    model = checkpoint.build_model()
+    with Precision("bf16", "cpu").autocast():
+        assert model(torch.randn(1, 3, 227, 227)).dtype == torch.bfloat16
+
+
+def test_fp16_is_refused_without_cuda(tmp_path):
+    with pytest.raises(DeployError, match="^--precision fp16 needs a CUDA device"):
+        train(TrainConfig(output=tmp_path / "x.pt", precision="fp16", device="cpu"))
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_resume_takes_the_runs_dropout_and_refuses_another(tmp_path):
+    output = tmp_path / "d.pt"
+    train(TrainConfig(output=output, epochs=1, dropout=0.25, **TINY))
+    with pytest.raises(DeployError, match=r"cannot --resume .*: the run has --dropout 0.25, not 0.5$"):
+        train(TrainConfig(output=output, epochs=2, resume=True, dropout=0.5, **TINY))
+    assert train(TrainConfig(output=output, epochs=2, resume=True, **TINY)).history[-1].epoch == 2
+    assert load_checkpoint(output).config.dropout == 0.25

@@ -1,0 +1,137 @@
+"""Data-parallel training under torchrun (2 CPU processes, Gloo on 127.0.0.1, an
+ephemeral port): DDP's gradient averaging, the sharded sampler and the sharded
+validation are checked against one process doing the same work, and the 2-rank
+checkpoint goes through load and export like any other."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet_deploy import distributed
+from alexnet_deploy.checkpoint import load_checkpoint
+from alexnet_deploy.data import Augmentation, EvalDataset, Split, batch_loader, load_digits
+from alexnet_deploy.errors import DeployError
+from alexnet_deploy.export import FP32_TOLERANCE, export
+from alexnet_deploy.train import TrainConfig, evaluate, train
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT, BATCH, WIDTH = 120, 16, 0.0625  # 84 training digits: 5 SGD steps of 16 per epoch
+TIMEOUT_S = 180
+
+
+def run_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (*distributed.TORCHRUN_VARIABLES, "LOCAL_WORLD_SIZE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env["GLOO_SOCKET_IFNAME"] = "lo"
+    env["OMP_NUM_THREADS"] = "1"  # two processes share this machine's cores
+    return env
+
+
+def torchrun_train(output: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
+        "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", f"--rdzv-id={output.stem}", "--max-restarts=0",
+        "-m", "alexnet_deploy", "train", "--output", str(output), "--device", "cpu", "--dist-timeout", "60",
+        "--limit", str(LIMIT), "--width", str(WIDTH), "--batch-size", str(BATCH // processes),
+        "--no-augment", "--dropout", "0", "--workers", "0", *args,
+    ]  # fmt: skip
+    result = subprocess.run(command, env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def single_config(output: Path, epochs: int, resume: bool = False) -> TrainConfig:
+    return TrainConfig(
+        output=output, epochs=epochs, resume=resume, device="cpu", limit=LIMIT, width=WIDTH, batch_size=BATCH,
+        augment=Augmentation(False, False, 0.0), dropout=0.0, workers=0,
+    )  # fmt: skip
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        scale = float(a[name].abs().max()) or 1.0
+        difference = float((a[name] - b[name]).abs().max())
+        assert difference <= 1e-5 * scale, f"{name}: max |Δ| {difference:.3g} vs max |w| {scale:.3g}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Epoch 1, then epoch 2 by --resume: 2 ranks x batch B/2 and 1 process x batch B."""
+    work = tmp_path_factory.mktemp("ddp")
+    paths = {"ddp": work / "ddp.pt", "single": work / "single.pt"}
+    torchrun_train(paths["ddp"], "--epochs", "1")
+    train(single_config(paths["single"], epochs=1))
+    paths["ddp_epoch1"], paths["single_epoch1"] = work / "ddp1.pt", work / "single1.pt"
+    paths["ddp_epoch1"].write_bytes(paths["ddp"].read_bytes())
+    paths["single_epoch1"].write_bytes(paths["single"].read_bytes())
+    torchrun_train(paths["ddp"], "--epochs", "2", "--resume")
+    train(single_config(paths["single"], epochs=2, resume=True))
+    return paths
+
+
+@pytest.mark.parametrize("stage", ["_epoch1", ""], ids=["after-epoch-1", "after-resumed-epoch-2"])
+def test_two_ranks_of_half_batch_train_the_same_weights_as_one_process_of_full_batch(runs, stage):
+    ddp, single = load_checkpoint(runs[f"ddp{stage}"]), load_checkpoint(runs[f"single{stage}"])
+    assert_same_weights(ddp.state_dict, single.state_dict)
+    assert ddp.metrics["val_top1"] == single.metrics["val_top1"] and ddp.metrics["val_top5"] == single.metrics["val_top5"]
+
+
+def test_sharded_validation_equals_one_process_evaluating_the_same_weights(runs):
+    checkpoint = load_checkpoint(runs["ddp"])
+    val = Split(limit=LIMIT).apply(load_digits())["val"]  # the split the run stored
+    stats = evaluate(checkpoint.build_model(), batch_loader(EvalDataset(val, checkpoint.preprocessing), 7), torch.device("cpu"))
+    assert checkpoint.metrics["val_top1"] == stats.top1 and checkpoint.metrics["val_top5"] == stats.top5
+    assert checkpoint.metrics["val_loss"] == pytest.approx(stats.loss, rel=1e-6)
+
+
+def test_rank_zero_alone_writes_one_log_line_per_epoch(runs):
+    lines = runs["ddp"].with_suffix(".metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    assert not [p for p in runs["ddp"].parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_rank_checkpoint_loads_and_exports_like_any_other(runs, tmp_path):
+    result = export(runs["ddp"], tmp_path / "ddp.onnx")
+    assert result.validation.max_abs_diff <= FP32_TOLERANCE and result.validation.top1_agreement == 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_rendezvous_that_never_completes_is_one_error_line(tmp_path):
+    env = run_env() | {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    command = [sys.executable, "-m", "alexnet_deploy", "train", "--output", str(tmp_path / "x.pt"), "--limit", "40",
+               "--width", str(WIDTH), "--device", "cpu", "--dist-timeout", "2"]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: rank 0: rendezvous failed") and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_peer_failing_in_a_collective_is_one_error_naming_the_rank():
+    context = distributed.DistributedContext(rank=1, world_size=2)
+    with pytest.raises(DeployError, match=r"^rank 1: another rank failed or timed out \(DistBackendError: Connection closed by peer\)$"):
+        with distributed.peer_failures_as_errors(context):
+            raise torch.distributed.DistBackendError("Connection closed by peer\n[C++ backtrace ...]")
+
+
+def test_without_torchrun_variables_training_is_one_process():
+    assert distributed.from_environment({}) == distributed.DistributedContext()
+    context = distributed.from_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (context.rank, context.world_size, context.local_rank, context.local_world_size, context.is_main) == (3, 4, 1, 2, False)
+
+
+def test_validation_shards_are_disjoint_and_cover_every_image():
+    shards = [list(distributed.StridedShard(11, distributed.DistributedContext(rank, 3))) for rank in range(3)]
+    assert sorted(i for shard in shards for i in shard) == list(range(11))
