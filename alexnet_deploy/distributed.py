@@ -109,6 +109,12 @@ def start(context: DistributedContext, device: torch.device, timeout_s: float = 
         raise DeployError(f"rank {context.rank}: rendezvous failed ({_first_line(error)})") from None
 
 
+def barrier(context: DistributedContext) -> None:
+    """Every rank waits for the others (no-op for a single process)."""
+    if context.enabled:
+        dist.barrier()
+
+
 def stop(context: DistributedContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()

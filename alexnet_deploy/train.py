@@ -394,6 +394,9 @@ def _train(
         _save_resume(output, checkpoint, optimizer, scheduler, scaler, history, device, fingerprint)
         _write_epoch_outputs(output, checkpoint, history)
 
+    # Nobody tears the process group down while rank 0 still writes the last epoch's
+    # files: a rank leaving early aborted now and then in Gloo's shutdown.
+    distributed.barrier(context)
     return TrainResult(output, log_path, history, model_config.num_classes, context.world_size, context.is_main)
 
 
