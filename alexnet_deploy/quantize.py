@@ -330,6 +330,34 @@ def quantize_weights(weights: np.ndarray, scales: np.ndarray, axis: int) -> np.n
     return np.clip(np.round(weights / scales.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
 
 
+@dataclass
+class QuantizedWeight:
+    """A Conv/Gemm weight as int8 per output channel behind a DequantizeLinear."""
+
+    initializers: list[onnx.TensorProto]  # int8 values, float32 scales, int8 zero points
+    dequantize: onnx.NodeProto
+    scales: np.ndarray  # per output channel, float32
+
+
+def quantize_weight_input(node: onnx.NodeProto, weight: onnx.TensorProto) -> QuantizedWeight:
+    """Symmetric per-channel int8 for ``node``'s weight (input 1), the same for the
+    TensorRT and the onnxruntime layouts; rewires ``node`` to the dequantized weight."""
+    name = node.input[1]
+    weights = numpy_helper.to_array(weight)
+    axis = _weight_axis(node)
+    scales = symmetric_weight_scales(weights, axis)
+    initializers = [
+        numpy_helper.from_array(quantize_weights(weights, scales, axis), f"{name}_int8"),
+        numpy_helper.from_array(scales, f"{name}_scale"),
+        numpy_helper.from_array(np.zeros(len(scales), np.int8), f"{name}_zero_point"),
+    ]
+    dequantize = helper.make_node(
+        "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"], [f"{name}_dq"], axis=axis
+    )
+    node.input[1] = f"{name}_dq"
+    return QuantizedWeight(initializers, dequantize, scales)
+
+
 def _weight_axis(node: onnx.NodeProto) -> int:
     """Output-channel axis of the weight: Conv [out, in, kH, kW]; Gemm B is [out, in]
     with transB=1 (as exported) and [in, out] otherwise."""
@@ -364,25 +392,11 @@ def insert_qdq(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onn
                 dequantized[activation] = f"{activation}_dq"
             node.input[0] = dequantized[activation]
 
-            weight_name = node.input[1]
-            weights = numpy_helper.to_array(initializers[weight_name])
-            axis = _weight_axis(node)
-            scales = symmetric_weight_scales(weights, axis)
-            graph.initializer.remove(initializers[weight_name])
-            graph.initializer.extend([
-                numpy_helper.from_array(quantize_weights(weights, scales, axis), f"{weight_name}_int8"),
-                numpy_helper.from_array(scales, f"{weight_name}_scale"),
-                numpy_helper.from_array(np.zeros(len(scales), np.int8), f"{weight_name}_zero_point"),
-            ])
-            nodes.append(
-                helper.make_node(
-                    "DequantizeLinear",
-                    [f"{weight_name}_int8", f"{weight_name}_scale", f"{weight_name}_zero_point"],
-                    [f"{weight_name}_dq"],
-                    axis=axis,
-                )
-            )
-            node.input[1] = f"{weight_name}_dq"
+            weight = initializers[node.input[1]]
+            quantized = quantize_weight_input(node, weight)
+            graph.initializer.remove(weight)
+            graph.initializer.extend(quantized.initializers)
+            nodes.append(quantized.dequantize)
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)

@@ -45,7 +45,7 @@ from onnx import helper, numpy_helper
 
 from .errors import DeployError
 from .graph import is_plugin_lrn, is_standard_lrn, set_metadata
-from .quantize import INT8_MAX, QUANTIZED_OPS, _weight_axis, quantize_weights, symmetric_weight_scales
+from .quantize import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
 
 UINT8_MAX = 255
 UINT8_MIDPOINT = 128
@@ -184,24 +184,10 @@ def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str
 
     def integer_parameters(node: onnx.NodeProto) -> list[onnx.NodeProto]:
         """int8 weight and int32 bias, each behind a per-channel DequantizeLinear."""
-        axis = _weight_axis(node)
-        weight_name = node.input[1]
-        weights = numpy_helper.to_array(graph.initializers[weight_name])
-        weight_scales = symmetric_weight_scales(weights, axis)
-        initializers.extend([
-            numpy_helper.from_array(quantize_weights(weights, weight_scales, axis), f"{weight_name}_int8"),
-            numpy_helper.from_array(weight_scales, f"{weight_name}_scale"),
-            numpy_helper.from_array(np.zeros(len(weight_scales), np.int8), f"{weight_name}_zero_point"),
-        ])
-        nodes = [
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{weight_name}_int8", f"{weight_name}_scale", f"{weight_name}_zero_point"],
-                [f"{weight_name}_dq"],
-                axis=axis,
-            )
-        ]
-        node.input[1] = f"{weight_name}_dq"
+        weight = quantize_weight_input(node, graph.initializers[node.input[1]])
+        initializers.extend(weight.initializers)
+        nodes = [weight.dequantize]
+        weight_scales = weight.scales
         if len(node.input) > 2 and node.input[2]:
             bias_name = node.input[2]
             bias = numpy_helper.to_array(graph.initializers[bias_name]).astype(np.float64)
