@@ -690,7 +690,7 @@ def memory_limit_bytes() -> int | None:
             if line.startswith("MemTotal:"):
                 limits.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
-        pass
+        limits = []  # no readable /proc/meminfo (not Linux): only a cgroup limit can bound the batch
     for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
             limits.append(int(Path(cgroup).read_text().strip()))

@@ -382,7 +382,7 @@ def _digest(path: Path) -> str:
 
 
 class _Hung(Exception):
-    pass
+    """A catalogue case ran past its time limit (a hang fails that case, not the suite)."""
 
 
 def _alarm(signum, frame):

@@ -20,6 +20,7 @@ The numpy-1-ABI stub is handled in ``triton_models`` (tensors pass by DLPack).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -174,17 +175,16 @@ class TritonServer:
 
     def _wait_ready(self, started: float) -> None:
         import tritonclient.http as http
+        from tritonclient.utils import InferenceServerException
 
         client = http.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=2.0)
         try:
             while time.perf_counter() - started < self.config.startup_timeout_s:
                 if self.process.poll() is not None:
                     raise DeployError(f"tritonserver exited with code {self.process.returncode} while starting: {self.failure_summary()}")
-                try:
+                with contextlib.suppress(OSError, InferenceServerException):  # not listening yet: refused/reset
                     if client.is_server_ready():
                         return
-                except Exception:  # not listening yet: connection refused/reset
-                    pass
                 time.sleep(0.25)
         finally:
             client.close()

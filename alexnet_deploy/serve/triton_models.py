@@ -11,6 +11,8 @@ under numpy 1 and 2. For the same reason the image input is UINT8 [-1], not BYTE
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import json
 from pathlib import Path
 
@@ -70,12 +72,13 @@ class PreprocessModel:
         return responses
 
 
-class _RunnerModel:
+class _RunnerModel(ABC):
     """One of our runners inside Triton's python backend. Triton's dynamic batcher hands
     ``execute`` several requests at once; they run as one batch."""
 
+    @abstractmethod
     def _open(self, folder: Path):
-        raise NotImplementedError  # each subclass names its runner and file
+        """The loaded runner for the model version folder (each subclass names its file)."""
 
     def initialize(self, args: dict) -> None:
         self.runner = self._open(Path(args["model_repository"]) / args["model_version"])
