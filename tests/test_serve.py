@@ -56,7 +56,13 @@ def test_concurrent_requests_are_dynamically_batched(server, held_out_pngs, refe
     before = executions_and_inferences()
     with ThreadPoolExecutor(8) as pool:
         results = [item for batch in pool.map(worker, [0, 1] * 4) for item in batch]
+    # Triton counts an execution after sending its responses, so the last answers can
+    # arrive before the statistics include them: poll briefly for the full count.
+    deadline = time.perf_counter() + 5.0
     after = executions_and_inferences()
+    while after[1] - before[1] < 128 and time.perf_counter() < deadline:
+        time.sleep(0.02)
+        after = executions_and_inferences()
     assert len(results) == 8 * 16
     for index, logits in results:
         assert np.abs(logits - reference_logits[index]).max() <= 1e-5

@@ -173,7 +173,11 @@ def run_loadtest(config: LoadConfig) -> LoadReport:
     with TritonClassifier(config.url, config.protocol, config.model) as client:
         measured = client.batched_model(config.model)
         payload = _payload(config, client)
+        before_warm_up = _batch_histogram(client, measured)
         client.infer_raw(payload)  # warm-up, and a wrong model/URL fails here with its message
+        # The warm-up's execution is counted after its response is sent; wait for it, or
+        # the first level's "before" snapshot can miss it and report it as its own.
+        _settled_batches(client, measured, before_warm_up, expected_images=config.batch)
     report = LoadReport(config, measured)
     for concurrency in config.concurrency:
         report.rows.append(_level(config, payload, measured, concurrency))
