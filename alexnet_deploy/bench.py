@@ -52,7 +52,8 @@ from .metrics import FP32_TOLERANCE, parity
 from .files import atomic_output, check_png_path, sha256_file
 from .graph import INPUT_NAME, OUTPUT_NAME, export_metadata, load_model, read_metadata, verify_weights
 from .progress import ProgressReporter, SilentProgress
-from .runners.base import BackendUnavailable, Runner, StageTiming
+from .errors import BackendUnavailable
+from .runners.base import Runner, StageTiming
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch", "torch-compile")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")

@@ -41,7 +41,7 @@ from .plugin.trt_plugin import (
     tensorrt_version,
 )
 from .progress import ProgressReporter, SilentProgress
-from .runners.base import BackendUnavailable
+from .errors import BackendUnavailable
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINES_DIR = Path("engines")
@@ -311,7 +311,7 @@ def build_engine(
 ) -> BuildResult:
     """Build ``plan_path`` (and its sidecar and log) from ``onnx_path``.
 
-    Raises ``BackendUnavailable`` (from ``runners.base``) with the one-line reason when
+    Raises ``BackendUnavailable`` (from ``errors``) with the one-line reason when
     TensorRT or a GPU is missing, and ``DeployError`` for bad input or a failed build.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)

@@ -39,7 +39,8 @@ from alexnet_deploy.export import export
 from alexnet_deploy.graph import load_model
 from alexnet_deploy.metrics import parity, topk_accuracy
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.runners.base import BackendUnavailable, Runner
+from alexnet_deploy.errors import BackendUnavailable
+from alexnet_deploy.runners.base import Runner
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 from alexnet_deploy.lrn import OpaqueLRN
 from alexnet_deploy.runners.torch import TorchRunner, use_triton_lrn

@@ -39,7 +39,7 @@ from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, to_standard_lrn
 from alexnet_deploy.lrn import LRNParams, lrn_reference
 from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
 from alexnet_deploy.plugin.trt_plugin import CudaDevice, max_ptx_version, parse_version, register_lrn_plugin
-from alexnet_deploy.runners.base import BackendUnavailable
+from alexnet_deploy.errors import BackendUnavailable
 from alexnet_deploy.runners.tensorrt import TensorRTRunner
 
 REASON = tensorrt_unavailable_reason()

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..lrn import LRNParams
-from ..runners.base import BackendUnavailable
+from ..errors import BackendUnavailable
 from . import PLUGIN_ID
 
 # tensorrt.plugin.aot_impl appeared in 10.9, but the 10.9 ONNX parser looks a Python

@@ -11,13 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-class BackendUnavailable(Exception):
-    """This backend cannot run here (package or GPU missing); the message says why.
-
-    Bench lists such a backend as skipped with the message instead of failing.
-    """
-
-
 @dataclass
 class StageTiming:
     """Where one ``infer`` call spent its time, for runners that can tell (GPU ones,

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
-from .base import BackendUnavailable, Runner
+from ..errors import BackendUnavailable
+from .base import Runner
 
 
 def available_providers() -> list[str]:

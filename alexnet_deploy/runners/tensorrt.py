@@ -19,7 +19,8 @@ import numpy as np
 from ..engine import read_sidecar, runner_unavailable_reason, sidecar_mismatches
 from ..errors import DeployError
 from ..plugin.trt_plugin import cuda_device, register_lrn_plugin
-from .base import BackendUnavailable, Runner, StageTiming
+from ..errors import BackendUnavailable
+from .base import Runner, StageTiming
 
 
 def _precision_from_name(plan: Path) -> str:
