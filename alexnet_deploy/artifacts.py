@@ -24,22 +24,20 @@ so a file name is spelled here and nowhere else::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
+from .choices import Choice
 
-class Precision(str, Enum):
+
+class Precision(Choice):
     """The precisions the pipeline writes as ONNX files and TensorRT engines."""
 
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
 
-    def __str__(self) -> str:  # f-strings and messages show "fp16", not "Precision.FP16"
-        return self.value
 
-
-PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+PRECISIONS: tuple[str, ...] = Precision.values()
 
 # The file tag of the INT8 graph laid out for onnxruntime's integer kernels (Q/DQ around
 # every Conv/Gemm output too); `Precision.INT8` names the TensorRT-layout graph.
