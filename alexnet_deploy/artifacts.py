@@ -64,18 +64,20 @@ class ArtifactLayout:
     onnx_suffix: str = ".onnx"
 
     @classmethod
-    def from_onnx(cls, fp32_onnx: Path, **folders: Path) -> ArtifactLayout:
+    def from_onnx(
+        cls, fp32_onnx: Path, engines_dir: Path = ENGINES_DIR, calibration_dir: Path = CALIBRATION_DIR
+    ) -> ArtifactLayout:
         """The layout whose FP32 export is ``fp32_onnx`` (``build --onnx FILE``): its
         twins sit beside it and share its stem."""
         fp32_onnx = Path(fp32_onnx)
-        return cls(export_dir=fp32_onnx.parent, stem=fp32_onnx.stem, onnx_suffix=fp32_onnx.suffix, **folders)
+        return cls(fp32_onnx.parent, engines_dir, calibration_dir, stem=fp32_onnx.stem, onnx_suffix=fp32_onnx.suffix)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path, **folders: Path) -> ArtifactLayout:
+    def from_checkpoint(cls, checkpoint: Path) -> ArtifactLayout:
         """The layout whose checkpoint is ``checkpoint`` (``train --output FILE``): the
         resume state, metrics and curves sit beside it and share its stem."""
         checkpoint = Path(checkpoint)
-        return cls(export_dir=checkpoint.parent, stem=checkpoint.stem, checkpoint_suffix=checkpoint.suffix, **folders)
+        return cls(export_dir=checkpoint.parent, stem=checkpoint.stem, checkpoint_suffix=checkpoint.suffix)
 
     # ------------------------------------------------------------------ train
     @property

@@ -136,7 +136,7 @@ def sweep_stale_temporaries(directory: Path, now: float | None = None) -> list[P
     no longer running and that are older than :data:`STALE_AFTER_S`. Anything else
     (other programs' files, writes in progress) is left alone. Returns what it removed."""
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:

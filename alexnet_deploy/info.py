@@ -88,7 +88,7 @@ class LayerTable:
 
     def display_rows(self) -> list[tuple[str, ...]]:
         """Text cells under :data:`COLUMNS`, one row per layer and a total row."""
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (
                 row.name,
                 row.type,
@@ -129,8 +129,10 @@ def _step(values: tuple[int, ...] | None) -> str:
     return str(values[0]) if values is not None and len(set(values)) == 1 else _dims(values)
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    # MaxPool2d keeps ints where Conv2d keeps pairs
+def _pair(value: int | str | tuple[int, ...]) -> tuple[int, ...]:
+    # MaxPool2d keeps ints where Conv2d keeps pairs; AlexNet pads by numbers, never "same"
+    if isinstance(value, str):
+        raise ValueError(f"padding {value!r} is not a number of pixels")
     return tuple(value) if isinstance(value, tuple) else (value, value)
 
 

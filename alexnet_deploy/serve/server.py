@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO
 
 from ..engine import ENGINES_DIR, plan_path_for, runner_unavailable_reason
 from ..errors import DeployError
@@ -111,7 +112,7 @@ class TritonServer:
     startup_s: float = 0.0  # launch to ready
     process: subprocess.Popen | None = None
     _workspace: Path | None = None
-    _log_handle: object | None = field(default=None, repr=False)
+    _log_handle: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def http_url(self) -> str:
@@ -123,12 +124,24 @@ class TritonServer:
 
     @property
     def log_path(self) -> Path:
-        return self.config.log or self._workspace / "tritonserver.log"
+        if self.config.log is not None:
+            return self.config.log
+        if self._workspace is None:
+            raise RuntimeError("the server log has no path before start()")
+        return self._workspace / "tritonserver.log"
 
-    def _backend_directory(self, install: TritonInstallation) -> Path:
+    @property
+    def running(self) -> subprocess.Popen:
+        """The server process; asking before start() or after stop() is a bug."""
+        if self.process is None:
+            raise RuntimeError("tritonserver is not running")
+        return self.process
+
+    @staticmethod
+    def _backend_directory(workspace: Path, install: TritonInstallation) -> Path:
         """The wheel's python backend beside the stub for this interpreter (the backend
         looks for the stub in its own folder; the wheel keeps one per Python version)."""
-        python = self._workspace / "backends" / "python"
+        python = workspace / "backends" / "python"
         python.mkdir(parents=True)
         for item in (install.backends / "python").iterdir():
             if item.is_file():
@@ -137,18 +150,20 @@ class TritonServer:
         return python.parent
 
     def start(self) -> TritonServer:
+        if self.config.repository is None:
+            raise DeployError("no model repository to serve (write one with `alexnet-deploy repository`)")
         repository = Path(self.config.repository)
         if not (repository / "alexnet" / "config.pbtxt").is_file():
             raise DeployError(f"{repository} is not a model repository (write one with `alexnet-deploy repository`)")
         install = find_triton()
-        self._workspace = Path(tempfile.mkdtemp(prefix="alexnet-triton-"))
+        workspace = self._workspace = Path(tempfile.mkdtemp(prefix="alexnet-triton-"))
         self.http_port = self.config.http_port or free_port()
         self.grpc_port = self.config.grpc_port or free_port()
         self.metrics_port = self.config.metrics_port or free_port()
         command = [
             str(install.binary),
             f"--model-repository={repository.resolve()}",
-            f"--backend-directory={self._backend_directory(install)}",
+            f"--backend-directory={self._backend_directory(workspace, install)}",
             f"--http-address={HOST}",
             f"--grpc-address={HOST}",
             f"--metrics-address={HOST}",
@@ -180,8 +195,8 @@ class TritonServer:
         client = http.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=2.0)
         try:
             while time.perf_counter() - started < self.config.startup_timeout_s:
-                if self.process.poll() is not None:
-                    raise DeployError(f"tritonserver exited with code {self.process.returncode} while starting: {self.failure_summary()}")
+                if self.running.poll() is not None:
+                    raise DeployError(f"tritonserver exited with code {self.running.returncode} while starting: {self.failure_summary()}")
                 with contextlib.suppress(OSError, InferenceServerException):  # not listening yet: refused/reset
                     if client.is_server_ready():
                         return
@@ -270,13 +285,15 @@ def serve_until_signal(
     target = ONNX_MODEL if backend == "onnxruntime" else tensorrt_model_name(precision)
 
     with tempfile.TemporaryDirectory(prefix="alexnet-repository-") as scratch:
-        if config.repository is None:
+        repository = config.repository
+        if repository is None:
             written = write_repository(
                 onnx_path, Path(scratch) / "model_repository", engines_dir, RepositoryConfig(flavour="local"), target=target
             )
-            config = replace(config, repository=written.path)
+            repository = written.path
+            config = replace(config, repository=repository)
             announce(f"repository {onnx_path} -> {', '.join(written.models)} (python backend; the alexnet ensemble uses {target})")
-        problems = unsupported_models(config.repository, find_triton())
+        problems = unsupported_models(repository, find_triton())
         if problems:
             raise DeployError(
                 f"{config.repository}: {'; '.join(problems)}, and this Triton (nvidia-pytriton's) has only the python "
@@ -291,8 +308,8 @@ def serve_until_signal(
                     f"metrics http://{HOST}:{server.metrics_port}/metrics  (Ctrl-C or SIGTERM stops it)"
                 )
                 while not stop.wait(0.5):
-                    if server.process.poll() is not None:
-                        raise DeployError(f"tritonserver exited with code {server.process.returncode}: {server.failure_summary()}")
+                    if server.running.poll() is not None:
+                        raise DeployError(f"tritonserver exited with code {server.running.returncode}: {server.failure_summary()}")
                 announce("stopping: draining in-flight requests")
             announce("stopped")
         finally:
