@@ -117,10 +117,16 @@ class ArtifactLayout:
         return sidecar_of(self.plan(precision))
 
     def build_log(self, precision: Precision | str) -> Path:
-        return self.plan(precision).with_suffix(".log")
+        return build_log_of(self.plan(precision))
 
 
 def sidecar_of(plan: Path) -> Path:
     """``engines/alexnet.fp16.plan`` -> ``engines/alexnet.fp16.json``: a plan given by
     path (``bench``, ``serve``) carries its sidecar beside it."""
     return Path(plan).with_suffix(".json")
+
+
+def build_log_of(plan: Path) -> Path:
+    """``engines/alexnet.fp16.plan`` -> ``engines/alexnet.fp16.log``: TensorRT's build
+    log beside the plan it built."""
+    return Path(plan).with_suffix(".log")

@@ -47,7 +47,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data import held_out_images
 from .errors import DeployError
 from .build import ORT_INT8, precision_path
-from .engine import plan_path_for
+from .artifacts import ArtifactLayout
 from .metrics import FP32_TOLERANCE, parity
 from .files import atomic_output, check_png_path, sha256_file
 from .graph import INPUT_NAME, OUTPUT_NAME, export_metadata, load_model, read_metadata, verify_weights
@@ -550,8 +550,9 @@ def _plan_tensorrt(context: _Context, precision: str) -> _Planned:
         planned.skipped = "TensorRT runs only on a GPU (--device cpu)"
         return planned
     try:
-        from .engine import read_sidecar, runner_unavailable_reason
-        from .runners.tensorrt import TensorRTRunner
+        from .tensorrt.availability import runner_unavailable_reason
+        from .tensorrt.runner import TensorRTRunner
+        from .tensorrt.sidecar import read_sidecar
     except ImportError as error:
         planned.skipped = f"the TensorRT runner cannot be imported ({error})"
         return planned
@@ -559,7 +560,7 @@ def _plan_tensorrt(context: _Context, precision: str) -> _Planned:
     if reason is not None:
         planned.skipped = reason
         return planned
-    path = plan_path_for(precision, context.config.engines_dir)
+    path = ArtifactLayout(engines_dir=context.config.engines_dir).plan(precision)
     if not path.is_file():
         planned.skipped = _missing(context, path, precision)
         return planned

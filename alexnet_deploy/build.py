@@ -341,20 +341,23 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
 
 
 def _build_engines(config: BuildConfig, report: BuildReport, progress: ProgressReporter) -> None:
-    from .engine import EngineBuildConfig, build_engine, plan_path_for, tensorrt_unavailable_reason
+    from .artifacts import ArtifactLayout
+    from .tensorrt.availability import tensorrt_unavailable_reason
+    from .tensorrt.config import TIMING_CACHE, EngineBuildConfig
+    from .tensorrt.engine import build_engine
 
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         report.engine_note = f"no TensorRT engine built: {reason}; the ONNX files above are ready for one"
         return
     for precision, onnx_path in report.onnx.items():
-        plan = plan_path_for(precision, config.engines_dir)
+        plan = ArtifactLayout(engines_dir=config.engines_dir).plan(precision)
         engine_config = EngineBuildConfig(
             precision=precision,
             opt_batch=config.opt_batch,
             max_batch=config.max_batch,
             workspace_gib=config.workspace_gib,
-            timing_cache=Path(config.engines_dir) / "timing.cache",
+            timing_cache=Path(config.engines_dir) / TIMING_CACHE,
         )
         build_engine(onnx_path, plan, engine_config, progress=progress)
         report.engines[precision] = plan

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .engine import runner_unavailable_reason, tensorrt_unavailable_reason
-from .plugin.trt_plugin import cuda_device, tensorrt_version
+from .tensorrt.availability import cuda_device, runner_unavailable_reason, tensorrt_unavailable_reason, tensorrt_version
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "polygraphy", "tensorrt", "pycuda", "triton", "typer")
 
@@ -28,16 +26,6 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def installed_tensorrt() -> str | None:
-    """TensorRT ships as several distributions (tensorrt, tensorrt-cu12, ...); ask the module."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    try:
-        return tensorrt_version()
-    except Exception as error:  # a broken install (missing libnvinfer, ...) must not break the doctor
-        return f"unusable ({error.__class__.__name__})"
-
-
 def install_problems(version: Callable[[str], str | None] = package_version) -> list[str]:
     """Known-broken combinations of installed distributions, each with the fix."""
     problems = []
@@ -54,16 +42,13 @@ def install_problems(version: Callable[[str], str | None] = package_version) -> 
 
 def diagnose() -> Report:
     versions = {name: package_version(name) for name in PACKAGES}
-    versions["tensorrt"] = installed_tensorrt()
+    versions["tensorrt"] = tensorrt_version()  # the module, not one of its several distributions
     device = cuda_device()
     gpu = None
     if device is not None:  # asked of the CUDA driver, not torch: a CPU torch build on a GPU machine sees nothing
         major, minor = device.capability
         gpu = f"{device.name} (sm_{major}{minor}, CUDA driver {device.driver_version[0]}.{device.driver_version[1]})"
-    if versions["tensorrt"] is not None and versions["tensorrt"].startswith("unusable"):
-        build_reason = run_reason = f"TensorRT is installed but cannot be imported ({versions['tensorrt']})"
-    else:
-        build_reason, run_reason = tensorrt_unavailable_reason(), runner_unavailable_reason()
+    build_reason, run_reason = tensorrt_unavailable_reason(), runner_unavailable_reason()
     steps = {
         "train": "yes" + (" (CUDA)" if gpu else " (CPU)"),
         "export": "yes",

@@ -23,11 +23,13 @@ import onnx
 import tensorrt as trt
 from onnx import helper
 
-import alexnet_deploy.plugin.trt_plugin as trt_plugin
-import alexnet_deploy.engine as engine
-from alexnet_deploy.engine import EngineBuildConfig, build_engine
+import alexnet_deploy.plugin.registration as registration
+import alexnet_deploy.tensorrt.availability as availability
+import alexnet_deploy.tensorrt.engine as engine
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
+from alexnet_deploy.tensorrt.config import EngineBuildConfig
+from alexnet_deploy.tensorrt.engine import build_engine
 
 # ---------------------------------------------------------------- stand-ins for the core
 
@@ -127,7 +129,7 @@ class StandInSink:
         object.__setattr__(self, name, value)
 
 
-STANDIN_GPU = trt_plugin.CudaDevice("stand-in GPU (sm_90, CUDA 12.8 driver)", (9, 0), (12, 8))
+STANDIN_GPU = availability.CudaDevice("stand-in GPU (sm_90, CUDA 12.8 driver)", (9, 0), (12, 8))
 
 # ---------------------------------------------------------------- parser transcription
 
@@ -204,14 +206,19 @@ def record(observations: dict, key: str, action):
         observations[key] = {"ok": False, "error": f"{error.__class__.__name__}: {error}", "trace": traceback.format_exc()}
 
 
+def use_gpu(device_query) -> None:
+    """Answer every module's GPU question (they import ``cuda_device`` by name) with ``device_query``."""
+    availability.cuda_device = registration.cuda_device = engine.cuda_device = device_query
+
+
 def probe(model_path: Path, out_dir: Path) -> dict:
     observations: dict = {"tensorrt_version": trt.__version__, "tensorrt_file": trt.__file__}
     registry = StandInPluginRegistry()
     trt.get_plugin_registry = lambda: registry
-    trt_plugin.cuda_device = engine.cuda_device = lambda: STANDIN_GPU
+    use_gpu(lambda: STANDIN_GPU)
     builder = StandInExprBuilder()
 
-    record(observations, "register", lambda: trt_plugin.register_lrn_plugin() or _describe_registry(registry))
+    record(observations, "register", lambda: registration.register_lrn_plugin() or _describe_registry(registry))
     model = onnx.load(str(model_path))
     nodes = [n for n in model.graph.node if n.op_type == PLUGIN_NAME]
     observations["plugin_nodes"] = [{"name": n.name, "lookup": parser_lookup(n)} for n in nodes]
@@ -280,8 +287,8 @@ def probe(model_path: Path, out_dir: Path) -> dict:
     for dtype_name in ("fp32", "fp16"):
         record(observations, f"aot/{dtype_name}", lambda d=dtype_name: lifecycle(d))
 
-    trt_plugin.clear_plugin_errors()
-    trt_plugin.cuda_device = lambda: None  # the failure a build on a GPU-less machine meets
+    registration.clear_plugin_errors()
+    registration.cuda_device = lambda: None  # the failure a build on a GPU-less machine meets
 
     def failing_aot():
         plugin, _fields = parser_create_plugin(registry, nodes[0], trt.QuickPluginCreationRequest.STRICT_AOT)
@@ -295,11 +302,11 @@ def probe(model_path: Path, out_dir: Path) -> dict:
         plugin.get_launch_params([dims], [desc, desc], 1, StandInSink(), StandInSink(), builder)
 
     record(observations, "aot_error", failing_aot)
-    observations["plugin_errors"] = trt_plugin.plugin_errors()
+    observations["plugin_errors"] = registration.plugin_errors()
     observations["build_failure_message"] = engine._build_failure(
         Path("alexnet.fp32.plan"), model_path, "", RuntimeError("plugin failed")
     )
-    trt_plugin.cuda_device = engine.cuda_device = lambda: STANDIN_GPU
+    use_gpu(lambda: STANDIN_GPU)
 
     def build():
         try:

@@ -421,10 +421,10 @@ def test_single_batch_plots_accuracy_against_throughput(tiny_checkpoint, onnx_di
 @pytest.fixture
 def tensorrt_present(monkeypatch):
     """Pretend TensorRT, pycuda and a GPU are here, so only the engine file decides."""
-    import alexnet_deploy.engine
+    import alexnet_deploy.tensorrt.availability
 
-    monkeypatch.setattr(alexnet_deploy.engine, "tensorrt_unavailable_reason", lambda: None)
-    monkeypatch.setattr(alexnet_deploy.engine, "runner_unavailable_reason", lambda: None)
+    monkeypatch.setattr(alexnet_deploy.tensorrt.availability, "tensorrt_unavailable_reason", lambda: None)
+    monkeypatch.setattr(alexnet_deploy.tensorrt.availability, "runner_unavailable_reason", lambda: None)
 
 
 def test_missing_engine_is_an_error_when_its_precision_was_named(tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present):
@@ -434,7 +434,7 @@ def test_missing_engine_is_an_error_when_its_precision_was_named(tiny_checkpoint
 
 def write_engine(engines: Path, precision: str, max_batch: int) -> None:
     """A stand-in plan and the sidecar `build` writes beside it (only the profile matters)."""
-    from alexnet_deploy.engine import BatchProfile, EngineSidecar
+    from alexnet_deploy.tensorrt.sidecar import BatchProfile, EngineSidecar
 
     engines.mkdir(exist_ok=True)
     (engines / f"alexnet.{precision}.plan").write_bytes(b"not a real engine")

@@ -19,7 +19,7 @@ from alexnet_deploy.graph import load_model, lrn_attributes, read_metadata, to_p
 from alexnet_deploy.metrics import compare_logits
 from alexnet_deploy.lrn import LRNParams
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.plugin.trt_plugin import lrn_params_from_fields
+from alexnet_deploy.plugin.registration import lrn_params_from_fields
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
 

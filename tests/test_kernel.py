@@ -166,7 +166,7 @@ def test_kernel_rejects_what_it_cannot_compute():
 
 
 def test_tensorrt_ptx_has_the_aot_calling_convention_and_the_drivers_isa():
-    """What trt_plugin.aot_impl embeds, compiled here without a GPU: TensorRT passes
+    """What plugin.registration's aot_impl embeds, compiled here without a GPU: TensorRT passes
     (input pointer, extra int args, output pointer), and the PTX must declare an ISA the
     target machine's driver can JIT."""
     kernel = compile_ptx("fp16", LRNParams(), capability=90, max_ptx_version=85)

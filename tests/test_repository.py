@@ -17,19 +17,20 @@ from typer.testing import CliRunner
 
 from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.cli import app
-from alexnet_deploy.engine import BatchProfile, EngineSidecar, plan_path_for, sidecar_path
+from alexnet_deploy.artifacts import ArtifactLayout, sidecar_of
 from alexnet_deploy.serve.repository import RepositoryConfig, write_repository
+from alexnet_deploy.tensorrt.sidecar import BatchProfile, EngineSidecar
 
 
 def fake_engine(engines: Path, precision: str, max_batch: int) -> None:
     """A plan file and the sidecar `build` writes beside it (the repository only copies
     the plan and reads the profile; no TensorRT needed)."""
     engines.mkdir(exist_ok=True)
-    plan = plan_path_for(precision, engines)
+    plan = ArtifactLayout(engines_dir=engines).plan(precision)
     plan.write_bytes(b"plan bytes")
     profile = BatchProfile("images", [1, 3, 227, 227], [8, 3, 227, 227], [max_batch, 3, 227, 227])
     sidecar = EngineSidecar(str(plan), precision, "10.16", "GPU", "8.9", profile, "x.onnx", "0", 1.0, 4.0, False, "p", "now", [])
-    sidecar_path(plan).write_text(sidecar.to_json())
+    sidecar_of(plan).write_text(sidecar.to_json())
 
 
 def configs(root: Path) -> dict[str, pb.ModelConfig]:
@@ -149,7 +150,7 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, t
     ],
 )
 def test_serve_refuses_a_backend_it_cannot_run_before_starting(served_onnx, args, fragment):  # noqa: F811
-    from alexnet_deploy.engine import runner_unavailable_reason
+    from alexnet_deploy.tensorrt.availability import runner_unavailable_reason
 
     if "tensorrt" in args and runner_unavailable_reason() is None:
         pytest.skip("TensorRT can run here")

@@ -19,28 +19,24 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from alexnet_deploy.engine import (
-    BatchProfile,
-    EngineBuildConfig,
-    EngineSidecar,
-    LayerPrecision,
-    build_engine,
-    datatype_of,
-    layer_precisions,
-    onnx_precision,
-    read_sidecar,
-    runner_unavailable_reason,
-    sidecar_mismatches,
-    sidecar_path,
-    tensorrt_unavailable_reason,
-)
-from alexnet_deploy.errors import DeployError
+from alexnet_deploy.artifacts import sidecar_of
+from alexnet_deploy.errors import BackendUnavailable, DeployError
 from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, to_standard_lrn
 from alexnet_deploy.lrn import LRNParams, lrn_reference
 from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
-from alexnet_deploy.plugin.trt_plugin import CudaDevice, max_ptx_version, parse_version, register_lrn_plugin
-from alexnet_deploy.errors import BackendUnavailable
-from alexnet_deploy.runners.tensorrt import TensorRTRunner
+from alexnet_deploy.plugin.registration import register_lrn_plugin
+from alexnet_deploy.tensorrt.availability import (
+    CudaDevice,
+    max_ptx_version,
+    parse_version,
+    runner_unavailable_reason,
+    tensorrt_unavailable_reason,
+)
+from alexnet_deploy.tensorrt.config import EngineBuildConfig
+from alexnet_deploy.tensorrt.engine import build_engine, onnx_precision
+from alexnet_deploy.tensorrt.inspector import datatype_of, layer_precisions
+from alexnet_deploy.tensorrt.runner import TensorRTRunner
+from alexnet_deploy.tensorrt.sidecar import BatchProfile, EngineSidecar, LayerPrecision, read_sidecar, sidecar_mismatches
 
 REASON = tensorrt_unavailable_reason()
 RUNNER_REASON = runner_unavailable_reason()
@@ -152,12 +148,12 @@ def test_supported_tensorrt_with_a_gpu_can_build(version):
 
 
 def test_runner_needs_pycuda_even_where_engines_can_be_built(monkeypatch):
-    import alexnet_deploy.engine as engine
+    import alexnet_deploy.tensorrt.availability as availability
 
-    monkeypatch.setattr(engine, "tensorrt_unavailable_reason", lambda: None)
+    monkeypatch.setattr(availability, "tensorrt_unavailable_reason", lambda: None)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycuda" else real_find_spec(name, *a))
-    assert "pycuda is not installed" in engine.runner_unavailable_reason()
+    assert "pycuda is not installed" in availability.runner_unavailable_reason()
 
 
 @without_tensorrt
@@ -195,8 +191,8 @@ def test_sidecar_round_trips_through_json(tmp_path):
     assert data["profile"] == {"input": "images", "min": [1, 3, 227, 227], "opt": [128, 3, 227, 227], "max": [256, 3, 227, 227]}
     assert data["layers"][0] == {"name": "conv1", "type": "CaskConvolution", "precision": "fp16", "outputs": ["Row major linear FP16 format"]}
     plan = tmp_path / "alexnet.fp16.plan"
-    sidecar_path(plan).write_text(sidecar.to_json())
-    assert sidecar_path(plan) == tmp_path / "alexnet.fp16.json"
+    sidecar_of(plan).write_text(sidecar.to_json())
+    assert sidecar_of(plan) == tmp_path / "alexnet.fp16.json"
     assert read_sidecar(plan) == sidecar
 
 
@@ -204,7 +200,7 @@ def test_missing_or_broken_sidecar_is_a_clear_error(tmp_path):
     plan = tmp_path / "alexnet.fp32.plan"
     with pytest.raises(DeployError, match="no sidecar"):
         read_sidecar(plan)
-    sidecar_path(plan).write_text("{}")
+    sidecar_of(plan).write_text("{}")
     with pytest.raises(DeployError, match="not a valid engine sidecar"):
         read_sidecar(plan)
 
@@ -341,7 +337,7 @@ def test_engine_with_plugin_matches_onnxruntime(built, precision, tolerance):
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_sidecar_describes_the_engine(built):
-    from alexnet_deploy.plugin.trt_plugin import cuda_device, tensorrt_version
+    from alexnet_deploy.tensorrt.availability import cuda_device, tensorrt_version
 
     sidecar = read_sidecar(built["fp16"].plan)
     assert sidecar.tensorrt_version == tensorrt_version()
@@ -378,7 +374,7 @@ def test_runner_refuses_an_engine_built_elsewhere(built, tmp_path):
     plan = tmp_path / "alexnet.fp32.plan"
     plan.write_bytes(built["fp32"].plan.read_bytes())
     sidecar = read_sidecar(built["fp32"].plan)
-    sidecar_path(plan).write_text(
+    sidecar_of(plan).write_text(
         json.dumps(json.loads(sidecar.to_json()) | {"tensorrt_version": "10.9.0.0", "gpu_name": "Some Other GPU"})
     )
     with pytest.raises(DeployError, match="does not match this machine: built with TensorRT 10.9.0.0"):

@@ -1,5 +1,5 @@
 """The LRN plugin: one Triton kernel (``kernel``) and its TensorRT registration
-(``trt_plugin``). The identifiers below are shared by the ONNX export (custom-op
+(``registration``). The identifiers below are shared by the ONNX export (custom-op
 node) and the TensorRT plugin, so the parser maps one onto the other."""
 
 PLUGIN_NAMESPACE = "alexnet_deploy"  # ONNX node domain == TensorRT plugin namespace

@@ -1,5 +1,5 @@
 """The one Triton LRN kernel: used by the torch runner on CUDA (``lrn_triton``), compiled
-ahead of time into TensorRT engines by ``trt_plugin``, and run by the tests in Triton's
+ahead of time into TensorRT engines by ``registration``, and run by the tests in Triton's
 CPU interpreter (``TRITON_INTERPRET=1``).
 
 Maths: :mod:`alexnet_deploy.lrn` (ONNX ``LRN``, alpha divided by size, window
@@ -33,7 +33,7 @@ write of the activation):
 TensorRT's AOT plugin launches a PTX kernel with the input pointers, then integer
 "extra args", then the output pointers; the kernel's parameter order is therefore
 (x, extra ints..., y), and everything that is not an integer shape (size, alpha, beta,
-bias, tile sizes) is a compile-time constant. ``trt_plugin`` builds its launch from
+bias, tile sizes) is a compile-time constant. ``registration`` builds its launch from
 ``KernelConfig``/``TACTICS`` and its PTX with ``compile_ptx``, so an engine runs exactly
 the kernel, grid and constants tested here.
 """
@@ -50,7 +50,7 @@ import triton.language as tl
 from ..lrn import LRNParams
 
 # The integer arguments between the input and output pointers, in order; TensorRT's AOT
-# launch passes them as symbolic expressions (see trt_plugin.aot_impl).
+# launch passes them as symbolic expressions (see registration.aot_impl).
 EXTRA_INT_ARGS = ("channels", "plane", "positions")
 
 
@@ -247,7 +247,7 @@ def compile_ptx(
 
     Triton stamps the PTX with the ISA of the ptxas it bundles, which can be newer than
     the installed driver; the driver then refuses to JIT it when TensorRT loads the
-    engine. ``max_ptx_version`` (the driver's newest ISA, see ``trt_plugin``) lowers the
+    engine. ``max_ptx_version`` (the driver's newest ISA, see ``tensorrt.availability``) lowers the
     stamp; the kernel uses no recent PTX feature, so any ISA >= 8.0 expresses it.
     """
     from triton.backends.compiler import GPUTarget

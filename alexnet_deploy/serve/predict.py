@@ -157,11 +157,12 @@ def open_runner(
         from ..runners.torch import TorchRunner
 
         return TorchRunner(load_checkpoint(checkpoint), precision, resolve_device("auto").type), info
-    from ..engine import plan_path_for, runner_unavailable_reason
+    from ..artifacts import ArtifactLayout
+    from ..tensorrt.availability import runner_unavailable_reason
 
     reason = runner_unavailable_reason()
     if reason is not None:
         raise DeployError(f"the tensorrt backend cannot run here: {reason}")
-    from ..runners.tensorrt import TensorRTRunner
+    from ..tensorrt.runner import TensorRTRunner
 
-    return TensorRTRunner(plan_path_for(precision, engines_dir), precision), info
+    return TensorRTRunner(ArtifactLayout(engines_dir=engines_dir).plan(precision), precision), info

@@ -33,9 +33,10 @@ from pathlib import Path
 import onnx
 from google.protobuf import text_format
 
-from ..engine import ENGINES_DIR, plan_path_for, read_sidecar, sidecar_path
+from ..artifacts import ENGINES_DIR, ArtifactLayout, sidecar_of
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
+from ..tensorrt.sidecar import read_sidecar
 from .predict import ModelInfo
 
 ENSEMBLE = "alexnet"
@@ -195,13 +196,13 @@ def write_repository(
         _write_model(staging, onnx_config(info, size, config), {"model.onnx": twin.SerializeToString(), **local}, classes)
         result.models.append(ONNX_MODEL)
         for precision in PRECISIONS:
-            plan = plan_path_for(precision, engines_dir)
+            plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
             if not plan.is_file():
                 continue
             max_batch = read_sidecar(plan).profile.max[0]
             files: dict[str, bytes | Path] = {"model.plan": plan}
             if config.flavour == "local":  # the runner checks the engine against its sidecar
-                files |= {"model.json": sidecar_path(plan), "model.py": _MODEL_PY.format(cls="TensorRTModel").encode()}
+                files |= {"model.json": sidecar_of(plan), "model.py": _MODEL_PY.format(cls="TensorRTModel").encode()}
             _write_model(staging, tensorrt_config(precision, max_batch, info, size, config), files, classes)
             result.models.append(tensorrt_model_name(precision))
         if target not in result.models:

@@ -37,8 +37,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from ..engine import ENGINES_DIR, plan_path_for, runner_unavailable_reason
+from ..artifacts import ENGINES_DIR, ArtifactLayout
 from ..errors import DeployError
+from ..tensorrt.availability import runner_unavailable_reason
 
 HOST = "127.0.0.1"  # never anything but loopback: this is a local/dev server
 SERVED_BACKENDS = ("onnxruntime", "tensorrt")  # our runners inside the python backend
@@ -280,8 +281,9 @@ def serve_until_signal(
         reason = runner_unavailable_reason()
         if reason is not None:
             raise DeployError(f"--backend tensorrt: {reason}")
-        if not plan_path_for(precision, engines_dir).is_file():
-            raise DeployError(f"--backend tensorrt: no {plan_path_for(precision, engines_dir)}; run `alexnet-deploy build --{precision}`")
+        plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
+        if not plan.is_file():
+            raise DeployError(f"--backend tensorrt: no {plan}; run `alexnet-deploy build --{precision}`")
     target = ONNX_MODEL if backend == "onnxruntime" else tensorrt_model_name(precision)
 
     with tempfile.TemporaryDirectory(prefix="alexnet-repository-") as scratch:

@@ -107,6 +107,6 @@ class TensorRTModel(_RunnerModel):
     for the local server, whose Triton build has no tensorrt_plan backend."""
 
     def _open(self, folder: Path):
-        from ..runners.tensorrt import TensorRTRunner
+        from ..tensorrt.runner import TensorRTRunner
 
         return TensorRTRunner(folder / "model.plan").load()

@@ -1,4 +1,5 @@
-"""TensorRT backend: runs an ``engines/alexnet.<precision>.plan`` built by ``engine.build_engine``.
+"""The TensorRT runner: a plan built by ``engine.build_engine`` behind the common
+``runners.base.Runner`` interface, with optional CUDA-graph replay (``CudaGraph``).
 
 Device buffers, the stream and the timing events come from pycuda (the project's
 stated choice). pycuda retains the device's *primary* context -- the one the CUDA
@@ -11,16 +12,15 @@ buffers are page-locked so the copies are truly asynchronous and measurable.
 from __future__ import annotations
 
 import ctypes
-
 from pathlib import Path
 
 import numpy as np
 
-from ..engine import read_sidecar, runner_unavailable_reason, sidecar_mismatches
-from ..errors import DeployError
-from ..plugin.trt_plugin import cuda_device, register_lrn_plugin
-from ..errors import BackendUnavailable
-from .base import Runner, StageTiming
+from ..errors import BackendUnavailable, DeployError
+from ..plugin.registration import register_lrn_plugin
+from ..runners.base import Runner, StageTiming
+from .availability import cuda_device, runner_unavailable_reason
+from .sidecar import read_sidecar, sidecar_mismatches
 
 
 def _precision_from_name(plan: Path) -> str:
@@ -180,7 +180,7 @@ class TensorRTRunner(Runner):
 class CudaGraph:
     """One stream capture, instantiated and replayable, through the CUDA driver API.
 
-    ctypes on libcuda (as ``trt_plugin.cuda_device`` does) rather than pycuda: the driver
+    ctypes on libcuda (as ``availability.cuda_device`` does) rather than pycuda: the driver
     calls are four, every machine that runs TensorRT has the driver, and the stream is
     pycuda's (``Stream.handle`` is the CUstream).
     """

@@ -1,6 +1,5 @@
-"""TensorRT registration of the LRN plugin with TensorRT's Python plugin API
-(``tensorrt.plugin``, "quickly deployable plugins"), plus the CUDA device facts the
-engine build, the sidecar and the runner share.
+"""Registration of the LRN plugin with TensorRT's Python plugin API (``tensorrt.plugin``,
+"quickly deployable plugins"): shape/type, autotune and the ahead-of-time kernel.
 
 How the pieces meet (see docs/tensorrt.md):
 
@@ -31,113 +30,24 @@ annotations every TensorRT release passes ``array.astype(dtype)``, and the creat
 declares INT32/FLOAT32 fields, matching ONNX's INT/FLOAT attribute types.
 ``tests/test_tensorrt_conformance.py`` runs TensorRT's own ``tensorrt.plugin`` on this
 registration for several releases.
+
+The TensorRT version floor and the GPU the kernel is compiled for (compute capability,
+the PTX version its driver JITs) come from ``alexnet_deploy.tensorrt.availability``,
+which imports only the standard library; the engine build and the runner register the
+plugin through ``register_lrn_plugin``.
 """
 
-import ctypes
-import sys
-from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from ..lrn import LRNParams
 from ..errors import BackendUnavailable
+from ..lrn import LRNParams
+from ..tensorrt.availability import MIN_TENSORRT, cuda_device, max_ptx_version, parse_version
 from . import PLUGIN_ID
 
-# tensorrt.plugin.aot_impl appeared in 10.9, but the 10.9 ONNX parser looks a Python
-# plugin up by the *node name* (onnx-tensorrt passed the name to createPlugin until
-# 10.10; NVIDIA's own sample named its node after the op until then), and our nodes are
-# named node_lrn, node_lrn_1: only parsers >= 10.10 pass op_type, which
-# tensorrt.plugin's create_plugin needs ("namespace::op_type" in its registry).
-MIN_TENSORRT = (10, 10)
-
 _registered = False
-
-
-@dataclass(frozen=True)
-class CudaDevice:
-    """GPU 0 as the CUDA driver reports it."""
-
-    name: str
-    capability: Tuple[int, int]  # (major, minor), e.g. (9, 0) for H100
-    driver_version: Tuple[int, int]  # CUDA version the driver supports, e.g. (12, 8)
-
-    @property
-    def compute_capability(self) -> str:
-        return f"{self.capability[0]}.{self.capability[1]}"
-
-
-def cuda_device() -> Optional[CudaDevice]:
-    """GPU 0 via the CUDA driver library itself, or None when there is no usable GPU.
-
-    Asking libcuda directly (rather than torch or pycuda) works wherever TensorRT can
-    run, whichever torch build is installed, and never creates a context.
-    """
-    try:
-        cuda = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
-        count, device, version = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        name = ctypes.create_string_buffer(256)
-        _check(cuda.cuInit(0))
-        _check(cuda.cuDeviceGetCount(ctypes.byref(count)))
-        if count.value < 1:
-            return None
-        _check(cuda.cuDeviceGet(ctypes.byref(device), 0))
-        _check(cuda.cuDeviceGetName(name, len(name), device))
-        _check(cuda.cuDeviceGetAttribute(ctypes.byref(major), _CAPABILITY_MAJOR, device))
-        _check(cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CAPABILITY_MINOR, device))
-        _check(cuda.cuDriverGetVersion(ctypes.byref(version)))
-    except (OSError, _CudaError):  # no driver library, no device, or a broken driver
-        return None
-    return CudaDevice(
-        name.value.decode(), (major.value, minor.value), (version.value // 1000, version.value % 1000 // 10)
-    )
-
-
-_CAPABILITY_MAJOR, _CAPABILITY_MINOR = 75, 76  # CUdevice_attribute values in cuda.h
-
-
-class _CudaError(Exception):
-    """A CUDA driver call returned an error; the device query treats it as "no usable GPU"."""
-
-
-def _check(result: int) -> None:
-    if result != 0:  # CUDA_SUCCESS
-        raise _CudaError(result)
-
-
-def max_ptx_version(driver_version: Tuple[int, int]) -> int:
-    """Newest PTX ISA (Triton's spelling, 8.5 -> 85) a driver of this CUDA version JITs.
-
-    CUDA 12.0-12.5 shipped PTX 8.0-8.5, 12.6 stayed at 8.5, 12.8 brought 8.7 and 12.9
-    8.8 (there was no 12.7); CUDA 13.x ships 9.x.
-    """
-    major, minor = driver_version
-    if major >= 13:
-        return 90 + (major - 13) * 10 + minor
-    if major == 12:
-        return 80 + minor if minor < 6 else 80 + minor - 1
-    raise ValueError(f"CUDA {major}.{minor} drivers are too old for TensorRT 10")
-
-
-def tensorrt_version() -> Optional[str]:
-    """The installed TensorRT version, or None when the module cannot be imported."""
-    try:
-        import tensorrt
-    except ImportError:
-        return None
-    return tensorrt.__version__
-
-
-def parse_version(version: str) -> Tuple[int, ...]:
-    """'10.13.0.35' -> (10, 13, 0, 35); stops at the first non-numeric part."""
-    parts = []
-    for part in version.split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
 
 
 def _import_tensorrt_plugin():
@@ -161,7 +71,7 @@ def register_lrn_plugin() -> None:
     """Register the LRN plugin with TensorRT (idempotent). Call before parsing an ONNX
     file that contains the plugin node, and before deserialising an engine.
 
-    Raises BackendUnavailable when TensorRT is missing or older than 10.9.
+    Raises BackendUnavailable when TensorRT is missing or older than ``MIN_TENSORRT``.
     """
     global _registered
     if _registered:
@@ -174,7 +84,7 @@ def register_lrn_plugin() -> None:
 # Errors raised inside the plugin's callbacks surface in TensorRT's C++ layer, which
 # prints them to the process's stderr (out of reach of contextlib.redirect_stderr) and
 # reports only "plugin failed" to the builder's log. Each callback therefore also
-# records its own error here, so a failed build can quote it (``engine.build_engine``).
+# records its own error here, so a failed build can quote it (``tensorrt.engine.build_engine``).
 _plugin_errors: List[str] = []
 
 
