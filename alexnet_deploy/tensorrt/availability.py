@@ -99,7 +99,7 @@ def tensorrt_version() -> str | None:
         import tensorrt
     except ImportError:
         return None
-    except Exception as error:  # a broken install must not break the doctor or the reasons
+    except Exception as error:  # noqa: BLE001 -- any failure of a broken install must not break the doctor or the reasons
         return f"{UNUSABLE} ({error.__class__.__name__})"
     return tensorrt.__version__
 

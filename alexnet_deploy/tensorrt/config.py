@@ -36,7 +36,9 @@ class EngineBuildConfig:
             try:
                 self.precision = Precision(self.precision)
             except ValueError:
-                raise DeployError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}") from None
+                raise DeployError(
+                    f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"
+                ) from None
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise DeployError(
                 f"batch profile must satisfy 1 <= min <= opt <= max, got min {self.min_batch}, "

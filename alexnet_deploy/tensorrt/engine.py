@@ -111,7 +111,7 @@ def build_engine(
     progress.begin(f"building {plan_path.name}", total=3)
     model = onnx.load(str(onnx_path), load_external_data=False)
     input_name, image_shape = _single_input(model, onnx_path)
-    precision = config.precision or onnx_precision(model)
+    precision = Precision(config.precision or onnx_precision(model))
     profile = BatchProfile(
         input_name,
         [config.min_batch, *image_shape],
@@ -156,6 +156,7 @@ def build_engine(
     progress.advance(stage="inspected")
 
     device = cuda_device()
+    assert device is not None, "tensorrt_unavailable_reason() saw a GPU before the build"
     sidecar = EngineSidecar(
         plan=plan_path.name,
         precision=precision.value,

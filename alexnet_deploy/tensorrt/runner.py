@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,11 +41,14 @@ class TensorRTRunner(Runner):
         # the graph, which skips TensorRT's per-launch host work. Copies stay outside it.
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[int, CudaGraph] = {}  # batch -> captured enqueue
-        self._cuda_context = None
-        self._logger = self._runtime = self._engine = None
-        self._context = None
-        self._stream = None
-        self._buffers: dict[str, object] = {}  # tensor name -> pycuda DeviceAllocation
+        # TensorRT and pycuda objects, untyped at their boundary; None until load().
+        self._cuda_context: Any = None
+        self._logger: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._buffers: dict[str, Any] = {}  # tensor name -> pycuda DeviceAllocation
         self._host: dict[str, np.ndarray] = {}  # tensor name -> page-locked host array
         self._events: list = []
         self._input = self._output = ""
@@ -71,6 +75,7 @@ class TensorRTRunner(Runner):
                 f"{self.plan} does not match this machine: {'; '.join(problems)}. "
                 "Rebuild it here with `alexnet-deploy build`."
             )
+        assert device is not None, "sidecar_mismatches reports a missing GPU"
         self.precision = sidecar.precision
 
         cuda.init()
@@ -115,7 +120,9 @@ class TensorRTRunner(Runner):
         import pycuda.driver as cuda
 
         if images.ndim != 4 or tuple(images.shape[1:]) != self._image_shape:
-            raise DeployError(f"{self.name}: expected images of shape (N, {', '.join(map(str, self._image_shape))}), got {images.shape}")
+            raise DeployError(
+                f"{self.name}: expected images of shape (N, {', '.join(map(str, self._image_shape))}), got {images.shape}"
+            )
         batch = len(images)
         host_in, host_out = self._host[self._input][:batch], self._host[self._output][:batch]
         host_in[...] = images  # casts to the engine's input dtype (FP16 engines may take FP16 I/O)
@@ -200,7 +207,9 @@ class CudaGraph:
         if not captured:
             driver.cuGraphDestroy(graph)
             raise DeployError("TensorRT failed to enqueue the batch while capturing a CUDA graph")
-        _check(driver.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)), "instantiate")
+        _check(
+            driver.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)), "instantiate"
+        )
         return cls(driver, graph, executable)
 
     def launch(self, stream: int) -> None:

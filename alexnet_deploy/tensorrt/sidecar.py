@@ -105,7 +105,9 @@ def sidecar_mismatches(sidecar: EngineSidecar, installed_tensorrt: str | None, d
         have = f"TensorRT {installed_tensorrt}" if installed_tensorrt else "no TensorRT"
         problems.append(f"built with TensorRT {sidecar.tensorrt_version}, this machine has {have}")
     if device is None:
-        problems.append(f"built for {sidecar.gpu_name} (compute {sidecar.compute_capability}), this machine has no CUDA GPU")
+        problems.append(
+            f"built for {sidecar.gpu_name} (compute {sidecar.compute_capability}), this machine has no CUDA GPU"
+        )
     elif device.name != sidecar.gpu_name or device.compute_capability != sidecar.compute_capability:
         problems.append(
             f"built for {sidecar.gpu_name} (compute {sidecar.compute_capability}), "
