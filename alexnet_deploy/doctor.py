@@ -6,7 +6,8 @@ import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .tensorrt.availability import cuda_device, runner_unavailable_reason, tensorrt_unavailable_reason, tensorrt_version
+from .cuda_driver import cuda_device
+from .tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason, tensorrt_version
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "polygraphy", "tensorrt", "pycuda", "triton", "typer")
 

@@ -23,6 +23,7 @@ import onnx
 import tensorrt as trt
 from onnx import helper
 
+import alexnet_deploy.cuda_driver as cuda_driver
 import alexnet_deploy.plugin.registration as registration
 import alexnet_deploy.tensorrt.availability as availability
 import alexnet_deploy.tensorrt.engine as engine
@@ -129,7 +130,7 @@ class StandInSink:
         object.__setattr__(self, name, value)
 
 
-STANDIN_GPU = availability.CudaDevice("stand-in GPU (sm_90, CUDA 12.8 driver)", (9, 0), (12, 8))
+STANDIN_GPU = cuda_driver.CudaDevice("stand-in GPU (sm_90, CUDA 12.8 driver)", (9, 0), (12, 8))
 
 # ---------------------------------------------------------------- parser transcription
 
@@ -208,7 +209,7 @@ def record(observations: dict, key: str, action):
 
 def use_gpu(device_query) -> None:
     """Answer every module's GPU question (they import ``cuda_device`` by name) with ``device_query``."""
-    availability.cuda_device = registration.cuda_device = engine.cuda_device = device_query
+    availability.cuda_device = registration.cuda_device = engine.cuda_device = cuda_driver.cuda_device = device_query
 
 
 def probe(model_path: Path, out_dir: Path) -> dict:

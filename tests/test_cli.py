@@ -145,7 +145,7 @@ def test_gpu_extra_never_installs_onnxruntime_gpu_beside_onnxruntime():
 def test_doctor_takes_the_gpu_from_the_cuda_driver(monkeypatch):
     """A CPU build of torch on a GPU machine sees no GPU; the CUDA driver does."""
     from alexnet_deploy import doctor
-    from alexnet_deploy.tensorrt.availability import CudaDevice
+    from alexnet_deploy.cuda_driver import CudaDevice
 
     monkeypatch.setattr(doctor, "cuda_device", lambda: CudaDevice("NVIDIA H100 80GB HBM3", (9, 0), (12, 8)))
     assert doctor.diagnose().gpu == "NVIDIA H100 80GB HBM3 (sm_90, CUDA driver 12.8)"

@@ -23,15 +23,10 @@ from alexnet_deploy.artifacts import sidecar_of
 from alexnet_deploy.errors import BackendUnavailable, DeployError
 from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, to_standard_lrn
 from alexnet_deploy.lrn import LRNParams, lrn_reference
-from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
+from alexnet_deploy.cuda_driver import CudaDevice, max_ptx_version
+from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, parse_version
 from alexnet_deploy.plugin.registration import register_lrn_plugin
-from alexnet_deploy.tensorrt.availability import (
-    CudaDevice,
-    max_ptx_version,
-    parse_version,
-    runner_unavailable_reason,
-    tensorrt_unavailable_reason,
-)
+from alexnet_deploy.tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason
 from alexnet_deploy.tensorrt.config import EngineBuildConfig
 from alexnet_deploy.tensorrt.engine import build_engine, onnx_precision
 from alexnet_deploy.tensorrt.inspector import datatype_of, layer_precisions
@@ -337,7 +332,8 @@ def test_engine_with_plugin_matches_onnxruntime(built, precision, tolerance):
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_sidecar_describes_the_engine(built):
-    from alexnet_deploy.tensorrt.availability import cuda_device, tensorrt_version
+    from alexnet_deploy.cuda_driver import cuda_device
+    from alexnet_deploy.tensorrt.availability import tensorrt_version
 
     sidecar = read_sidecar(built["fp16"].plan)
     assert sidecar.tensorrt_version == tensorrt_version()

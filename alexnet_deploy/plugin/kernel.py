@@ -247,7 +247,7 @@ def compile_ptx(
 
     Triton stamps the PTX with the ISA of the ptxas it bundles, which can be newer than
     the installed driver; the driver then refuses to JIT it when TensorRT loads the
-    engine. ``max_ptx_version`` (the driver's newest ISA, see ``tensorrt.availability``) lowers the
+    engine. ``max_ptx_version`` (the driver's newest ISA, see ``cuda_driver``) lowers the
     stamp; the kernel uses no recent PTX feature, so any ISA >= 8.0 expresses it.
     """
     from triton.backends.compiler import GPUTarget

@@ -31,10 +31,10 @@ declares INT32/FLOAT32 fields, matching ONNX's INT/FLOAT attribute types.
 ``tests/test_tensorrt_conformance.py`` runs TensorRT's own ``tensorrt.plugin`` on this
 registration for several releases.
 
-The TensorRT version floor and the GPU the kernel is compiled for (compute capability,
-the PTX version its driver JITs) come from ``alexnet_deploy.tensorrt.availability``,
-which imports only the standard library; the engine build and the runner register the
-plugin through ``register_lrn_plugin``.
+The TensorRT version floor is the plugin's own (``plugin.MIN_TENSORRT``); the GPU the
+kernel is compiled for (compute capability, the PTX version its driver JITs) comes from
+``alexnet_deploy.cuda_driver``. Nothing here imports the TensorRT backend folder: it
+imports this module (the engine build and the runner call ``register_lrn_plugin``).
 """
 
 from typing import List, Tuple, Union
@@ -44,8 +44,8 @@ import numpy.typing as npt
 
 from ..errors import BackendUnavailable
 from ..lrn import LRNParams
-from ..tensorrt.availability import MIN_TENSORRT, cuda_device, max_ptx_version, parse_version
-from . import PLUGIN_ID
+from ..cuda_driver import cuda_device, max_ptx_version
+from . import MIN_TENSORRT, PLUGIN_ID, parse_version
 
 _registered = False
 

@@ -25,12 +25,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..artifacts import Precision, build_log_of
+from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..files import atomic_output, check_writable_destination, sha256_file, write_text_atomic
 from ..plugin import PLUGIN_ID, PLUGIN_VERSION
 from ..plugin.registration import clear_plugin_errors, plugin_errors, register_lrn_plugin
 from ..progress import ProgressReporter, SilentProgress
-from .availability import cuda_device, tensorrt_unavailable_reason
+from .availability import tensorrt_unavailable_reason
 from .config import EngineBuildConfig
 from .inspector import inspect_layers
 from .sidecar import BatchProfile, EngineSidecar, write_sidecar

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..plugin.registration import register_lrn_plugin
 from ..runners.base import Runner, StageTiming
-from .availability import cuda_device, runner_unavailable_reason
+from .availability import runner_unavailable_reason
 from .sidecar import read_sidecar, sidecar_mismatches
 
 
@@ -187,7 +188,7 @@ class TensorRTRunner(Runner):
 class CudaGraph:
     """One stream capture, instantiated and replayable, through the CUDA driver API.
 
-    ctypes on libcuda (as ``availability.cuda_device`` does) rather than pycuda: the driver
+    ctypes on libcuda (as ``cuda_driver.cuda_device`` does) rather than pycuda: the driver
     calls are four, every machine that runs TensorRT has the driver, and the stream is
     pycuda's (``Stream.handle`` is the CUstream).
     """

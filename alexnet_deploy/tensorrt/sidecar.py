@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..artifacts import sidecar_of
+from ..cuda_driver import CudaDevice
 from ..errors import DeployError
 from ..files import write_text_atomic
-from .availability import CudaDevice
 
 SIDECAR_FORMAT = 1
 
