@@ -46,8 +46,7 @@ import onnx
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import held_out_images
 from .errors import DeployError
-from .build import ORT_INT8, precision_path
-from .artifacts import ArtifactLayout
+from .artifacts import ORT_INT8, ArtifactLayout
 from .metrics import FP32_TOLERANCE, parity
 from .files import atomic_output, check_png_path, sha256_file
 from .graph import INPUT_NAME, OUTPUT_NAME, export_metadata, load_model, read_metadata, verify_weights
@@ -471,7 +470,7 @@ BF16_NOT_BUILT = "bf16 has no ONNX or engine here: its rows are torch's (CPU wit
 
 
 def onnx_path(onnx_dir: Path, precision: str) -> Path:
-    return precision_path(Path(onnx_dir) / "alexnet.onnx", precision)
+    return ArtifactLayout(export_dir=Path(onnx_dir)).onnx(precision)
 
 
 def _onnxruntime_graph(onnx_dir: Path, precision: str) -> tuple[Path, str | None]:

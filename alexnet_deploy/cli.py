@@ -181,7 +181,8 @@ def build(
     """
     from dataclasses import asdict
 
-    from .build import THROUGHPUT_BATCH, BuildConfig, build as run_build, check_outputs
+    from .build.config import THROUGHPUT_BATCH, BuildConfig
+    from .build.run import build as run_build, check_outputs
     from .files import write_text_atomic
 
     chosen = tuple(p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on) or ("fp32", "fp16", "int8")

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from . import __version__
+from .artifacts import Precision
 from .checkpoint import Checkpoint, checkpoint_hash, load_checkpoint
+from .choices import LrnExport
 from .data import held_out_images
 from .errors import DeployError
 from .files import atomic_output, check_distinct_paths, check_writable_destination
@@ -35,7 +37,6 @@ from .runners.onnxruntime import OnnxRuntimeRunner
 
 MIN_OPSET = 18  # the torch.export-based exporter emits opset 18 and newer
 MAX_OPSET = 23
-LRN_MODES = ("plugin", "native")
 
 
 @torch.library.custom_op("alexnet_deploy::lrn", mutates_args=())
@@ -76,10 +77,10 @@ class ExportResult:
     validation: Validation
 
 
-def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: str = "plugin") -> onnx.ModelProto:
+def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: LrnExport | str = LrnExport.PLUGIN) -> onnx.ModelProto:
     """Trace ``model`` (eval mode) into ONNX with a dynamic batch axis."""
-    if lrn not in LRN_MODES:
-        raise DeployError(f"unknown --lrn {lrn!r}; choose one of {', '.join(LRN_MODES)}")
+    if lrn not in LrnExport.values():
+        raise DeployError(f"unknown --lrn {lrn!r}; choose one of {', '.join(LrnExport.values())}")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise DeployError(f"--opset {opset} is not supported: the export needs opset {MIN_OPSET} to {MAX_OPSET}")
     size = model.config.input_size
@@ -107,7 +108,7 @@ def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: str = "plugin") 
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     for node in proto.graph.node:  # exporter debug info: stack traces with local paths
         del node.metadata_props[:]
-    return to_plugin_lrn(proto) if lrn == "plugin" else proto
+    return to_plugin_lrn(proto) if lrn == LrnExport.PLUGIN else proto
 
 
 def validation_images(checkpoint: Checkpoint, count: int = 64) -> tuple[np.ndarray, str]:
@@ -140,7 +141,7 @@ def validate(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, 
     return result
 
 
-def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: str = "plugin") -> ExportResult:
+def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: LrnExport | str = LrnExport.PLUGIN) -> ExportResult:
     """Checkpoint -> validated ONNX at ``output`` (written only if validation passes)."""
     output = Path(output)
     check_distinct_paths({"--checkpoint": Path(checkpoint_path)}, {"--output": output})
@@ -156,8 +157,8 @@ def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: str
             "input_size": checkpoint.config.input_size,
             "architecture": checkpoint.config.to_dict(),
             "lrn_convention": CONVENTION,
-            "lrn_mode": lrn,
-            "precision": "fp32",
+            "lrn_mode": str(lrn),
+            "precision": Precision.FP32.value,
             "source_checkpoint": Path(checkpoint_path).name,
             "checkpoint_sha256": checkpoint_hash(checkpoint_path),
             "data_source": checkpoint.data_source,
@@ -167,10 +168,10 @@ def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: str
         },
     )
     onnx.checker.check_model(proto, full_check=True)
-    check_alexnet_graph(proto, str(output), require_plugin=lrn == "plugin")
+    check_alexnet_graph(proto, str(output), require_plugin=lrn == LrnExport.PLUGIN)
     images, source = validation_images(checkpoint)
     validation = validate(model, proto, images, source)
     with atomic_output(output) as tmp:
         onnx.save(proto, str(tmp))
-    return ExportResult(output, lrn, opset, validation)
+    return ExportResult(output, str(lrn), opset, validation)
 

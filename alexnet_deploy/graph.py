@@ -1,5 +1,6 @@
 """Pure functions over ONNX graphs: the plugin/standard LRN rewrites, the
-standard-op twin onnxruntime runs, and the checks later steps apply to an ONNX file.
+standard-op twin onnxruntime runs, and the checks later steps apply to an ONNX file,
+including its metadata, read once into :class:`ExportMetadata`.
 
 The rewrites touch only node fields (op_type, domain, attributes) and opset imports,
 never initializers, so working on the protobuf directly is both the simplest and the
@@ -17,6 +18,7 @@ from pathlib import Path
 import onnx
 from onnx import helper, numpy_helper
 
+from .artifacts import PRECISIONS, Precision
 from .data import Preprocessing, Split
 from .errors import DeployError
 from .plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
@@ -106,9 +108,12 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def metadata_value(model: onnx.ModelProto, key: str, source: str = "model"):
-    """A JSON-encoded metadata entry written by our export; missing is a DeployError."""
+def _metadata_value(model: onnx.ModelProto, key: str, source: str = "model", required: bool = True):
+    """A JSON-encoded metadata entry written by our export; missing is a DeployError
+    (None if not ``required``). Readers use :func:`export_metadata`."""
     value = read_metadata(model).get(key)
+    if value is None and not required:
+        return None
     if value is None:
         raise DeployError(f"{source} has no '{key}' metadata (was it written by `alexnet-deploy export`?)")
     try:
@@ -200,24 +205,48 @@ def verify_weights(model: onnx.ModelProto, source: str) -> None:
 
 # ---------------------------------------------------------- export metadata
 
-PRECISION_NAMES = ("fp32", "fp16", "int8")
 MAX_IMAGE_SIDE = 4096  # resize/crop beyond this is not an AlexNet preprocessing
+
+
+@dataclass(frozen=True)
+class CalibrationProvenance:
+    """Where an INT8 file's activation ranges came from (``build`` writes it), so a
+    file separated from its scale cache still says."""
+
+    method: str
+    images: int
+    image_fingerprint: str
+    model_sha256: str
+    percentile: float | None = None  # the percentile method's --percentile
+
+    def to_dict(self) -> dict[str, object]:
+        values: dict[str, object] = {
+            "method": self.method,
+            "images": self.images,
+            "image_fingerprint": self.image_fingerprint,
+            "model_sha256": self.model_sha256,
+        }
+        return values if self.percentile is None else values | {"percentile": self.percentile}
 
 
 @dataclass(frozen=True)
 class ExportMetadata:
     """What the export recorded and later steps rely on, read once and range-checked,
-    so a damaged or hand-edited entry is one clear error rather than a crash later."""
+    so a damaged or hand-edited entry is one clear error rather than a crash later.
+    An INT8 file written by ``build`` also says which runtime its Q/DQ layout targets
+    and where its ranges came from; other files leave those None."""
 
-    precision: str
+    precision: Precision
     classes: list[str]
     preprocessing: Preprocessing
     split: Split
     data_source: str
+    target_runtime: str | None = None  # "tensorrt" or "onnxruntime" (INT8 files)
+    calibration: CalibrationProvenance | None = None
 
 
 def _metadata_object(model: onnx.ModelProto, key: str, source: str) -> dict:
-    value = metadata_value(model, key, source)
+    value = _metadata_value(model, key, source)
     if not isinstance(value, dict):
         raise DeployError(f"{source}: metadata '{key}' is not a JSON object: {str(value)[:60]!r}")
     return value
@@ -264,12 +293,25 @@ def _split(data: dict, source: str) -> Split:
     return split
 
 
+def _calibration(model: onnx.ModelProto, source: str) -> CalibrationProvenance | None:
+    data = _metadata_value(model, "calibration", source, required=False)
+    if data is None:
+        return None
+    fields = {"method": str, "images": int, "image_fingerprint": str, "model_sha256": str}
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in fields.items()):
+        raise DeployError(f"{source}: metadata 'calibration' is invalid: need {', '.join(fields)}")
+    percentile = data.get("percentile")
+    if percentile is not None and not _number(percentile):
+        raise DeployError(f"{source}: metadata 'calibration' is invalid: percentile {str(percentile)[:30]!r}")
+    return CalibrationProvenance(**{k: data[k] for k in fields}, percentile=percentile)
+
+
 def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     """The checked metadata of one of our ONNX files (see :class:`ExportMetadata`)."""
-    precision = metadata_value(model, "precision", source)
-    if precision not in PRECISION_NAMES:
-        raise DeployError(f"{source}: metadata 'precision' is {str(precision)[:30]!r}, not one of {', '.join(PRECISION_NAMES)}")
-    classes = metadata_value(model, "classes", source)
+    precision = _metadata_value(model, "precision", source)
+    if precision not in PRECISIONS:
+        raise DeployError(f"{source}: metadata 'precision' is {str(precision)[:30]!r}, not one of {', '.join(PRECISIONS)}")
+    classes = _metadata_value(model, "classes", source)
     outputs = _dims(model.graph.output[0]) if model.graph.output else []
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:
         raise DeployError(f"{source}: metadata 'classes' is not a list of at least 2 class names")
@@ -283,16 +325,21 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
             f"{source}: metadata 'preprocessing' crops {preprocessing.crop} px but the model takes {size[0]}×{size[-1]}"
         )
     split = _split(_metadata_object(model, "split", source), source)
-    data_source = metadata_value(model, "data_source", source)
+    data_source = _metadata_value(model, "data_source", source)
     if not isinstance(data_source, str) or not data_source:
         raise DeployError(f"{source}: metadata 'data_source' is not a path or dataset name")
-    return ExportMetadata(precision, classes, preprocessing, split, data_source)
+    target_runtime = _metadata_value(model, "target_runtime", source, required=False)
+    if target_runtime is not None and not isinstance(target_runtime, str):
+        raise DeployError(f"{source}: metadata 'target_runtime' is not a runtime name")
+    return ExportMetadata(
+        Precision(precision), classes, preprocessing, split, data_source, target_runtime, _calibration(model, source)
+    )
 
 
 def require_fp32_export(model: onnx.ModelProto, source: str) -> None:
     """``build`` derives FP16/INT8 from the FP32 export only: converting a converted
     file again gives a model TensorRT and onnxruntime cannot load."""
-    precision = metadata_value(model, "precision", source)
+    precision = _metadata_value(model, "precision", source)
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     if precision != "fp32" or quantized or half:

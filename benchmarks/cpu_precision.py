@@ -34,12 +34,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from alexnet_deploy.bench import machine_description  # noqa: E402
-from alexnet_deploy.build import ORT_INT8, precision_path  # noqa: E402
-from alexnet_deploy.data import Preprocessing, Split, held_out_images  # noqa: E402
+from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout  # noqa: E402
+from alexnet_deploy.data import held_out_images  # noqa: E402
 from alexnet_deploy.devices import cpu_bf16_unavailable_reason  # noqa: E402
-from alexnet_deploy.graph import load_model, metadata_value  # noqa: E402
+from alexnet_deploy.graph import export_metadata, load_model  # noqa: E402
 from alexnet_deploy.metrics import compare_logits  # noqa: E402
-from alexnet_deploy.quantize import load_calibration_set, onnxruntime_int8  # noqa: E402
+from alexnet_deploy.quantize.baseline import onnxruntime_int8  # noqa: E402
+from alexnet_deploy.quantize.images import load_calibration_set  # noqa: E402
 from alexnet_deploy.runners.base import Runner  # noqa: E402
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
 from alexnet_deploy.runners.torch import TorchRunner  # noqa: E402
@@ -75,20 +76,19 @@ def main() -> None:
     args = parser.parse_args()
 
     fp32 = load_model(args.onnx)
-    source = str(args.onnx)
-    preprocessing = Preprocessing.from_dict(metadata_value(fp32, "preprocessing", source))
-    images, _ = held_out_images(
-        metadata_value(fp32, "data_source", source), Split(**metadata_value(fp32, "split", source)), preprocessing, "val"
-    )
+    metadata = export_metadata(fp32, str(args.onnx))
+    preprocessing = metadata.preprocessing
+    images, _ = held_out_images(metadata.data_source, metadata.split, preprocessing, "val")
     batch = np.resize(images, (args.batch, *images.shape[1:]))
     calibration = load_calibration_set(args.calibration, preprocessing, None).images
     with tempfile.TemporaryDirectory() as workdir:
         static = {a: onnxruntime_int8(fp32, calibration, Path(workdir), a) for a in ("int8", "uint8")}
 
+    layout = ArtifactLayout.from_onnx(args.onnx)
     entries = [
         Entry("onnxruntime fp32", OnnxRuntimeRunner(fp32)),
-        Entry("onnxruntime int8, onnxruntime graph (ours)", OnnxRuntimeRunner(precision_path(args.onnx, ORT_INT8), "int8")),
-        Entry("onnxruntime int8, TensorRT graph (simulated)", OnnxRuntimeRunner(precision_path(args.onnx, "int8"), "int8")),
+        Entry("onnxruntime int8, onnxruntime graph (ours)", OnnxRuntimeRunner(layout.onnx(ORT_INT8), "int8")),
+        Entry("onnxruntime int8, TensorRT graph (simulated)", OnnxRuntimeRunner(layout.onnx("int8"), "int8")),
         Entry("onnxruntime quantize_static, int8 activations", OnnxRuntimeRunner(static["int8"], "int8")),
         Entry("onnxruntime quantize_static, uint8 activations", OnnxRuntimeRunner(static["uint8"], "int8")),
         Entry("torch-compile fp32, channels-last", TorchRunner(args.checkpoint, "fp32", "cpu", compile=True)),

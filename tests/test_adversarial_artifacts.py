@@ -29,12 +29,13 @@ from onnx import numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
-from alexnet_deploy.build import BuildConfig, build
+from alexnet_deploy.artifacts import ArtifactLayout
+from alexnet_deploy.build.config import BuildConfig
+from alexnet_deploy.build.run import build
 from alexnet_deploy.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_deploy.cli import app
 from alexnet_deploy.export import export
 from alexnet_deploy.graph import read_metadata, set_metadata
-from alexnet_deploy.quantize import cache_path
 
 cli = CliRunner()
 FAST_BENCH = ["--iterations", "1", "--warmup", "0", "--max-images", "4"]
@@ -202,7 +203,7 @@ def ansi_classes(checkpoint) -> None:
 
 def edit_cache(method: str, change: Callable[[dict], None]) -> Callable[[CaseFiles], None]:
     def setup(files: CaseFiles) -> None:
-        path = cache_path(files.path("calibration"), method)
+        path = ArtifactLayout(calibration_dir=files.path("calibration")).scales(method)
         data = json.loads(path.read_text())
         change(data)
         path.write_text(json.dumps(data))
@@ -413,7 +414,7 @@ CASES = [
     Case("build-cache-tensor-missing", [*build_args("--int8", "--calib-images", "16")], 0, "recalibrating", ["onnx"],
          all_of(int8_from_cache, edit_cache("entropy", lambda d: d["tensors"].popitem()))),
     Case("build-cache-not-json", [*build_args("--int8", "--calib-images", "16")], 0, "recalibrating", ["onnx"],
-         all_of(int8_from_cache, lambda files: cache_path(files.path("calibration"), "entropy").write_text("{not json"))),
+         all_of(int8_from_cache, lambda files: ArtifactLayout(calibration_dir=files.path("calibration")).scales("entropy").write_text("{not json"))),
     Case("build-cache-other-percentile", [*build_args("--int8", "--calib-images", "16", "--calib-method", "percentile",
                                                        "--percentile", "10")], 0,
          "from another model, image set or percentile: recalibrating", ["onnx"], int8_from_cache),
@@ -530,7 +531,7 @@ def test_the_catalogue_is_large_and_names_each_case_once():
 def test_a_quantized_model_that_fails_evaluation_never_replaces_the_good_one(artifacts, tmp_path, monkeypatch):
     """NaN scales (a bug, or a cache that slipped through) give NaN logits: the build
     refuses before saving, and the INT8 ONNX already there is untouched."""
-    from alexnet_deploy import build as build_module
+    from alexnet_deploy.build import run as build_module
 
     files = CaseFiles(artifacts, tmp_path)
     files.path("calibration")
@@ -547,7 +548,7 @@ def test_a_quantized_model_that_fails_evaluation_never_replaces_the_good_one(art
 
 def test_calib_from_data_may_refill_the_folder_it_filled(artifacts, tmp_path):
     from alexnet_deploy.graph import export_metadata
-    from alexnet_deploy.quantize import fill_calibration_dir
+    from alexnet_deploy.quantize.images import fill_calibration_dir
 
     metadata = export_metadata(onnx.load(str(artifacts["onnx"])), "export")
     first = fill_calibration_dir(tmp_path / "cal", metadata.data_source, metadata.split)

@@ -67,8 +67,8 @@ def onnx_dir(tiny_checkpoint, tmp_path_factory) -> Path:
 def onnx_dir_with_fp16(onnx_dir, tmp_path_factory) -> Path:
     """export/ after `build --fp16`: the reference plus its FP16 twin."""
     pytest.importorskip("onnxconverter_common")
-    from alexnet_deploy.build import save_onnx
-    from alexnet_deploy.quantize import to_fp16
+    from alexnet_deploy.build.run import save_onnx
+    from alexnet_deploy.quantize.fp16 import to_fp16
 
     directory = tmp_path_factory.mktemp("export16")
     reference = load_model(onnx_dir / "alexnet.onnx")
@@ -389,9 +389,10 @@ def test_fp16_onnx_is_measured_and_a_missing_int8_is_a_skipped_row(tiny_checkpoi
 
 
 def test_int8_rows_time_the_onnxruntime_graph_and_report_the_tensorrt_graph_as_simulated(tiny_checkpoint, onnx_dir, tmp_path):
-    from alexnet_deploy.build import save_onnx
-    from alexnet_deploy.quantize import insert_qdq, quantized_activations
-    from alexnet_deploy.quantize_ort import insert_qdq_for_onnxruntime, output_activations
+    from alexnet_deploy.build.run import save_onnx
+    from alexnet_deploy.quantize.calibration import quantized_activations
+    from alexnet_deploy.quantize.onnxruntime import insert_qdq_for_onnxruntime, output_activations
+    from alexnet_deploy.quantize.qdq import insert_qdq
 
     reference = load_model(onnx_dir / "alexnet.onnx")
     amax = {name: 8.0 for name in quantized_activations(reference) + output_activations(reference)}

@@ -123,7 +123,7 @@ def test_only_regular_files_are_images(tmp_path):
     import os
     import socket
 
-    from alexnet_deploy.quantize import calibration_files
+    from alexnet_deploy.quantize.images import calibration_files
 
     write_image_folder(tmp_path)
     folder = tmp_path / "class_0"

@@ -9,20 +9,22 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from alexnet_deploy.build import BuildConfig, build, precision_path
+from alexnet_deploy.artifacts import ArtifactLayout
+from alexnet_deploy.build.config import BuildConfig
+from alexnet_deploy.build.run import build
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export import export
 from alexnet_deploy.graph import is_plugin_lrn, read_metadata
-from alexnet_deploy.quantize import (
+from alexnet_deploy.quantize.calibration import (
     HISTOGRAM_BINS,
-    INT8_MAX,
     TensorStatistics,
     entropy_amax,
-    insert_qdq,
     percentile_amax,
     quantized_activations,
-    to_fp16,
 )
+from alexnet_deploy.quantize.fp16 import to_fp16
+from alexnet_deploy.quantize.int8 import INT8_MAX
+from alexnet_deploy.quantize.qdq import insert_qdq
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +127,7 @@ def run_build(onnx_path: Path, calibration: Path, **overrides) -> object:
 
 def test_int8_build_writes_qdq_onnx_and_a_scale_cache(fp32_onnx, tmp_path):
     report = run_build(fp32_onnx, tmp_path / "cal", calib_from_data=True)
-    assert report.onnx["int8"] == precision_path(fp32_onnx, "int8") and report.onnx["int8"].is_file()
+    assert report.onnx["int8"] == ArtifactLayout.from_onnx(fp32_onnx).onnx("int8") and report.onnx["int8"].is_file()
     cache = json.loads((tmp_path / "cal" / "scales.entropy.json").read_text())
     assert cache["method"] == "entropy" and len(cache["model_sha256"]) == 64
     assert all(entry["scale"] == pytest.approx(entry["amax"] / INT8_MAX) for entry in cache["tensors"].values())
@@ -172,7 +174,7 @@ def test_bad_calibration_input_is_one_clear_error_and_writes_nothing(fp32_onnx, 
     onnx_copy.write_bytes(fp32_onnx.read_bytes())
     with pytest.raises(DeployError, match=fragment):
         run_build(onnx_copy, calibration, **overrides)
-    assert not precision_path(onnx_copy, "int8").exists()
+    assert not ArtifactLayout.from_onnx(onnx_copy).onnx("int8").exists()
 
 
 def test_onnx_without_plugin_lrn_is_rejected(tiny_checkpoint, tmp_path):

@@ -11,25 +11,27 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from alexnet_deploy.build import ORT_INT8, BuildConfig, build, precision_path
-from alexnet_deploy.data import Preprocessing, Split, held_out_images
+from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
+from alexnet_deploy.build.config import BuildConfig
+from alexnet_deploy.build.run import build
+from alexnet_deploy.data import held_out_images
 from alexnet_deploy.export import export
-from alexnet_deploy.graph import is_plugin_lrn, metadata_value, read_metadata
+from alexnet_deploy.graph import export_metadata, is_plugin_lrn, read_metadata
 from alexnet_deploy.metrics import compare_logits
-from alexnet_deploy.quantize import (
-    INT8_MAX,
+from alexnet_deploy.quantize.calibration import (
     activation_amax,
     collect_statistics,
-    insert_qdq,
     quantized_activations,
 )
-from alexnet_deploy.quantize_ort import (
+from alexnet_deploy.quantize.int8 import INT8_MAX
+from alexnet_deploy.quantize.onnxruntime import (
     FLOAT_OPS,
     UINT8_MAX,
     insert_qdq_for_onnxruntime,
     optimized_op_types,
     output_activations,
 )
+from alexnet_deploy.quantize.qdq import insert_qdq
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
 
@@ -46,12 +48,8 @@ def fp32_model(fp32_onnx) -> onnx.ModelProto:
 
 
 def split_images(model: onnx.ModelProto, split: str) -> tuple[np.ndarray, np.ndarray]:
-    return held_out_images(
-        metadata_value(model, "data_source"),
-        Split(**metadata_value(model, "split")),
-        Preprocessing.from_dict(metadata_value(model, "preprocessing")),
-        split,
-    )
+    metadata = export_metadata(model, "model")
+    return held_out_images(metadata.data_source, metadata.split, metadata.preprocessing, split)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +127,7 @@ def test_build_writes_both_int8_graphs_with_their_runtime_and_calibration(fp32_o
         onnx=fp32_onnx, precisions=("int8",), calibration_dir=tmp_path / "cal", calib_from_data=True, calib_method="percentile", percentile=99.9
     )
     report = build(config)
-    assert report.onnxruntime_int8 == precision_path(fp32_onnx, ORT_INT8) and report.onnxruntime_int8.is_file()
+    assert report.onnxruntime_int8 == ArtifactLayout.from_onnx(fp32_onnx).onnx(ORT_INT8) and report.onnxruntime_int8.is_file()
     cache = json.loads((tmp_path / "cal" / "scales.percentile.json").read_text())
     for path, runtime in ((report.onnx["int8"], "tensorrt"), (report.onnxruntime_int8, "onnxruntime")):
         metadata = read_metadata(onnx.load(str(path), load_external_data=False))

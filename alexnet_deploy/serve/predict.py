@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data import Preprocessing
 from ..errors import DeployError
-from ..graph import metadata_value
+from ..graph import export_metadata
 from ..runners.base import Runner
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
@@ -35,10 +35,8 @@ class ModelInfo:
 
     @classmethod
     def of(cls, model: onnx.ModelProto, source: str) -> ModelInfo:
-        return cls(
-            tuple(str(c) for c in metadata_value(model, "classes", source)),
-            Preprocessing.from_dict(metadata_value(model, "preprocessing", source)),
-        )
+        metadata = export_metadata(model, source)
+        return cls(tuple(metadata.classes), metadata.preprocessing)
 
 
 def decode(data: bytes, preprocessing: Preprocessing, source: str = "image") -> np.ndarray:
@@ -138,7 +136,7 @@ def open_runner(
     backend: str, precision: str, onnx_path: Path, engines_dir: Path, checkpoint: Path
 ) -> tuple[Runner, ModelInfo]:
     """The runner for ``backend``/``precision`` and the export's classes/preprocessing."""
-    from ..build import precision_path
+    from ..artifacts import ArtifactLayout
     from ..graph import load_model
 
     if backend not in BACKENDS:
@@ -148,7 +146,7 @@ def open_runner(
     if backend == "onnxruntime":
         from ..runners.onnxruntime import OnnxRuntimeRunner
 
-        path = precision_path(Path(onnx_path), precision)
+        path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(precision)
         model = reference if precision == "fp32" else load_model(path, require_plugin=False)
         return OnnxRuntimeRunner(model, precision, "cpu"), info
     if backend == "torch":

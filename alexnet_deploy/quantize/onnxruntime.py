@@ -1,5 +1,5 @@
-"""INT8 laid out for onnxruntime's CPU integer kernels, from the same calibrated ranges
-as the TensorRT graph (:func:`quantize.insert_qdq`).
+"""The INT8 graph laid out for onnxruntime's CPU integer kernels, from the same
+calibrated ranges as the TensorRT graph (:func:`.qdq.insert_qdq`).
 
 Why a second layout. TensorRT wants symmetric signed Q/DQ (zero point 0) on the *inputs*
 of Conv/Gemm only and fuses the rest itself. onnxruntime fuses a Conv or Gemm into an
@@ -32,20 +32,22 @@ Conv outputs read only by a float op (conv1 and conv2 feed LRN) need a range tha
 TensorRT layout never calibrated; :func:`output_activations` names them, and the
 calibration pass collects them alongside the Conv/Gemm inputs, into the same cache.
 
-Everything here is a pure function over the protobuf, like ``quantize.insert_qdq``.
+Everything here is a pure function over the protobuf, like ``qdq.insert_qdq``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import DeployError
-from .graph import is_plugin_lrn, is_standard_lrn, set_metadata
-from .quantize import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
+from ..artifacts import Precision
+from ..errors import DeployError
+from ..graph import is_plugin_lrn, is_standard_lrn, set_metadata, to_standard_lrn
+from .int8 import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
 
 UINT8_MAX = 255
 UINT8_MIDPOINT = 128
@@ -161,7 +163,7 @@ def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[s
 
 def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onnx.ModelProto:
     """The onnxruntime-targeted INT8 graph (see the module docstring). ``activation_amax``
-    holds the calibrated ranges of :func:`quantize.quantized_activations` and
+    holds the calibrated ranges of :func:`.calibration.quantized_activations` and
     :func:`output_activations`. Pure."""
     result = onnx.ModelProto()
     result.CopyFrom(model)
@@ -226,7 +228,7 @@ def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str
     result.graph.initializer.extend(kept + initializers)
     del result.graph.node[:]
     result.graph.node.extend(nodes)
-    set_metadata(result, {"precision": "int8"})
+    set_metadata(result, {"precision": Precision.INT8.value})
     return result
 
 
@@ -234,14 +236,11 @@ INTEGER_OPS = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearM
 FLOAT_OPS = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
 
 
-def optimized_op_types(model: onnx.ModelProto, workdir) -> list[str]:
+def optimized_op_types(model: onnx.ModelProto, workdir: Path) -> list[str]:
     """The op types of ``model``'s standard-op twin after onnxruntime's graph optimiser
     (``ORT_ENABLE_EXTENDED``: every QDQ fusion, none of the hardware-specific layout
     rewrites that cannot be saved portably), read back from the saved optimised model."""
     import onnxruntime
-    from pathlib import Path
-
-    from .graph import to_standard_lrn
 
     target = Path(workdir) / "optimized.onnx"
     options = onnxruntime.SessionOptions()
