@@ -9,7 +9,8 @@ calibrate ourselves instead of calling a library:
 * ``entropy``: the KL-divergence threshold of TensorRT's legacy entropy calibrator on a
   2048-bin histogram of |x| (:func:`entropy_amax`), the rule NVIDIA's own reference
   implementations keep (``modelopt/torch/quantization/calib/histogram.py:
-  _compute_amax_entropy`` in TensorRT-Model-Optimizer).
+  _compute_amax_entropy`` in TensorRT-Model-Optimizer; ``tests/test_quantize_entropy.py``
+  checks ours against it).
 
 Neither off-the-shelf ONNX quantizer gives these ranges for this graph on a CPU:
 
@@ -122,22 +123,26 @@ def entropy_amax(stats: TensorStatistics) -> float:
     For each candidate clip point (128 .. 2048 bins) the reference distribution P is
     the histogram up to it with all larger values folded into its last bin (what
     clipping does); Q is the unclipped part merged into 128 levels (what INT8 can
-    represent) and spread back evenly over its non-empty bins. The clip point with
-    the smallest KL(P || Q) wins (the largest one on ties). The zero bin is set to
-    its neighbour's count first: after ReLU most values are exactly zero, and that
-    spike would otherwise swamp the divergence.
+    represent) and spread back evenly over its non-empty bins. Level ``g`` of ``n``
+    bins starts at bin ceil(g * n / 128), as in NVIDIA's reference implementations.
+    The clip point with the smallest KL(P || Q) wins (the largest one on ties); one
+    where P has mass in a bin Q leaves empty (folded outliers landing on an empty bin)
+    diverges infinitely and never wins. The zero bin is set to its neighbour's count
+    first: after ReLU most values are exactly zero, and that spike would otherwise
+    swamp the divergence.
     """
     histogram = stats.histogram.astype(np.float64)
     histogram[0] = histogram[1]
     total_bins = len(histogram)
     tail = np.append(np.cumsum(histogram[::-1])[::-1], 0.0)  # tail[i] = sum(histogram[i:])
+    levels = np.arange(ENTROPY_TARGET_BINS)
     best_bins, best_divergence = total_bins, np.inf
     for bins in range(ENTROPY_TARGET_BINS, total_bins + 1):
         clipped = histogram[:bins]
         reference = clipped.copy()
         reference[-1] += tail[bins]
-        starts = (np.arange(ENTROPY_TARGET_BINS) * bins) // ENTROPY_TARGET_BINS
-        group = np.repeat(np.arange(ENTROPY_TARGET_BINS), np.diff(np.append(starts, bins)))
+        starts = -((-levels * bins) // ENTROPY_TARGET_BINS)  # ceil(g * bins / 128)
+        group = np.repeat(levels, np.diff(np.append(starts, bins)))
         occupied = clipped > 0
         mass = np.add.reduceat(clipped, starts)
         filled = np.add.reduceat(occupied.astype(np.float64), starts)
@@ -147,9 +152,9 @@ def entropy_amax(stats: TensorStatistics) -> float:
         p = reference / reference.sum()
         q = candidate / candidate.sum()
         support = p > 0
-        # a P bin with no Q mass (empty in the clipped histogram but holding folded
-        # outliers) costs as if Q had a tiny epsilon there
-        divergence = float(np.sum(p[support] * np.log(p[support] / np.maximum(q[support], 1e-12))))
+        if not np.all(q[support] > 0):
+            continue
+        divergence = float(np.sum(p[support] * np.log(p[support] / q[support])))
         if divergence <= best_divergence:
             best_bins, best_divergence = bins, divergence
     return best_bins * stats.bin_width
