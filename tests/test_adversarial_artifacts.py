@@ -417,7 +417,7 @@ CASES = [
          all_of(int8_from_cache, lambda files: ArtifactLayout(calibration_dir=files.path("calibration")).scales("entropy").write_text("{not json"))),
     Case("build-cache-other-percentile", [*build_args("--int8", "--calib-images", "16", "--calib-method", "percentile",
                                                        "--percentile", "10")], 0,
-         "from another model, image set or percentile: recalibrating", ["onnx"], int8_from_cache),
+         "from another model, image set, percentile or calibration rule: recalibrating", ["onnx"], int8_from_cache),
     # ---- bench: option values that would hang or exhaust memory
     Case("bench-duration-inf", [*bench_args(), "--iterations", "1", "--duration", "inf"], 1, "give --iterations or --duration"),
     Case("bench-duration-only-inf", ["bench", "--onnx-dir", "{export}", "--duration", "inf"], 1,

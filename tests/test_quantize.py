@@ -143,15 +143,20 @@ def test_scale_cache_is_reused_then_invalidated_by_new_images(fp32_onnx, tmp_pat
     assert any("calibrated" in line for line in run_build(fp32_onnx, calibration, recalibrate=True).calibration)
     (calibration / "0" / next((calibration / "0").iterdir()).name).unlink()  # the image set changed
     notes = run_build(fp32_onnx, calibration).calibration
-    assert any("from another model, image set or percentile: recalibrating" in line for line in notes)
+    assert any("from another model, image set, percentile or calibration rule: recalibrating" in line for line in notes)
 
 
-def test_scale_cache_from_another_model_is_not_reused(fp32_onnx, tmp_path):
+@pytest.mark.parametrize(
+    "field, value",
+    [("model_sha256", "0" * 64), ("format", 1)],  # another model; the entropy rule before NVIDIA's ceil start
+    ids=["other-model", "older-rule"],
+)
+def test_scale_cache_from_another_model_or_rule_is_not_reused(fp32_onnx, tmp_path, field, value):
     calibration = tmp_path / "cal"
     run_build(fp32_onnx, calibration, calib_from_data=True)
     cache_file = calibration / "scales.entropy.json"
     cache = json.loads(cache_file.read_text())
-    cache["model_sha256"] = "0" * 64
+    cache[field] = value
     cache_file.write_text(json.dumps(cache))
     assert any("recalibrating" in line for line in run_build(fp32_onnx, calibration).calibration)
 

@@ -182,7 +182,7 @@ def _calibrated_amax(
     stale = [m for m in methods if layout.scales(m).exists() and m not in valid]
     if stale:
         report.calibration.append(
-            f"calibration cache for {', '.join(stale)} is invalid or from another model, image set or percentile: recalibrating"
+            f"calibration cache for {', '.join(stale)} is invalid or from another model, image set, percentile or calibration rule: recalibrating"
         )
     if valid.keys() == set(methods) and not config.recalibrate:
         report.calibration.append(

@@ -11,6 +11,11 @@ from pathlib import Path
 from ..files import write_text_atomic
 from .int8 import INT8_MAX
 
+# Bumped whenever a method's rule changes, so caches computed by the old rule are
+# recalibrated instead of reused. 2: entropy levels start at ceil(g*n/128), NVIDIA's
+# reference rule (format 1 started them at floor and moved the clip point by up to 8%).
+CACHE_FORMAT = 2
+
 
 @dataclass
 class CalibrationCache:
@@ -32,12 +37,14 @@ def _valid_amax(value: object) -> bool:
 
 def read_cache(path: Path) -> CalibrationCache | None:
     """The cache at ``path``, or None if it is missing or invalid in any way (not
-    JSON, missing keys, an amax that is not a finite number >= 0): an invalid
-    cache is a stale one, recalibrated rather than trusted or crashed on."""
+    JSON, missing keys, an amax that is not a finite number >= 0, another
+    :data:`CACHE_FORMAT`): an invalid cache is a stale one, recalibrated rather than trusted or crashed on."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
+        if data.get("format") != CACHE_FORMAT:
+            return None
         cache = CalibrationCache(
             data["method"], data["model_sha256"], data["data_fingerprint"], data["images"],
             {name: entry["amax"] for name, entry in data["tensors"].items()},
@@ -50,6 +57,7 @@ def read_cache(path: Path) -> CalibrationCache | None:
 
 def write_cache(path: Path, cache: CalibrationCache) -> None:
     payload = {
+        "format": CACHE_FORMAT,
         "method": cache.method,
         "model_sha256": cache.model_sha256,
         "data_fingerprint": cache.data_fingerprint,
