@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import helper, numpy_helper
@@ -88,7 +89,7 @@ def to_standard_lrn(model: onnx.ModelProto, half_precision: bool = False) -> onn
         if not is_plugin_lrn(node):
             nodes.append(node)
             continue
-        attributes = lrn_attributes(node)
+        attributes: dict[str, Any] = lrn_attributes(node)  # make_node's **kwargs are the node's attributes
         if "size" not in attributes:
             raise DeployError(f"plugin LRN node {node.name!r} has no 'size' attribute")
         source, target = node.input[0], node.output[0]

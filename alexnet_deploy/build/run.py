@@ -240,7 +240,7 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
         report.accuracy.append(
             evaluate(candidate.name, candidate.precision, candidate.model, images, labels, reference, candidate.path)
         )
-        if candidate.path is None:
+        if candidate.path is None or candidate.artifact is None:  # evaluated only (--compare-methods)
             continue
         if candidate.path != fp32_path:
             save_onnx(candidate.model, candidate.path)

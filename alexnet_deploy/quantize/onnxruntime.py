@@ -147,9 +147,12 @@ def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[s
         plan[tensor] = ActivationQuantization.of(amax_of(tensor), graph.non_negative(tensor))
         # back through commuting producers (LRN -> MaxPool -> conv2): pool in uint8 too
         node = graph.producer.get(tensor)
-        while node is not None and node.op_type in COMMUTING_OPS and graph.sole_consumer(node.input[0]) is node:
-            plan[node.input[0]] = plan[tensor]
-            node = graph.producer.get(node.input[0])
+        while node is not None and node.op_type in COMMUTING_OPS:
+            upstream = node.input[0]
+            if graph.sole_consumer(upstream) is not node:
+                break
+            plan[upstream] = plan[tensor]
+            node = graph.producer.get(upstream)
     for node in graph.quantized_nodes():
         chain = graph.commuting_chain(graph.layer_output(node))
         if chain[0] in graph.outputs:

@@ -20,6 +20,7 @@ channels-last is ~7% faster in FP32 and ~19% in bf16 with ``torch.compile``, iss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class TorchRunner(Runner):
         self.compile = compile
         self.cuda_graphs = cuda_graphs
         self.model: nn.Module | None = None
-        self._compiled = None
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._torch_device = torch.device(device)
         self._classes = 0
         self._graphs: dict[tuple[int, ...], _CapturedGraph] = {}
@@ -128,7 +129,8 @@ class TorchRunner(Runner):
         if self.cuda_graphs and not self.on_cuda:
             self.notes.append("CUDA graphs need CUDA: ran without")
         self._classes = checkpoint.config.num_classes
-        self.model = model.to(self._torch_device, DTYPES[self.precision], memory_format=self._memory_format).eval()
+        # Module.to takes memory_format (torch docs); torch's stubs leave it out of the overloads
+        self.model = model.to(self._torch_device, DTYPES[self.precision], memory_format=self._memory_format).eval()  # type: ignore[call-overload]
         if not self.on_cuda:
             self.notes.append("channels-last (NHWC) on CPU")
         # dynamic=False: one static graph per batch size, as an engine has one per profile
@@ -148,6 +150,7 @@ class TorchRunner(Runner):
                 first_line = (str(error).strip().splitlines() or [""])[0][:120]
                 self.notes.append(f"torch.compile failed ({error.__class__.__name__}: {first_line}); ran eager")
                 self._compiled = None
+        assert self.model is not None, "Runner.infer loads before it runs"
         return self.model(x).float()
 
     def _infer(self, images: np.ndarray) -> np.ndarray:
