@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,11 @@ import typer
 import typer.core
 
 from . import __version__
+from .artifacts import ORT_INT8, ArtifactLayout, Precision
+from .bench.config import DEFAULT_ITERATIONS, BenchConfig
+from .choices import BenchBackend, BenchPrecision, DeviceChoice
 from .console import RichProgress, console, error_console, one_line_errors, table
+from .errors import DeployError
 
 try:  # typer >= 0.24 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -305,44 +310,73 @@ def info(
         )
 
 
+# ------------------------------------------------------------------ bench options
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """``"128"`` or ``"1,8,32,128"`` -> positive batch sizes, in the given order."""
+    batches = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) <= 0:
+            raise DeployError(f"--batch takes positive integers such as 128 or 1,8,32,128; got {part or text!r}")
+        batches.append(int(part))
+    if len(set(batches)) != len(batches):
+        raise DeployError(f"--batch lists a size twice: {text!r}")
+    return tuple(batches)
+
+
+def parse_choices(text: str, allowed: Sequence[str], option: str) -> tuple[str, ...]:
+    """A comma-separated subset of ``allowed``, order kept."""
+    from .bench.config import check_choices
+
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    check_choices(chosen, allowed, option)
+    return chosen
+
+
 @app.command()
 @one_line_errors
 def bench(
     batch: Annotated[str, typer.Option(help="Batch size, or a comma list for a sweep: 1,8,32,128.")] = "128",
-    backends: Annotated[str, typer.Option(help="Comma list of tensorrt, onnxruntime, torch, torch-compile.")] = (
-        "tensorrt,onnxruntime,torch,torch-compile"
+    backends: Annotated[str, typer.Option(help=f"Comma list of {', '.join(BenchBackend.values())}.")] = ",".join(
+        BenchBackend.values()
     ),
     precisions: Annotated[
         str | None,
-        typer.Option(help="Comma list of fp32, fp16, bf16 (torch rows, bf16-capable CPU or GPU), int8. Default: all, "
-        "listing those not built yet as skipped; a named precision whose ONNX or engine is missing is an error."),
+        typer.Option(help=f"Comma list of {', '.join(BenchPrecision.values())} (bf16: torch rows, bf16-capable CPU or GPU). "
+        "Default: all, listing those not built yet as skipped; a named precision whose ONNX or engine is missing is an error."),
     ] = None,
-    iterations: Annotated[int | None, typer.Option(help="Timed iterations per row (default 10 unless --duration).")] = None,
+    iterations: Annotated[int | None, typer.Option(help=f"Timed iterations per row (default {DEFAULT_ITERATIONS} unless --duration).")] = None,
     duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = 2,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = BenchConfig.warmup,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay CUDA graphs: TensorRT captures execute_async_v3 per batch size (trtexec --useCudaGraph); torch on CUDA.")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON (plot goes beside it unless --plot).")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG: throughput vs batch for a sweep, else top-1 vs throughput.")] = None,
-    onnx_dir: Annotated[Path, typer.Option(help="Where alexnet.onnx (the reference) and its fp16/int8 twins are.")] = Path("export"),
-    engines_dir: Annotated[Path, typer.Option(help="Where the TensorRT plans alexnet.<precision>.plan are.")] = Path("engines"),
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint for the torch rows (the one the ONNX came from).")] = Path("export/alexnet.pt"),
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (torch rows; onnxruntime too where onnxruntime-gpu is installed).")] = "auto",
-    max_images: Annotated[int, typer.Option(help="Held-out val images to rotate through and to judge accuracy on.")] = 512,
+    onnx: Annotated[Path, typer.Option(help="FP32 export (the reference); its fp16/int8 twins are read from beside it.")] = BenchConfig.onnx,
+    engines: Annotated[Path, typer.Option(help="Where the TensorRT plans alexnet.<precision>.plan are.")] = BenchConfig.engines_dir,
+    onnx_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old spelling: --onnx DIR/alexnet.onnx.")] = None,
+    engines_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old spelling of --engines.")] = None,
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint for the torch rows (the one the ONNX came from).")] = BenchConfig.checkpoint,
+    device: Annotated[DeviceChoice, typer.Option(help="Torch rows' device; onnxruntime's too where onnxruntime-gpu is installed.")] = DeviceChoice.AUTO,
+    max_images: Annotated[int, typer.Option(help="Held-out val images to rotate through and to judge accuracy on.")] = BenchConfig.max_images,
 ) -> None:
     """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
-    from .bench import BACKENDS, PRECISIONS, BenchConfig, onnx_path, parse_batches, parse_choices, run_bench, save_bench_plot
+    from .bench.run import run_bench
+    from .console import bench_table
     from .files import check_distinct_paths, check_png_path, check_writable_destination, is_special_file, write_text_atomic
+    from .plots import save_bench_plot
 
     config = BenchConfig(
         batches=parse_batches(batch),
-        backends=parse_choices(backends, BACKENDS, "--backends"),
-        precisions=None if precisions is None else parse_choices(precisions, PRECISIONS, "--precisions"),
+        backends=parse_choices(backends, BenchBackend.values(), "--backends"),
+        precisions=None if precisions is None else parse_choices(precisions, BenchPrecision.values(), "--precisions"),
         iterations=iterations,
         duration_s=duration,
         warmup=warmup,
         cuda_graphs=cuda_graphs,
-        onnx_dir=onnx_dir,
-        engines_dir=engines_dir,
+        onnx=onnx if onnx_dir is None else ArtifactLayout(export_dir=onnx_dir).onnx(),  # --onnx-dir: one release
+        engines_dir=engines if engines_dir is None else engines_dir,
         checkpoint=checkpoint,
         device=device,
         max_images=max_images,
@@ -352,7 +386,8 @@ def bench(
         plot = json_path.with_suffix(".png")  # beside the JSON; a device such as /dev/null has no "beside"
     if plot is not None:
         check_png_path(plot, "--plot")
-    inputs = {"--checkpoint": checkpoint} | {f"the {p} ONNX": onnx_path(onnx_dir, p) for p in PRECISIONS}
+    layout = config.layout
+    inputs = {"--checkpoint": checkpoint} | {f"the {p} ONNX": layout.onnx(p) for p in (*Precision, ORT_INT8)}
     check_distinct_paths(inputs, {"--json": json_path, "--plot": plot})
     for path in (json_path, plot):
         if path is not None:
@@ -363,7 +398,7 @@ def bench(
         f"bench: {timed} after {config.warmup} warm-up per row, {report.images} {report.image_source} "
         f"(rotated); parity vs {report.reference}"
     )
-    columns, rows, footnotes = report.table()
+    columns, rows, footnotes = bench_table(report)
     console.print(table(title, columns, rows))
     for footnote in footnotes:  # unmarked: they quote hints such as alexnet-deploy[gpu], not rich markup
         console.print(footnote, markup=False, highlight=False, soft_wrap=True)

@@ -1,5 +1,5 @@
-"""Terminal rendering for the CLI: rich progress bars, tables, and the one-line error
-convention. Library modules never import this."""
+"""Terminal rendering for the CLI: rich progress bars, tables (the bench report's
+among them), and the one-line error convention. Library modules never import this."""
 
 from __future__ import annotations
 
@@ -9,14 +9,25 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .errors import DeployError
+
+if TYPE_CHECKING:
+    from .bench.report import BenchReport
 
 # Messages contain brackets (extras, shapes), so no markup. Output that is not a
 # terminal (a log, CI, a pipe) gets a wide page: rich's 80-column default would
@@ -77,7 +88,7 @@ class RichProgress:
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def begin(self, description: str, total: int) -> None:
         self._progress = Progress(
@@ -94,7 +105,7 @@ class RichProgress:
         self._task = self._progress.add_task(description, total=total, status="")
 
     def advance(self, steps: int = 1, **status: object) -> None:
-        if self._progress is None:
+        if self._progress is None or self._task is None:
             return
         text = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in status.items())
         self._progress.update(self._task, advance=steps, status=text)
@@ -120,3 +131,44 @@ def format_cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
     return str(value)
+
+
+# ------------------------------------------------------------------ bench report
+
+TABLE_COLUMNS = ("backend", "precision", "device", "batch", "img/s", "p50 ms", "p90 ms", "p99 ms", "mean ms")
+GPU_COLUMNS = ("GPU compute ms", "H2D ms", "D2H ms")
+ACCURACY_COLUMNS = ("top-1", "top-5", "agree", "max |Δ|", "note")
+
+
+def _fixed(value: float | None, decimals: int) -> str | None:
+    return None if value is None else f"{value:.{decimals}f}"
+
+
+def bench_table(report: BenchReport) -> tuple[tuple[str, ...], list[tuple], list[str]]:
+    """A bench report as columns, rows and footnotes for :func:`table`. Notes and skip reasons are numbered
+    footnotes, so the table stays narrow; GPU stage columns appear only when some
+    row has them; a row skipped at every batch is shown once, its batch as "all"."""
+    gpu = any(r.gpu_compute_ms is not None for r in report.rows)
+    columns = TABLE_COLUMNS + (GPU_COLUMNS if gpu else ()) + ACCURACY_COLUMNS
+    rows: list[tuple] = []
+    footnotes: list[str] = []
+    shown_skips: set[tuple[str, str, str]] = set()
+    for r in report.rows:
+        if r.skipped is not None:
+            if (r.backend, r.precision, r.skipped) in shown_skips:
+                continue
+            shown_skips.add((r.backend, r.precision, r.skipped))
+        texts = [f"skipped: {r.skipped}"] if r.skipped else r.notes
+        for text in texts:
+            if text not in footnotes:
+                footnotes.append(text)
+        refs = ", ".join(str(footnotes.index(t) + 1) for t in texts) or None
+        lat = r.latency_ms
+        latencies = (lat.p50, lat.p90, lat.p99, lat.mean) if lat else (None,) * 4
+        speed = (_fixed(r.throughput_ips, 1), *(_fixed(v, 2) for v in latencies))
+        stages = tuple(_fixed(v, 3) for v in (r.gpu_compute_ms, r.h2d_ms, r.d2h_ms)) if gpu else ()
+        accuracy = tuple(None if v is None else f"{v:.2%}" for v in (r.top1, r.top5, r.top1_agreement))
+        diff = None if r.max_abs_diff is None else f"{r.max_abs_diff:.2g}"
+        batch = "all" if r.skipped is not None and len(report.config.batches) > 1 else r.batch
+        rows.append((r.backend, r.precision, r.device, batch, *speed, *stages, *accuracy, diff, refs))
+    return columns, rows, [f"{i}. {text}" for i, text in enumerate(footnotes, 1)]

@@ -1,10 +1,14 @@
-"""What this machine has, and which pipeline steps can run on it."""
+"""What this machine has, and which pipeline steps can run on it (``doctor``), and the
+machine description every benchmark report carries."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .cuda_driver import cuda_device
 from .tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason, tensorrt_version
@@ -62,3 +66,26 @@ def diagnose() -> Report:
         "TensorRT runner / bench": "yes" if run_reason is None else f"no: {run_reason}",
     }
     return Report(versions, gpu, steps, install_problems())
+
+
+def machine_description() -> dict:
+    """Where the numbers were taken: CPU, cores, GPU and the versions that matter."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    packages = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "triton")
+    versions = {package: version for package in packages if (version := package_version(package)) is not None}
+    from .devices import cpu_precision_features
+
+    device = cuda_device()
+    gpu = device.name if device is not None else None
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "cpu_precision_features": list(cpu_precision_features()),
+        "gpu": gpu,
+        "platform": platform.platform(),
+        "versions": versions,
+    }

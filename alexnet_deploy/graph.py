@@ -244,6 +244,7 @@ class ExportMetadata:
     data_source: str
     target_runtime: str | None = None  # "tensorrt" or "onnxruntime" (INT8 files)
     calibration: CalibrationProvenance | None = None
+    checkpoint_sha256: str | None = None  # the checkpoint it was exported from (FP32 export)
 
 
 def _metadata_object(model: onnx.ModelProto, key: str, source: str) -> dict:
@@ -332,8 +333,16 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     target_runtime = _metadata_value(model, "target_runtime", source, required=False)
     if target_runtime is not None and not isinstance(target_runtime, str):
         raise DeployError(f"{source}: metadata 'target_runtime' is not a runtime name")
+    checkpoint_sha256 = read_metadata(model).get("checkpoint_sha256")  # raw: a hex digest, never JSON
     return ExportMetadata(
-        Precision(precision), classes, preprocessing, split, data_source, target_runtime, _calibration(model, source)
+        Precision(precision),
+        classes,
+        preprocessing,
+        split,
+        data_source,
+        target_runtime,
+        _calibration(model, source),
+        checkpoint_sha256,
     )
 
 

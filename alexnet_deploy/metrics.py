@@ -1,8 +1,10 @@
-"""How two sets of logits are compared, everywhere: export validation, the build's
-accuracy table and bench's parity columns all use these functions."""
+"""What the pipeline measures, defined once: how two sets of logits are compared
+(export validation, the build's accuracy table, bench's parity columns) and latency
+percentiles (bench rows, the serving load test)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +13,7 @@ TOP_K = 5
 # FP32 ONNX against the torch model on the CPU: what export validates and what bench
 # flags an FP32 CPU row beyond (further apart, they compute different things)
 FP32_TOLERANCE = 1e-4
+LATENCY_PERCENTILES = (50, 90, 99)
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
@@ -43,3 +46,18 @@ def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> 
         raise ValueError(f"parity needs matching shapes, got {reference.shape}, {candidate.shape} and {len(labels)} labels")
     max_abs_diff, agreement = compare_logits(reference, candidate)
     return Parity(agreement, max_abs_diff, topk_accuracy(candidate, labels, 1), topk_accuracy(candidate, labels, TOP_K))
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-iteration latency in milliseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+
+    @classmethod
+    def of(cls, samples_ms: Sequence[float]) -> LatencyStats:
+        p50, p90, p99 = (float(v) for v in np.percentile(samples_ms, LATENCY_PERCENTILES))
+        return cls(p50, p90, p99, float(np.mean(samples_ms)))

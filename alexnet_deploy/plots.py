@@ -1,6 +1,7 @@
 """The pictures: conv1's kernels as a grid (the 2012 paper's Figure 3), the
-training curves (loss, top-1/top-5 on train and val, per epoch) and a load test's
-throughput and latency per concurrency level.
+training curves (loss, top-1/top-5 on train and val, per epoch), the bench's
+throughput/accuracy figure and a load test's throughput and latency per concurrency
+level.
 
 The filter grid is drawn pixel-exact with Pillow: every kernel pixel becomes a
 ``scale`` x ``scale`` block, with no axes and no interpolation, so the PNG's size
@@ -26,6 +27,7 @@ from PIL import Image
 from .files import atomic_output, check_png_path
 
 if TYPE_CHECKING:
+    from .bench.report import BenchReport, BenchRow
     from .serve.loadtest import LoadReport
     from .train import EpochMetrics
 
@@ -138,5 +140,50 @@ def loadtest_figure(report: LoadReport, title: str) -> Figure:
 def save_loadtest_figure(report: LoadReport, title: str, path: Path) -> None:
     check_png_path(Path(path), "--plot")
     figure = loadtest_figure(report, title)
+    with atomic_output(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+BENCH_FIGURE_INCHES = (8.0, 5.0)
+BENCH_FIGURE_DPI = 100
+
+
+def bench_figure(report: BenchReport) -> Figure:
+    """Throughput against batch per backend/precision for a sweep; for one batch,
+    top-1 accuracy against throughput (the speed/accuracy trade-off)."""
+    figure = Figure(figsize=BENCH_FIGURE_INCHES, dpi=BENCH_FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    measured = report.measured
+    series: dict[str, list[BenchRow]] = {}
+    for row in measured:
+        series.setdefault(f"{row.backend} {row.precision} ({row.device})", []).append(row)
+    if len(report.config.batches) > 1:
+        for label, rows in series.items():
+            points = sorted((r.batch, r.throughput_ips) for r in rows if r.throughput_ips is not None)
+            axes.plot([batch for batch, _ in points], [ips for _, ips in points], "o-", label=label)
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(report.config.batches, [str(b) for b in report.config.batches])
+        axes.set(title="throughput against batch size", xlabel="batch", ylabel="images / s")
+    else:
+        for label, rows in series.items():
+            scores = [(r.throughput_ips, 100 * r.top1) for r in rows if r.throughput_ips is not None and r.top1 is not None]
+            axes.scatter([ips for ips, _ in scores], [top1 for _, top1 in scores], label=label, s=60)
+        axes.set(
+            title=f"top-1 against throughput at batch {report.config.batches[0]}",
+            xlabel="images / s",
+            ylabel="top-1 on held-out val (%)",
+        )
+    if not measured:
+        axes.text(0.5, 0.5, "no backend could be measured here", ha="center", va="center", transform=axes.transAxes)
+    else:
+        axes.legend(fontsize="small")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def save_bench_plot(report: BenchReport, path: Path) -> None:
+    check_png_path(Path(path), "--plot")
+    figure = bench_figure(report)
     with atomic_output(Path(path)) as tmp:
         figure.savefig(tmp, format="png")

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from alexnet_deploy.bench import machine_description  # noqa: E402
+from alexnet_deploy.doctor import machine_description  # noqa: E402
 from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout  # noqa: E402
 from alexnet_deploy.data import held_out_images  # noqa: E402
 from alexnet_deploy.devices import cpu_bf16_unavailable_reason  # noqa: E402

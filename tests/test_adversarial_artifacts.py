@@ -253,7 +253,7 @@ def build_args(*extra: str) -> list[str]:
 
 
 def bench_args(*extra: str) -> list[str]:
-    return ["bench", "--onnx-dir", "{export}", "--checkpoint", "{ckpt}", "--engines-dir", "{dir}/engines",
+    return ["bench", "--onnx", "{export}/alexnet.onnx", "--checkpoint", "{ckpt}", "--engines", "{dir}/engines",
             "--backends", "onnxruntime", *FAST_BENCH, *extra]  # fmt: skip
 
 
@@ -420,12 +420,12 @@ CASES = [
          "from another model, image set, percentile or calibration rule: recalibrating", ["onnx"], int8_from_cache),
     # ---- bench: option values that would hang or exhaust memory
     Case("bench-duration-inf", [*bench_args(), "--iterations", "1", "--duration", "inf"], 1, "give --iterations or --duration"),
-    Case("bench-duration-only-inf", ["bench", "--onnx-dir", "{export}", "--duration", "inf"], 1,
+    Case("bench-duration-only-inf", ["bench", "--onnx", "{export}/alexnet.onnx", "--duration", "inf"], 1,
          "--duration must be positive seconds, at most 3600"),
-    Case("bench-duration-nan", ["bench", "--onnx-dir", "{export}", "--duration", "nan"], 1, "--duration must be positive"),
-    Case("bench-duration-huge", ["bench", "--onnx-dir", "{export}", "--duration", "1e9"], 1, "at most 3600"),
-    Case("bench-duration-negative", ["bench", "--onnx-dir", "{export}", "--duration", "-1"], 1, "--duration must be positive"),
-    Case("bench-iterations-huge", ["bench", "--onnx-dir", "{export}", "--iterations", "10000000000"], 1,
+    Case("bench-duration-nan", ["bench", "--onnx", "{export}/alexnet.onnx", "--duration", "nan"], 1, "--duration must be positive"),
+    Case("bench-duration-huge", ["bench", "--onnx", "{export}/alexnet.onnx", "--duration", "1e9"], 1, "at most 3600"),
+    Case("bench-duration-negative", ["bench", "--onnx", "{export}/alexnet.onnx", "--duration", "-1"], 1, "--duration must be positive"),
+    Case("bench-iterations-huge", ["bench", "--onnx", "{export}/alexnet.onnx", "--iterations", "10000000000"], 1,
          "--iterations must be at least 1 and at most"),
     Case("bench-batch-100000", bench_args("--batch", "100000"), 1, "--batch 100000 needs about", ["onnx"]),
     Case("bench-max-images-0", bench_args("--max-images", "0"), 1, "--max-images must be at least 1"),
@@ -570,7 +570,7 @@ def test_export_validation_fails_on_non_finite_torch_logits(artifacts):
 
 
 def test_metric_comparisons_treat_nan_as_failure():
-    from alexnet_deploy.bench import parity_warnings
+    from alexnet_deploy.bench.run import parity_warnings
     from alexnet_deploy.metrics import FP32_TOLERANCE
 
     finite = np.zeros((2, 10), np.float32)
@@ -582,7 +582,7 @@ def test_metric_comparisons_treat_nan_as_failure():
 
 
 def test_a_batch_larger_than_memory_is_refused_with_the_size_that_fits():
-    from alexnet_deploy.bench import MEMORY_PER_INPUT_BYTES, check_memory
+    from alexnet_deploy.bench.inputs import MEMORY_PER_INPUT_BYTES, check_memory
     from alexnet_deploy.errors import DeployError
 
     per_image = MEMORY_PER_INPUT_BYTES * 3 * 227 * 227 * 4

@@ -17,19 +17,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from alexnet_deploy import bench
-from alexnet_deploy.bench import (
-    BenchConfig,
-    HarnessCheck,
-    LatencyStats,
-    Rotation,
-    harness_overhead,
-    parse_batches,
-    parse_choices,
-    percentile,
-    run_bench,
-    time_iterations,
-)
+from alexnet_deploy.bench import planning
+from alexnet_deploy.bench.config import BACKENDS, BenchConfig
+from alexnet_deploy.bench.inputs import Rotation
+from alexnet_deploy.bench.run import run_bench
+from alexnet_deploy.bench.timing import HarnessCheck, harness_overhead, time_iterations
+from alexnet_deploy.cli import parse_batches, parse_choices
 from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet_deploy.cli import app
 from alexnet_deploy.data import Preprocessing
@@ -37,7 +30,7 @@ from alexnet_deploy.devices import cpu_bf16_unavailable_reason, cpu_precision_fe
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export import export
 from alexnet_deploy.graph import load_model
-from alexnet_deploy.metrics import parity, topk_accuracy
+from alexnet_deploy.metrics import LatencyStats, parity, topk_accuracy
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.errors import BackendUnavailable
 from alexnet_deploy.runners.base import Runner
@@ -82,16 +75,10 @@ def run_cli(*args: str):
 
 
 def bench_args(onnx_dir: Path, checkpoint: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return ["--onnx-dir", str(onnx_dir), "--checkpoint", str(checkpoint), "--engines-dir", str(tmp_path / "engines"), *FAST, *extra]
+    return ["--onnx", str(onnx_dir / "alexnet.onnx"), "--checkpoint", str(checkpoint), "--engines", str(tmp_path / "engines"), *FAST, *extra]
 
 
 # ------------------------------------------------------------------ statistics
-
-
-@pytest.mark.parametrize("q", [0, 37.5, 50, 90, 99, 100])
-@pytest.mark.parametrize("samples", [[5.0], [3.0, 1.0], list(range(1, 11)), [0.7, 12.0, 3.3, 3.3, 9.1, 0.2, 41.0]])
-def test_percentile_matches_numpy_linear_interpolation(samples, q):
-    assert percentile(samples, q) == pytest.approx(float(np.percentile(samples, q)))
 
 
 def test_latency_stats_on_known_samples():
@@ -100,11 +87,10 @@ def test_latency_stats_on_known_samples():
     assert (stats.p50, stats.p90, stats.p99, stats.mean) == pytest.approx((30.0, 46.0, 49.6, 30.0))
 
 
-def test_percentile_rejects_no_samples_and_bad_quantiles():
-    with pytest.raises(ValueError):
-        percentile([], 50)
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
+@pytest.mark.parametrize("samples", [[5.0], [3.0, 1.0], list(range(1, 11)), [0.7, 12.0, 3.3, 3.3, 9.1, 0.2, 41.0]])
+def test_latency_percentiles_are_numpys_linear_interpolation(samples):
+    stats = LatencyStats.of(samples)
+    assert (stats.p50, stats.p90, stats.p99) == pytest.approx([float(np.percentile(samples, q)) for q in (50, 90, 99)])
 
 
 # --------------------------------------------------------------------- parity
@@ -187,20 +173,11 @@ def test_timed_loop_by_duration_runs_at_least_once():
     assert timing.iterations == 1
 
 
-class RecordingSession:
-    def __init__(self) -> None:
-        self.feeds: list[np.ndarray] = []
-
-    def run(self, outputs, feeds):
-        self.feeds.append(feeds["images"])
-        return [np.zeros((len(feeds["images"]), 10), np.float32)]
-
-
-def test_harness_check_feeds_bench_loop_and_bare_session_the_same_inputs():
-    runner, session = CountingRunner().load(), RecordingSession()
+def test_harness_check_feeds_bench_loop_and_bare_call_the_same_inputs():
+    runner, bare_inputs = CountingRunner().load(), []
     batches = [np.full((4, 1), i, np.float32) for i in range(3)]
-    check = harness_overhead(runner, session, batches, iterations=4)
-    assert [int(b[0, 0]) for b in runner.seen] == [int(b[0, 0]) for b in session.feeds] == [0, 1, 2, 0]
+    check = harness_overhead(runner, bare_inputs.append, batches, iterations=4)
+    assert [int(b[0, 0]) for b in runner.seen] == [int(b[0, 0]) for b in bare_inputs] == [0, 1, 2, 0]
     assert check.batch == 4 and check.iterations == 4 and check.bench_ips > 0 and check.bare_ips > 0
 
 
@@ -226,9 +203,9 @@ def test_batch_list_parses_and_bad_batches_are_rejected():
 
 
 def test_choices_name_the_unknown_value():
-    assert parse_choices("torch,onnxruntime", bench.BACKENDS, "--backends") == ("torch", "onnxruntime")
+    assert parse_choices("torch,onnxruntime", BACKENDS, "--backends") == ("torch", "onnxruntime")
     with pytest.raises(DeployError, match="unknown backend 'tflite'"):
-        parse_choices("torch,tflite", bench.BACKENDS, "--backends")
+        parse_choices("torch,tflite", BACKENDS, "--backends")
 
 
 # --------------------------------------------------------------- torch runner
@@ -368,7 +345,7 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
         assert skipped["skipped"] and skipped["throughput_ips"] is None and skipped["latency_ms"] is None
     assert rows[("torch", "int8", 4)]["skipped"] == "torch runner has no INT8 path; use onnxruntime or tensorrt"
     assert "alexnet-deploy build --fp16" in rows[("onnxruntime", "fp16", 4)]["skipped"]
-    assert rows[("onnxruntime", "bf16", 4)]["skipped"] == bench.BF16_NOT_BUILT
+    assert rows[("onnxruntime", "bf16", 4)]["skipped"] == planning.BF16_NOT_BUILT
     assert "channels-last (NHWC) on CPU" in rows[("torch", "fp32", 4)]["notes"]
 
     assert [h["batch"] for h in report["harness_overhead"]] == [4, 8]
@@ -379,7 +356,7 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
 
 def test_fp16_onnx_is_measured_and_a_missing_int8_is_a_skipped_row(tiny_checkpoint, onnx_dir_with_fp16, tmp_path):
     config = BenchConfig(
-        batches=(4,), backends=("onnxruntime",), iterations=1, warmup=0, onnx_dir=onnx_dir_with_fp16,
+        batches=(4,), backends=("onnxruntime",), iterations=1, warmup=0, onnx=onnx_dir_with_fp16 / "alexnet.onnx",
         engines_dir=tmp_path, checkpoint=tiny_checkpoint, max_images=8,
     )  # fmt: skip
     rows = {r.precision: r for r in run_bench(config).rows}
@@ -400,7 +377,7 @@ def test_int8_rows_time_the_onnxruntime_graph_and_report_the_tensorrt_graph_as_s
     save_onnx(insert_qdq(reference, amax), tmp_path / "alexnet.int8.onnx")
     save_onnx(insert_qdq_for_onnxruntime(reference, amax), tmp_path / "alexnet.int8-ort.onnx")
     config = BenchConfig(
-        batches=(4,), backends=("onnxruntime",), precisions=("int8",), iterations=1, warmup=0, onnx_dir=tmp_path,
+        batches=(4,), backends=("onnxruntime",), precisions=("int8",), iterations=1, warmup=0, onnx=tmp_path / "alexnet.onnx",
         engines_dir=tmp_path, checkpoint=tiny_checkpoint, max_images=8,
     )  # fmt: skip
     rows = {r.precision: r for r in run_bench(config).rows}
@@ -417,6 +394,17 @@ def test_single_batch_plots_accuracy_against_throughput(tiny_checkpoint, onnx_di
     assert result.exit_code == 0, result.output
     with Image.open(plot) as image:
         assert image.format == "PNG"
+
+
+def test_old_directory_spellings_still_work_and_are_hidden(tiny_checkpoint, onnx_dir, tmp_path):
+    """--onnx-dir/--engines-dir are hidden aliases of --onnx/--engines for one release."""
+    old = ["--onnx-dir", str(onnx_dir), "--checkpoint", str(tiny_checkpoint), "--engines-dir", str(tmp_path), *FAST]
+    result = run_cli(*old, "--batch", "4", "--backends", "onnxruntime", "--precisions", "fp32", "--json", str(tmp_path / "b.json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b.json").read_text())["config"]["onnx"] == str(onnx_dir / "alexnet.onnx")
+    help_text = cli.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
+    assert "--onnx " in help_text and "--engines " in help_text
+    assert "--onnx-dir" not in help_text and "--engines-dir" not in help_text
 
 
 @pytest.fixture
@@ -454,21 +442,21 @@ def test_batch_above_the_engine_profile_is_one_line_before_any_timing(tiny_check
 
 def test_a_runner_refuses_a_batch_above_its_maximum_mid_run(tiny_checkpoint, onnx_dir, tmp_path, monkeypatch):
     """The backstop when only the loaded runner knows its limit."""
-    limited = lambda context, precision: bench._Planned("tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4))
-    monkeypatch.setitem(bench._PLANNERS, "tensorrt", limited)
-    config = BenchConfig(batches=(2, 8), backends=("tensorrt",), onnx_dir=onnx_dir, checkpoint=tiny_checkpoint, max_images=4)
+    limited = lambda context, precision: planning.Planned("tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4))
+    monkeypatch.setitem(planning.PLANNERS, "tensorrt", limited)
+    config = BenchConfig(batches=(2, 8), backends=("tensorrt",), onnx=onnx_dir / "alexnet.onnx", checkpoint=tiny_checkpoint, max_images=4)
     with pytest.raises(DeployError, match="batch 8 exceeds fake/fp32's maximum 4"):
         run_bench(config)
 
 
 def test_missing_engine_is_a_skipped_row_by_default(tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present):
     config = BenchConfig(
-        batches=(2,), backends=("tensorrt",), onnx_dir=onnx_dir, engines_dir=tmp_path, checkpoint=tiny_checkpoint,
+        batches=(2,), backends=("tensorrt",), onnx=onnx_dir / "alexnet.onnx", engines_dir=tmp_path, checkpoint=tiny_checkpoint,
         iterations=1, max_images=4,
     )  # fmt: skip
     assert [r.skipped for r in run_bench(config).rows] == [
         f"{tmp_path / f'alexnet.{p}.plan'} not found; run `alexnet-deploy build --{p}`" for p in ("fp32", "fp16")
-    ] + [bench.BF16_NOT_BUILT, f"{tmp_path / 'alexnet.int8.plan'} not found; run `alexnet-deploy build --int8`"]
+    ] + [planning.BF16_NOT_BUILT, f"{tmp_path / 'alexnet.int8.plan'} not found; run `alexnet-deploy build --int8`"]
 
 
 @pytest.fixture(scope="module")
@@ -490,7 +478,7 @@ def other_checkpoint(tmp_path_factory) -> Path:
         (["--iterations", "0"], "--iterations must be at least 1"),
         (["--duration", "5"], "give --iterations or --duration, not both"),
         (["--warmup", "-1"], "--warmup must be 0 or more"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda'"),  # Typer checks the Enum
         (["--json", "/nonexistent-dir/out.json"], "output directory /nonexistent-dir does not exist"),
         (["--plot", "/nonexistent-dir/out.png"], "output directory /nonexistent-dir does not exist"),
         (["--precisions", "fp16", "--backends", "onnxruntime"], "alexnet.fp16.onnx not found; run `alexnet-deploy build --fp16`"),

@@ -59,7 +59,7 @@ def test_image_folder_trains_exports_builds_and_benches(tmp_path, mixed):
     assert "top-1 agreement 100.00%" in exported.stdout
     run("build", "--fp16", "--int8", "--onnx", str(onnx_path), "--calibration", str(tmp_path / "cal"),
         "--calib-from-data", "--engines", str(tmp_path / "engines"), "--json", str(tmp_path / "build.json"))  # fmt: skip
-    run("bench", "--onnx-dir", str(export_dir), "--checkpoint", str(checkpoint), "--engines-dir", str(tmp_path / "engines"),
+    run("bench", "--onnx", str(export_dir / "alexnet.onnx"), "--checkpoint", str(checkpoint), "--engines", str(tmp_path / "engines"),
         "--backends", "onnxruntime,torch", "--iterations", "1", "--warmup", "0", "--batch", "2",
         "--json", str(tmp_path / "bench.json"))  # fmt: skip
 

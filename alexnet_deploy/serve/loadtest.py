@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..bench import LatencyStats
+from ..metrics import LatencyStats
 from ..errors import DeployError
 from ..graph import INPUT_NAME
 from .client import PROTOCOLS, TritonClassifier

@@ -1,0 +1,84 @@
+"""What a bench run measures: :class:`BenchConfig`, its defaults and its checks.
+
+Light on purpose (no numpy, onnx or torch): the CLI takes its defaults from here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..artifacts import ENGINES_DIR, ArtifactLayout
+from ..choices import BenchBackend, BenchPrecision, Choice, DeviceChoice
+from ..errors import DeployError
+
+BACKENDS = BenchBackend.values()
+PRECISIONS = BenchPrecision.values()
+DEFAULT_ITERATIONS = 10  # full AlexNet at batch 128 runs ~1-2 s an iteration on 2 CPU cores
+DEFAULT_WARMUP = 2
+DEFAULT_MAX_IMAGES = 512
+MAX_DURATION_S = 3600.0  # per row and batch: a bound, so a typo cannot run for ever
+MAX_ITERATIONS = 1_000_000
+
+
+def check_choices(chosen: Sequence[str], allowed: Sequence[str], option: str) -> None:
+    """``chosen`` must be a non-empty subset of ``allowed`` without repeats."""
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown:
+        what = option.lstrip("-").rstrip("s")  # --backends -> backend
+        raise DeployError(f"unknown {what} {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+    if not chosen:
+        raise DeployError(f"{option} is empty; choose from {', '.join(allowed)}")
+    if len(set(chosen)) != len(chosen):
+        raise DeployError(f"{option} lists a value twice: {','.join(chosen)}")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batches: tuple[int, ...] = (128,)
+    backends: tuple[str, ...] = BACKENDS
+    # None: every precision, listing those not built yet as skipped. Named precisions
+    # were asked for on purpose, so their missing ONNX or engine is an error instead.
+    precisions: tuple[str, ...] | None = None
+    iterations: int | None = None  # None and no duration: DEFAULT_ITERATIONS
+    duration_s: float | None = None
+    warmup: int = DEFAULT_WARMUP
+    cuda_graphs: bool = False
+    onnx: Path = ArtifactLayout().onnx()  # the FP32 export (the reference); its twins sit beside it
+    engines_dir: Path = ENGINES_DIR
+    checkpoint: Path = ArtifactLayout().checkpoint
+    device: DeviceChoice | str = DeviceChoice.AUTO
+    max_images: int = DEFAULT_MAX_IMAGES
+
+    @property
+    def layout(self) -> ArtifactLayout:
+        return ArtifactLayout.from_onnx(self.onnx, engines_dir=self.engines_dir)
+
+    @property
+    def chosen_precisions(self) -> tuple[str, ...]:
+        return self.precisions or PRECISIONS
+
+    @property
+    def timed_iterations(self) -> int | None:
+        return self.iterations if self.iterations is not None or self.duration_s is not None else DEFAULT_ITERATIONS
+
+    def check(self) -> None:
+        if not self.batches or any(not isinstance(b, int) or b <= 0 for b in self.batches):
+            raise DeployError(f"--batch must be positive integers, got {', '.join(map(str, self.batches)) or 'none'}")
+        check_choices(self.backends, BACKENDS, "--backends")
+        check_choices(self.chosen_precisions, PRECISIONS, "--precisions")
+        if self.iterations is not None and self.duration_s is not None:
+            raise DeployError("give --iterations or --duration, not both")
+        if self.iterations is not None and not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise DeployError(f"--iterations must be at least 1 and at most {MAX_ITERATIONS}, got {self.iterations}")
+        if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
+            raise DeployError(f"--duration must be positive seconds, at most {MAX_DURATION_S:g}, got {self.duration_s}")
+        if not 0 <= self.warmup <= MAX_ITERATIONS:
+            raise DeployError(f"--warmup must be 0 or more and at most {MAX_ITERATIONS}, got {self.warmup}")
+        if self.device not in DeviceChoice.values():
+            raise DeployError(f"unknown device {str(self.device)!r}; choose one of {', '.join(DeviceChoice.values())}")
+        if self.max_images < 1:
+            raise DeployError(f"--max-images must be at least 1, got {self.max_images}")
+
+    def to_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, (Path, Choice)) else v for k, v in asdict(self).items()}
