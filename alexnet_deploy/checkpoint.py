@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .data import Preprocessing, Split
+from .data.preprocessing import Preprocessing
+from .data.split import Split
 from .errors import DeployError
 from .files import atomic_output, sha256_file
 from .lrn import CONVENTION

@@ -99,8 +99,9 @@ def train(
     Under torchrun (`torchrun --nproc-per-node N $(which alexnet-deploy) train ...`)
     it trains data-parallel with DistributedDataParallel; rank 0 writes the files.
     """
-    from .data import Augmentation
-    from .train import TrainConfig, train as run_training
+    from .data.augmentation import Augmentation
+    from .train import TrainConfig
+    from .train import train as run_training
 
     config = TrainConfig(
         data=data,
@@ -187,7 +188,8 @@ def build(
     from dataclasses import asdict
 
     from .build.config import THROUGHPUT_BATCH, BuildConfig
-    from .build.run import build as run_build, check_outputs
+    from .build.run import build as run_build
+    from .build.run import check_outputs
     from .files import write_text_atomic
 
     chosen = tuple(p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on) or ("fp32", "fp16", "int8")
@@ -364,7 +366,13 @@ def bench(
     """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
     from .bench.run import run_bench
     from .console import bench_table
-    from .files import check_distinct_paths, check_png_path, check_writable_destination, is_special_file, write_text_atomic
+    from .files import (
+        check_distinct_paths,
+        check_png_path,
+        check_writable_destination,
+        is_special_file,
+        write_text_atomic,
+    )
     from .plots import save_bench_plot
 
     config = BenchConfig(

@@ -20,7 +20,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .artifacts import PRECISIONS, Precision
-from .data import Preprocessing, Split
+from .data.preprocessing import Preprocessing
+from .data.split import Split
 from .errors import DeployError
 from .plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 

@@ -38,19 +38,11 @@ import torch.nn.functional as F
 
 from . import distributed
 from .checkpoint import Checkpoint, checkpoint_from_payload, load_checkpoint, load_payload, save_checkpoint
-from .data import (
-    Augmentation,
-    EvalDataset,
-    ImageSet,
-    Preprocessing,
-    Split,
-    TrainingDataset,
-    batch_loader,
-    default_workers,
-    fit_normalisation,
-    loader_options,
-    load_images,
-)
+from .data.augmentation import Augmentation
+from .data.loading import EvalDataset, TrainingDataset, batch_loader, default_workers, loader_options
+from .data.preprocessing import Preprocessing, fit_normalisation
+from .data.sources import ImageSet, load_images
+from .data.split import Split
 from .devices import resolve_device
 from .errors import DeployError
 from .files import atomic_output, check_writable_destination, sweep_stale_temporaries, write_text_atomic

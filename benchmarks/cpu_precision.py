@@ -28,15 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from alexnet_deploy.doctor import machine_description  # noqa: E402
 from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout  # noqa: E402
-from alexnet_deploy.data import held_out_images  # noqa: E402
+from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.devices import cpu_bf16_unavailable_reason  # noqa: E402
+from alexnet_deploy.doctor import machine_description  # noqa: E402
 from alexnet_deploy.graph import export_metadata, load_model  # noqa: E402
 from alexnet_deploy.metrics import compare_logits  # noqa: E402
 from alexnet_deploy.quantize.baseline import onnxruntime_int8  # noqa: E402

@@ -38,7 +38,10 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_deploy import distributed
-from alexnet_deploy.data import Augmentation, Preprocessing, TrainingDataset, batch_loader, load_digits
+from alexnet_deploy.data.augmentation import Augmentation
+from alexnet_deploy.data.loading import TrainingDataset, batch_loader
+from alexnet_deploy.data.preprocessing import Preprocessing
+from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.precision import Precision
 from alexnet_deploy.progress import SilentProgress

@@ -23,7 +23,7 @@ def served_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
 def held_out_pngs(tiny_checkpoint) -> list[bytes]:
     """16 validation digits the tiny model never trained on, as PNG files' bytes."""
     from alexnet_deploy.checkpoint import load_checkpoint
-    from alexnet_deploy.data import load_images
+    from alexnet_deploy.data.sources import load_images
 
     checkpoint = load_checkpoint(tiny_checkpoint)
     val = checkpoint.split.apply(load_images(checkpoint.data_source))["val"]

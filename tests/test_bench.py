@@ -15,6 +15,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from test_cli import assert_one_line_error
 from typer.testing import CliRunner
 
 from alexnet_deploy.bench import planning
@@ -22,22 +23,19 @@ from alexnet_deploy.bench.config import BACKENDS, BenchConfig
 from alexnet_deploy.bench.inputs import Rotation
 from alexnet_deploy.bench.run import run_bench
 from alexnet_deploy.bench.timing import HarnessCheck, harness_overhead, time_iterations
-from alexnet_deploy.cli import parse_batches, parse_choices
 from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from alexnet_deploy.cli import app
-from alexnet_deploy.data import Preprocessing
+from alexnet_deploy.cli import app, parse_batches, parse_choices
+from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.devices import cpu_bf16_unavailable_reason, cpu_precision_features
-from alexnet_deploy.errors import DeployError
+from alexnet_deploy.errors import BackendUnavailable, DeployError
 from alexnet_deploy.export import export
 from alexnet_deploy.graph import load_model
+from alexnet_deploy.lrn import OpaqueLRN
 from alexnet_deploy.metrics import LatencyStats, parity, topk_accuracy
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.errors import BackendUnavailable
 from alexnet_deploy.runners.base import Runner
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
-from alexnet_deploy.lrn import OpaqueLRN
 from alexnet_deploy.runners.torch import TorchRunner, use_triton_lrn
-from test_cli import assert_one_line_error
 
 cli = CliRunner()
 

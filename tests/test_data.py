@@ -5,21 +5,15 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import write_image_folder
 from PIL import Image
 
-from alexnet_deploy.data import (
-    Augmentation,
-    Preprocessing,
-    Split,
-    TrainingDataset,
-    batch_loader,
-    default_workers,
-    load_digits,
-    load_image_folder,
-    loader_options,
-)
+from alexnet_deploy.data.augmentation import Augmentation
+from alexnet_deploy.data.loading import TrainingDataset, batch_loader, default_workers, loader_options
+from alexnet_deploy.data.preprocessing import Preprocessing
+from alexnet_deploy.data.sources import load_digits, load_image_folder
+from alexnet_deploy.data.split import Split
 from alexnet_deploy.errors import DeployError
-from conftest import write_image_folder
 
 
 def test_embedded_digits_are_real_labelled_images():
@@ -100,7 +94,7 @@ def _mixed_folder(root):
 
 
 def test_normalisation_is_fitted_on_images_of_mixed_sizes(tmp_path):
-    from alexnet_deploy.data import fit_normalisation
+    from alexnet_deploy.data.preprocessing import fit_normalisation
 
     images = load_image_folder(_mixed_folder(tmp_path))
     pre = Preprocessing()
@@ -143,7 +137,7 @@ def test_only_regular_files_are_images(tmp_path):
 
 
 def test_a_truncated_jpeg_in_a_worker_is_one_clean_error(tmp_path):
-    from alexnet_deploy.data import EvalDataset, batch_loader
+    from alexnet_deploy.data.loading import EvalDataset, batch_loader
 
     write_image_folder(tmp_path, size=64)
     broken = tmp_path / "class_1" / "img0.jpg"

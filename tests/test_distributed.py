@@ -16,7 +16,10 @@ import torch
 
 from alexnet_deploy import distributed
 from alexnet_deploy.checkpoint import load_checkpoint
-from alexnet_deploy.data import Augmentation, EvalDataset, Split, batch_loader, load_digits
+from alexnet_deploy.data.augmentation import Augmentation
+from alexnet_deploy.data.loading import EvalDataset, batch_loader
+from alexnet_deploy.data.sources import load_digits
+from alexnet_deploy.data.split import Split
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export import FP32_TOLERANCE, export
 from alexnet_deploy.train import TrainConfig, evaluate, train

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
-from alexnet_deploy.data import held_out_images
+from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.graph import export_metadata, to_standard_lrn
 from alexnet_deploy.metrics import compare_logits, topk_accuracy
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner

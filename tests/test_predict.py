@@ -12,7 +12,7 @@ from serving_fixtures import held_out_pngs, reference_logits, served_onnx  # noq
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
-from alexnet_deploy.data import Preprocessing
+from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.serve.predict import decode, local_classifier, open_runner, predict_files
 

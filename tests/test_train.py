@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from alexnet_deploy.checkpoint import load_checkpoint
-from alexnet_deploy.data import Augmentation, EvalDataset, Preprocessing, batch_loader, load_digits
+from alexnet_deploy.data.augmentation import Augmentation
+from alexnet_deploy.data.loading import EvalDataset, batch_loader
+from alexnet_deploy.data.preprocessing import Preprocessing
+from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.precision import Precision
@@ -127,7 +130,8 @@ def test_a_checkpoint_with_nan_weights_is_refused(tiny_checkpoint):
 
 
 def test_the_limit_is_stored_and_held_out_images_never_were_training_images(tiny_checkpoint):
-    from alexnet_deploy.data import held_out_images, load_digits
+    from alexnet_deploy.data.preprocessing import held_out_images
+    from alexnet_deploy.data.sources import load_digits
 
     checkpoint = load_checkpoint(tiny_checkpoint)
     assert checkpoint.split.limit == 160

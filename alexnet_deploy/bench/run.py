@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import held_out_images
+from ..data.preprocessing import held_out_images
 from ..doctor import machine_description
 from ..errors import BackendUnavailable, DeployError
 from ..graph import export_metadata
@@ -20,7 +20,15 @@ from ..runners.base import Runner
 from ..runners.onnxruntime import OnnxRuntimeRunner
 from .config import BenchConfig
 from .inputs import Rotation, check_memory, memory_limit_bytes
-from .planning import PlanContext, Planned, check_batches, load_matching_checkpoint, load_verified, plan_rows, resolve_devices
+from .planning import (
+    PlanContext,
+    Planned,
+    check_batches,
+    load_matching_checkpoint,
+    load_verified,
+    plan_rows,
+    resolve_devices,
+)
 from .report import BenchReport, BenchRow
 from .timing import HarnessCheck, Timing, harness_overhead, time_iterations
 

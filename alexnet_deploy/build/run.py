@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from ..artifacts import ORT_INT8, ArtifactLayout, Precision
-from ..data import Preprocessing, held_out_images
+from ..data.preprocessing import Preprocessing, held_out_images
 from ..errors import DeployError
 from ..files import (
     atomic_output,

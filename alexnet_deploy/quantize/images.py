@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import Preprocessing, Split, image_files, load_images
+from ..data.preprocessing import Preprocessing
+from ..data.sources import image_files, load_images
+from ..data.split import Split
 from ..errors import DeployError
 from ..files import atomic_output
 

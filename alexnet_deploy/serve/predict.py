@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from PIL import Image, UnidentifiedImageError
 
-from ..data import Preprocessing
+from ..data.preprocessing import Preprocessing
 from ..errors import DeployError
 from ..graph import export_metadata
 from ..runners.base import Runner

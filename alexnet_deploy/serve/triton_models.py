@@ -11,14 +11,13 @@ under numpy 1 and 2. For the same reason the image input is UINT8 [-1], not BYTE
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
-from ..data import Preprocessing
+from ..data.preprocessing import Preprocessing
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME
 from .predict import decode

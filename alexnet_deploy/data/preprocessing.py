@@ -1,0 +1,138 @@
+"""The one preprocessing definition every step uses (training, export validation,
+calibration, evaluation, bench, predict, serving), its normalisation fitted on the
+training split, and the held-out images later steps judge on."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DeployError
+from .sources import ImageSet, load_images
+from .split import Split
+
+MAX_RESIZE = 4096  # beyond this a crafted config allocates gigabytes per image
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side to ``resize``, crop ``crop`` x ``crop``, scale to [0, 1],
+    normalise by ``mean``/``std`` per RGB channel. Output: float32 CHW.
+
+    An image longer than ``max_aspect`` times its shorter side is first cropped to
+    that aspect ratio around its centre, so a 1x4000 sliver is not resized into a
+    256 x 1,024,000 array of which only a 227-pixel window is ever used.
+    """
+
+    resize: int = 256
+    crop: int = 227
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    max_aspect: float = 4.0
+
+    def __post_init__(self) -> None:
+        # checkpoints and ONNX metadata carry these values, so they are checked as input
+        if not 1 <= self.crop <= self.resize <= MAX_RESIZE:
+            raise DeployError(f"preprocessing needs 1 <= crop <= resize <= {MAX_RESIZE}, got crop {self.crop}, resize {self.resize}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                raise DeployError(f"preprocessing {name} must be 3 finite numbers, got {values}")
+        if not all(v > 0 for v in self.std):
+            raise DeployError(f"preprocessing std must be positive, got {self.std}")
+        if not 1 <= self.max_aspect <= 100:
+            raise DeployError(f"preprocessing max_aspect must be in [1, 100], got {self.max_aspect}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(
+            resize=int(data["resize"]),
+            crop=int(data["crop"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            max_aspect=float(data.get("max_aspect", cls.max_aspect)),
+        )
+
+    def resized(self, image: Image.Image) -> np.ndarray:
+        """At most ``max_aspect``, then shorter side to ``resize`` (bilinear), as uint8 HWC."""
+        width, height = image.size
+        longest = math.ceil(min(width, height) * self.max_aspect)
+        if max(width, height) > longest:
+            left, top = max(0, (width - longest) // 2), max(0, (height - longest) // 2)
+            image = image.crop((left, top, left + min(width, longest), top + min(height, longest)))
+            width, height = image.size
+        scale = self.resize / min(width, height)
+        size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
+        return np.asarray(image.convert("RGB").resize(size, Image.BILINEAR))
+
+    def normalise(self, pixels: np.ndarray, out: np.ndarray | None = None, shift: np.ndarray | None = None) -> np.ndarray:
+        """uint8 HWC crop -> normalised float32 CHW, written into ``out`` if given.
+
+        Done in place (cast on assignment, then one multiply and one subtract) because
+        per-image temporaries made the data pipeline a visible share of a CPU
+        training step. ``shift`` is an extra per-channel offset in [0, 1] pixel units
+        (the PCA colour jitter), added before normalisation.
+        """
+        if out is None:
+            out = np.empty((3, *pixels.shape[:2]), np.float32)
+        std = np.asarray(self.std, np.float32)
+        offset = np.asarray(self.mean, np.float32) / std
+        if shift is not None:
+            offset = offset - shift.astype(np.float32) / std
+        out[...] = pixels.transpose(2, 0, 1)
+        out *= (1.0 / (255.0 * std))[:, None, None]
+        out -= offset[:, None, None]
+        return out
+
+    def __call__(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        """Deterministic evaluation transform: centre crop."""
+        pixels = self.resized(image)
+        top = (pixels.shape[0] - self.crop) // 2
+        left = (pixels.shape[1] - self.crop) // 2
+        return self.normalise(pixels[top : top + self.crop, left : left + self.crop], out)
+
+
+def preprocess_all(images: ImageSet, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """Every image through the evaluation transform: (N,3,H,W) float32 and labels."""
+    batch = np.empty((len(images), 3, preprocessing.crop, preprocessing.crop), np.float32)
+    for index in range(len(images)):
+        preprocessing(images.image(index), batch[index])
+    return batch, images.labels.copy()
+
+
+def fit_normalisation(images: ImageSet, preprocessing: Preprocessing, sample: int = 128) -> Preprocessing:
+    """Per-channel mean/std of the training images' pixels, measured through
+    ``preprocessing``. Sums are accumulated image by image because the resized
+    images of a real folder differ in shape (no stacking)."""
+    step = max(1, len(images) // sample)
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for i in range(0, len(images), step):
+        pixels = preprocessing.resized(images.image(i)).reshape(-1, 3).astype(np.float64) / 255.0
+        total += pixels.sum(axis=0)
+        total_sq += np.square(pixels).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    std = np.maximum(np.sqrt(np.maximum(total_sq / count - mean**2, 0.0)), 1e-3)
+    return Preprocessing(
+        preprocessing.resize,
+        preprocessing.crop,
+        tuple(round(float(v), 6) for v in mean),
+        tuple(round(float(v), 6) for v in std),
+        preprocessing.max_aspect,
+    )
+
+
+def held_out_images(
+    data_source: str, split: Split, preprocessing: Preprocessing, part: str = "val", limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The preprocessed ``part`` ("val" or "calibration") of the split a checkpoint was
+    trained with: images the model never saw. Raises DeployError if the data is gone."""
+    images = split.apply(load_images(data_source))[part]
+    if limit is not None:
+        images = images.subset(range(min(limit, len(images))))
+    return preprocess_all(images, preprocessing)
