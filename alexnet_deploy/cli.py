@@ -100,8 +100,9 @@ def train(
     it trains data-parallel with DistributedDataParallel; rank 0 writes the files.
     """
     from .data.augmentation import Augmentation
-    from .train import TrainConfig
-    from .train import train as run_training
+    from .plots import curves_writer
+    from .train.config import TrainConfig
+    from .train.loop import train as run_training
 
     config = TrainConfig(
         data=data,
@@ -124,7 +125,8 @@ def train(
         precision=precision,
         dist_timeout_s=dist_timeout,
     )
-    result = run_training(config, RichProgress())
+    # the curves are drawn beside the checkpoint after every epoch (rank 0)
+    result = run_training(config, RichProgress(), on_epoch=curves_writer(ArtifactLayout.from_checkpoint(output).curves))
     if not result.is_main:
         return  # rank 0 reports for every rank
     rows = [

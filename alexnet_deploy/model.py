@@ -22,10 +22,9 @@ with bias 1 make a from-scratch run crawl for many epochs; Kaiming-normal weight
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-
-import math
 
 import torch
 from torch import nn

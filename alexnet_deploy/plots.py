@@ -13,7 +13,7 @@ Both are written atomically.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ from .files import atomic_output, check_png_path
 if TYPE_CHECKING:
     from .bench.report import BenchReport, BenchRow
     from .serve.loadtest import LoadReport
-    from .train import EpochMetrics
+    from .train.results import EpochMetrics
 
 GRID_COLUMNS = 12  # 96 kernels -> 8 rows of 12
 GRID_SCALE = 5  # 11x11 kernels -> 55x55 pixels
@@ -114,6 +114,11 @@ def save_training_curves(history: Sequence[EpochMetrics], path: Path) -> None:
     figure = training_curves(history)
     with atomic_output(Path(path)) as tmp:
         figure.savefig(tmp, format="png")
+
+
+def curves_writer(path: Path) -> Callable[[Sequence[EpochMetrics]], None]:
+    """The epoch callback ``train()`` takes: redraw the curves at ``path`` each epoch."""
+    return lambda history: save_training_curves(history, path)
 
 
 def loadtest_figure(report: LoadReport, title: str) -> Figure:

@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from alexnet_deploy import distributed
 from alexnet_deploy.data.augmentation import Augmentation
 from alexnet_deploy.data.loading import TrainingDataset, batch_loader
 from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.precision import Precision
 from alexnet_deploy.progress import SilentProgress
-from alexnet_deploy.train import train_one_epoch
+from alexnet_deploy.train import distributed
+from alexnet_deploy.train.epoch import train_one_epoch
+from alexnet_deploy.train.precision import Precision
 
 CPU = torch.device("cpu")
 

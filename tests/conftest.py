@@ -15,10 +15,12 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint from our training module: narrow (width 1/8), 1 epoch, 160 digits."""
-    from alexnet_deploy.train import TrainConfig, train
+    from alexnet_deploy.plots import curves_writer
+    from alexnet_deploy.train.config import TrainConfig
+    from alexnet_deploy.train.loop import train
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    train(TrainConfig(output=path, epochs=1, limit=160, width=0.125, batch_size=32, seed=0))
+    train(TrainConfig(output=path, epochs=1, limit=160, width=0.125, batch_size=32, seed=0), on_epoch=curves_writer(path.with_suffix(".curves.png")))
     return path
 
 

@@ -28,7 +28,7 @@ import alexnet_deploy.plugin.registration as registration
 import alexnet_deploy.tensorrt.availability as availability
 import alexnet_deploy.tensorrt.engine as engine
 from alexnet_deploy.errors import DeployError
-from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
+from alexnet_deploy.plugin import PLUGIN_NAME
 from alexnet_deploy.tensorrt.config import EngineBuildConfig
 from alexnet_deploy.tensorrt.engine import build_engine
 

@@ -26,7 +26,6 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_deploy.artifacts import ArtifactLayout

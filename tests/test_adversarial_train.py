@@ -31,12 +31,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
-from alexnet_deploy.train import TrainConfig, train
-from conftest import write_image_folder
+from alexnet_deploy.plots import curves_writer
+from alexnet_deploy.train.config import TrainConfig
+from alexnet_deploy.train.loop import train
 
 TINY = ("--limit", "64", "--width", "0.0625", "--batch-size", "16", "--epochs", "1")
 TRAIN = ("train", "--output", "{run}", *TINY)  # a bad option appended overrides
@@ -360,7 +362,8 @@ CASES = [
 
 
 def _run_files(root: Path, data: str, name: str) -> None:
-    train(TrainConfig(data=data, output=root / f"{name}.pt", epochs=1, limit=64, width=0.0625, batch_size=16))
+    config = TrainConfig(data=data, output=root / f"{name}.pt", epochs=1, limit=64, width=0.0625, batch_size=16)
+    train(config, on_epoch=curves_writer(root / f"{name}.curves.png"))  # as the CLI wires it
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_image_folder
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
-from conftest import write_image_folder
 
 runner = CliRunner()
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_deploy import distributed
 from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.data.augmentation import Augmentation
 from alexnet_deploy.data.loading import EvalDataset, batch_loader
@@ -22,7 +21,10 @@ from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.data.split import Split
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export import FP32_TOLERANCE, export
-from alexnet_deploy.train import TrainConfig, evaluate, train
+from alexnet_deploy.train import distributed
+from alexnet_deploy.train.config import TrainConfig
+from alexnet_deploy.train.epoch import evaluate
+from alexnet_deploy.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT, BATCH, WIDTH = 120, 16, 0.0625  # 84 training digits: 5 SGD steps of 16 per epoch

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import assert_one_line_error, run
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet_deploy.info import inspect_model, layer_table
 from alexnet_deploy.model import AlexNet, AlexNetConfig, count_parameters
 from alexnet_deploy.plots import filter_grid
-from test_cli import assert_one_line_error, run
 
 PAPER_COUNTS = [(2, 60_965_224), (1, 62_378_344)]
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import onnxruntime_lrn
 
 from alexnet_deploy.lrn import LRNParams, local_response_norm, lrn_reference
-from conftest import onnxruntime_lrn
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from serving_fixtures import held_out_pngs, reference_logits, served_onnx  # noq
 from tritonclient.grpc import model_config_pb2 as pb
 from typer.testing import CliRunner
 
+from alexnet_deploy.artifacts import ArtifactLayout, sidecar_of
 from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.cli import app
-from alexnet_deploy.artifacts import ArtifactLayout, sidecar_of
 from alexnet_deploy.serve.repository import RepositoryConfig, write_repository
 from alexnet_deploy.tensorrt.sidecar import BatchProfile, EngineSidecar
 

@@ -4,7 +4,6 @@ in-process runner's, dynamic batching batches, bad requests fail alone, SIGTERM 
 
 from __future__ import annotations
 
-import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 

@@ -20,10 +20,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from alexnet_deploy.artifacts import sidecar_of
+from alexnet_deploy.cuda_driver import CudaDevice, max_ptx_version
 from alexnet_deploy.errors import BackendUnavailable, DeployError
 from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, to_standard_lrn
 from alexnet_deploy.lrn import LRNParams, lrn_reference
-from alexnet_deploy.cuda_driver import CudaDevice, max_ptx_version
 from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, parse_version
 from alexnet_deploy.plugin.registration import register_lrn_plugin
 from alexnet_deploy.tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason
@@ -31,7 +31,13 @@ from alexnet_deploy.tensorrt.config import EngineBuildConfig
 from alexnet_deploy.tensorrt.engine import build_engine, onnx_precision
 from alexnet_deploy.tensorrt.inspector import datatype_of, layer_precisions
 from alexnet_deploy.tensorrt.runner import TensorRTRunner
-from alexnet_deploy.tensorrt.sidecar import BatchProfile, EngineSidecar, LayerPrecision, read_sidecar, sidecar_mismatches
+from alexnet_deploy.tensorrt.sidecar import (
+    BatchProfile,
+    EngineSidecar,
+    LayerPrecision,
+    read_sidecar,
+    sidecar_mismatches,
+)
 
 REASON = tensorrt_unavailable_reason()
 RUNNER_REASON = runner_unavailable_reason()

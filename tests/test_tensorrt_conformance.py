@@ -36,6 +36,7 @@ import onnx
 import pytest
 import triton
 from onnx import helper
+from tensorrt_standin import RELEASES, environment
 
 from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.export import export_model
@@ -51,7 +52,6 @@ from alexnet_deploy.plugin.kernel import (
     program_count,
     ptx_entry_params,
 )
-from tensorrt_standin import RELEASES, environment
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = ("1", "8", "128", "256")

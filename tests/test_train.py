@@ -13,9 +13,11 @@ from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.precision import Precision
 from alexnet_deploy.progress import SilentProgress
-from alexnet_deploy.train import TrainConfig, evaluate, train, train_one_epoch
+from alexnet_deploy.train.config import TrainConfig
+from alexnet_deploy.train.epoch import evaluate, train_one_epoch
+from alexnet_deploy.train.loop import train
+from alexnet_deploy.train.precision import Precision
 
 
 def test_a_short_training_run_lowers_the_loss():
@@ -91,7 +93,7 @@ def test_resume_continues_bit_for_bit_like_an_uninterrupted_run(tmp_path, uninte
 def test_a_kill_between_state_and_checkpoint_loses_nothing(tmp_path, monkeypatch, uninterrupted):
     """The state is written first; a run killed before the checkpoint write resumes
     from the state and rewrites the checkpoint that fell behind it."""
-    from alexnet_deploy import train as train_module
+    from alexnet_deploy.train import resume as train_module
 
     whole, whole_checkpoint = uninterrupted
     output = tmp_path / "cut.pt"

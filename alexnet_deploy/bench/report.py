@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .config import BenchConfig
 from ..metrics import LatencyStats
+from .config import BenchConfig
 from .timing import HarnessCheck
 
 

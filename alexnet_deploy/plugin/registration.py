@@ -42,9 +42,9 @@ from typing import List, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
+from ..cuda_driver import cuda_device, max_ptx_version
 from ..errors import BackendUnavailable
 from ..lrn import LRNParams
-from ..cuda_driver import cuda_device, max_ptx_version
 from . import MIN_TENSORRT, PLUGIN_ID, parse_version
 
 _registered = False

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
 from ..errors import BackendUnavailable
+from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
 from .base import Runner
 
 if TYPE_CHECKING:

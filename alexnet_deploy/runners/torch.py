@@ -30,8 +30,8 @@ from torch import nn
 
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..devices import cpu_bf16_unavailable_reason
-from ..lrn import LRNParams, replace_lrn
 from ..errors import BackendUnavailable
+from ..lrn import LRNParams, replace_lrn
 from .base import Runner, StageTiming
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..metrics import LatencyStats
 from ..errors import DeployError
 from ..graph import INPUT_NAME
+from ..metrics import LatencyStats
 from .client import PROTOCOLS, TritonClassifier
 from .repository import ENSEMBLE, IMAGE_INPUT
 

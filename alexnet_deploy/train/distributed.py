@@ -36,11 +36,11 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from .errors import DeployError
+from ..errors import DeployError
+from .config import DEFAULT_DIST_TIMEOUT_S
 
 T = TypeVar("T")
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def rank_device(context: DistributedContext, device: torch.device) -> torch.devi
     return torch.device("cuda", context.local_rank)
 
 
-def start(context: DistributedContext, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+def start(context: DistributedContext, device: torch.device, timeout_s: float = DEFAULT_DIST_TIMEOUT_S) -> None:
     """Join the process group (no-op for a single process)."""
     if not context.enabled or dist.is_initialized():
         return

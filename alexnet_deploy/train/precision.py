@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import DeployError
+from ..choices import TrainingPrecision
+from ..errors import DeployError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -47,8 +47,8 @@ class Precision:
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
-    if name not in PRECISIONS:
-        raise DeployError(f"unknown --precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name not in TrainingPrecision.values():
+        raise DeployError(f"unknown --precision {name!r}; choose one of {', '.join(TrainingPrecision.values())}")
     if name == "fp16" and device.type != "cuda":
         raise DeployError("--precision fp16 needs a CUDA device (it trains with a gradient scaler); use bf16 on CPU")
     return Precision(name, device.type)

@@ -1,0 +1,189 @@
+"""``train()``: the run from data to checkpoint, one process or data-parallel.
+
+Under ``torchrun`` the same function trains data-parallel (``distributed``): each rank
+takes ``batch_size`` images per step from its shard, DDP averages the gradients,
+validation is split across ranks and summed, and rank 0 alone writes files. One
+sampler serves both cases: the global batch at step t is the same images whatever the
+world size, so N ranks x B/N equals one process x B."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..artifacts import ArtifactLayout
+from ..checkpoint import Checkpoint
+from ..data.loading import EvalDataset, TrainingDataset, batch_loader, default_workers, loader_options
+from ..data.preprocessing import Preprocessing, fit_normalisation
+from ..data.sources import load_images
+from ..devices import resolve_device
+from ..errors import DeployError
+from ..files import check_writable_destination, sweep_stale_temporaries
+from ..model import AlexNet, AlexNetConfig
+from ..progress import ProgressReporter, SilentProgress
+from . import distributed
+from .config import DEFAULT_DROPOUT, DEFAULT_GROUPS, DEFAULT_WIDTH, TrainConfig
+from .epoch import all_reduce_accuracy, evaluate, seed_everything, train_one_epoch
+from .precision import Precision, resolve_precision
+from .results import EpochCallback, EpochMetrics, TrainResult
+from .resume import load_resume, save_resume, write_epoch_outputs
+
+
+def _check_outputs(output: Path) -> None:
+    """Every file a run writes can be created beside ``output`` (each is probed), and
+    ``output`` is, or will be, a regular file: a run's checkpoint and its state,
+    metrics and curves live side by side, so a device or FIFO cannot stand in for it."""
+    if output.exists() and not output.is_file() and not output.is_dir():  # a folder: the next check says so
+        raise DeployError(f"--output {output} exists and is not a regular file")
+    layout = ArtifactLayout.from_checkpoint(output)
+    for path in (output, layout.resume_state, layout.metrics_log, layout.curves):
+        check_writable_destination(path)
+
+
+def train(
+    config: TrainConfig, progress: ProgressReporter | None = None, on_epoch: EpochCallback | None = None
+) -> TrainResult:
+    """Train AlexNet per ``config``; return where the checkpoint and metrics went.
+
+    ``on_epoch`` is called on rank 0 with the history after every epoch's files are
+    written (the CLI draws the training curves with it)."""
+    config.check()
+    context = distributed.from_environment()
+    device = distributed.rank_device(context, resolve_device(config.device))
+    precision = resolve_precision(config.precision, device)
+    output = Path(config.output)
+    if context.is_main:  # the only writer; on other machines the directory need not exist
+        _check_outputs(output)
+        sweep_stale_temporaries(output.parent if str(output.parent) else Path("."))  # left by a killed run
+    progress = (progress or SilentProgress()) if context.is_main else SilentProgress()
+    distributed.start(context, device, config.dist_timeout_s)
+    try:
+        with distributed.peer_failures_as_errors(context):
+            return _train(config, context, device, precision, output, progress, on_epoch)
+    finally:
+        distributed.stop(context)
+
+
+def _train(
+    config: TrainConfig,
+    context: distributed.DistributedContext,
+    device: torch.device,
+    precision: Precision,
+    output: Path,
+    progress: ProgressReporter,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    images = load_images(config.data)
+    # Rank 0 reads (and checks) the state; every rank gets it, or the same error.
+    resume = distributed.run_on_main(context, lambda: load_resume(config, output, images, on_epoch)) if config.resume else None
+    if resume is not None:
+        model_config, preprocessing = resume.checkpoint.config, resume.checkpoint.preprocessing
+        split = resume.checkpoint.split
+    else:
+        model_config = AlexNetConfig(
+            num_classes=len(images.classes),
+            groups=DEFAULT_GROUPS if config.groups is None else config.groups,
+            width=DEFAULT_WIDTH if config.width is None else config.width,
+            dropout=DEFAULT_DROPOUT if config.dropout is None else config.dropout,
+        )
+        split = replace(config.split, limit=config.limit)
+    parts = split.apply(images)
+    if len(parts["train"]) == 0 or len(parts["val"]) == 0:
+        raise DeployError(f"too few images ({len(images) if split.limit is None else min(split.limit, len(images))}) to split into train and val sets")
+    if resume is None:
+        preprocessing = fit_normalisation(parts["train"], Preprocessing())
+
+    seed_everything(config.seed)
+    model = AlexNet(model_config).to(device, memory_format=precision.memory_format)
+    if context.enabled:  # the same initial weights everywhere, but each rank its own dropout masks
+        torch.manual_seed(config.seed + context.rank)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+        if config.schedule == "step"
+        else torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2)
+    )
+    scaler = precision.grad_scaler()  # fp16's loss scale carries across epochs (and a resume)
+    history: list[EpochMetrics] = []
+    if resume is not None:
+        model.load_state_dict(resume.checkpoint.state_dict)
+        resume.restore(optimizer, scheduler, scaler, device)
+        if context.rank > 0:
+            # The state holds rank 0's generators (restored above on every rank); the
+            # other ranks draw their dropout masks from seed + rank again, as at the start.
+            torch.manual_seed(config.seed + context.rank)
+        history = resume.history
+    first_epoch = len(history) + 1
+    # DDP broadcasts rank 0's weights at construction; every rank already holds them.
+    trained = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
+
+    workers = config.workers if config.workers is not None else default_workers(images, context.local_world_size)
+    options = loader_options(workers, device)
+    train_set = TrainingDataset(parts["train"], preprocessing, config.augment, config.seed)
+    # One permutation per (seed, epoch), cut into world_size shards (a single one
+    # without torchrun): a pure function of (seed, epoch), so a resumed run needs no
+    # saved shuffling state, and independent of the world size.
+    sampler = distributed.train_sampler(train_set, context, config.seed, drop_last=True)
+    loader = batch_loader(
+        train_set, config.batch_size, sampler=sampler, drop_last=len(sampler) > config.batch_size, **options
+    )
+    val_set = EvalDataset(parts["val"], preprocessing)
+    val_loader = batch_loader(val_set, config.batch_size, sampler=distributed.StridedShard(len(val_set), context), **options)
+    log_path = ArtifactLayout.from_checkpoint(output).metrics_log
+    fingerprint = images.fingerprint()
+
+    for epoch in range(first_epoch, config.epochs + 1):
+        train_set.epoch = epoch
+        sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        progress.begin(f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(sampler))
+        started = time.perf_counter()
+        train_stats, _ = train_one_epoch(trained, loader, optimizer, device, progress, precision, scaler)
+        train_seconds = time.perf_counter() - started
+        train_stats = all_reduce_accuracy(context, train_stats, device)
+        val_stats = all_reduce_accuracy(context, evaluate(model, val_loader, device), device)
+        progress.finish()
+        if not math.isfinite(val_stats.loss):
+            raise DeployError(f"training diverged: the val loss of epoch {epoch} is {val_stats.loss}; nothing of it was saved (try a lower --lr)")
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_stats.loss)
+        else:
+            scheduler.step()
+        metrics = EpochMetrics(
+            epoch=epoch,
+            lr=lr,
+            train_loss=train_stats.loss,
+            train_top1=train_stats.top1,
+            train_top5=train_stats.top5,
+            val_loss=val_stats.loss,
+            val_top1=val_stats.top1,
+            val_top5=val_stats.top5,
+            seconds=time.perf_counter() - started,
+            train_images_per_s=train_stats.count / train_seconds,
+        )
+        history.append(metrics)
+        if not context.is_main:
+            continue
+        checkpoint = Checkpoint(
+            config=model_config,
+            state_dict={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            classes=images.classes,
+            preprocessing=preprocessing,
+            data_source=images.source,
+            split=split,
+            metrics={"epoch": epoch, "val_top1": val_stats.top1, "val_top5": val_stats.top5, "val_loss": val_stats.loss},
+        )
+        checkpoint.check_weights()  # never save a NaN model
+        save_resume(output, checkpoint, optimizer, scheduler, scaler, history, device, fingerprint)
+        write_epoch_outputs(output, checkpoint, history, on_epoch)
+
+    # Nobody tears the process group down while rank 0 still writes the last epoch's
+    # files: a rank leaving early aborted now and then in Gloo's shutdown.
+    distributed.barrier(context)
+    return TrainResult(output, log_path, history, model_config.num_classes, context.world_size, context.is_main)

@@ -1,0 +1,156 @@
+"""What a run writes after each epoch and how ``--resume`` reads it back.
+
+Per epoch, each atomically and in this order: a self-contained resume state
+``<output>.state.pt`` (the checkpoint's payload plus optimizer, scheduler, history and
+every random generator's state), the checkpoint, the metrics log and whatever the caller
+draws (the curves). The state goes first so that a run killed between two writes leaves
+a state at least as new as the checkpoint; ``--resume`` continues from the state alone,
+rewrites a checkpoint that fell behind it, and continues exactly as the uninterrupted
+run would have (same shuffling, dropout and augmentation): the shuffling is a pure
+function of (seed, epoch) and needs no saved state, the augmentation one of (seed,
+epoch, image), and the generators behind dropout are saved and restored. Under torchrun
+rank 0's generators are saved; on resume rank 0 restores them and every other rank
+reseeds its dropout with seed + rank, as at the start of a run (a resumed
+single-process run is bit-identical; a resumed multi-rank run is identical on rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts import ArtifactLayout
+from ..checkpoint import Checkpoint, checkpoint_from_payload, load_checkpoint, load_payload, save_checkpoint
+from ..data.sources import ImageSet
+from ..errors import DeployError
+from ..files import atomic_output, write_text_atomic
+from .config import TrainConfig
+from .results import EpochCallback, EpochMetrics
+
+STATE_FORMAT = "alexnet-deploy/train-state/3"  # 3: no sampler generator (the order is a function of seed and epoch)
+
+
+def write_epoch_outputs(
+    output: Path, checkpoint: Checkpoint, history: list[EpochMetrics], on_epoch: EpochCallback | None
+) -> None:
+    """Everything that follows from the resume state: checkpoint, metrics log, then
+    whatever the caller draws from the history (the curves)."""
+    save_checkpoint(checkpoint, output)
+    write_text_atomic(ArtifactLayout.from_checkpoint(output).metrics_log, "".join(json.dumps(asdict(m)) + "\n" for m in history))
+    if on_epoch is not None:
+        on_epoch(history)
+
+
+def _rng_state(device: torch.device) -> dict:
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def save_resume(
+    output: Path,
+    checkpoint: Checkpoint,
+    optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    history: list[EpochMetrics],
+    device: torch.device,
+    fingerprint: str,
+) -> None:
+    state = {
+        "format": STATE_FORMAT,
+        "epoch": history[-1].epoch,
+        "checkpoint": checkpoint.to_payload(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),  # empty unless fp16
+        "history": [asdict(m) for m in history],
+        "rng": _rng_state(device),
+        "data_fingerprint": fingerprint,
+    }
+    with atomic_output(ArtifactLayout.from_checkpoint(output).resume_state) as tmp:
+        torch.save(state, tmp)
+
+
+@dataclass
+class Resume:
+    """A checked resume state: the checkpoint it holds and what restores the rest."""
+
+    path: Path
+    checkpoint: Checkpoint
+    history: list[EpochMetrics]
+    state: dict
+
+    def restore(self, optimizer, scheduler, scaler: torch.amp.GradScaler, device: torch.device) -> None:
+        try:
+            optimizer.load_state_dict(self.state["optimizer"])
+            scheduler.load_state_dict(self.state["scheduler"])
+            if scaler.is_enabled() and self.state.get("scaler"):  # a run resumed in fp16 after fp16
+                scaler.load_state_dict(self.state["scaler"])
+            rng = self.state["rng"]
+            torch.set_rng_state(rng["torch"])
+            if device.type == "cuda" and rng["cuda"]:
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            name, keys, position, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+            random.setstate(rng["python"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            raise DeployError(f"{self.path} is a damaged resume state: {error.__class__.__name__}: {error}".splitlines()[0]) from None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for param in params:
+            buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+            if buffer is not None and buffer.shape != param.shape:
+                raise DeployError(f"{self.path} is a damaged resume state: optimizer buffers do not fit the model")
+
+
+def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: EpochCallback | None) -> Resume:
+    """The state of the run at ``output``, checked against this run's options and data;
+    a checkpoint that fell behind its state (a kill between the two writes) is rewritten."""
+    state_path = ArtifactLayout.from_checkpoint(output).resume_state
+    if not state_path.is_file():
+        raise DeployError(f"--resume needs {state_path} from an earlier run of --output {output}; it is missing")
+    state = load_payload(state_path, "an alexnet-deploy resume state")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise DeployError(f"{state_path} is not an alexnet-deploy resume state (expected format {STATE_FORMAT!r})")
+    checkpoint = checkpoint_from_payload(state.get("checkpoint"), state_path)
+    checkpoint.check_weights()
+    try:
+        history = [EpochMetrics(**m) for m in state["history"]]
+        epoch = int(state["epoch"])
+        fingerprint = str(state["data_fingerprint"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DeployError(f"{state_path} is a damaged resume state: {error}") from None
+    if not history or [m.epoch for m in history] != list(range(1, epoch + 1)):
+        raise DeployError(f"{state_path} is a damaged resume state: its history does not end at epoch {epoch}")
+    contradictions = [
+        (checkpoint.classes != images.classes, f"the run was trained on classes {checkpoint.classes}, the data has {images.classes}"),
+        (checkpoint.data_source != images.source, f"the run was trained on --data {checkpoint.data_source}, not {images.source}"),
+        (fingerprint != images.fingerprint(), f"the images in {images.source} changed since the run began"),
+        (config.groups not in (None, checkpoint.config.groups), f"the run has --groups {checkpoint.config.groups}, not {config.groups}"),
+        (config.width not in (None, checkpoint.config.width), f"the run has --width {checkpoint.config.width}, not {config.width}"),
+        (config.dropout not in (None, checkpoint.config.dropout), f"the run has --dropout {checkpoint.config.dropout}, not {config.dropout}"),
+        (config.limit not in (None, checkpoint.split.limit), f"the run has --limit {checkpoint.split.limit}, not {config.limit}"),
+        (
+            replace(config.split, limit=checkpoint.split.limit) != checkpoint.split,
+            f"the run's split is {checkpoint.split}, not {config.split}",
+        ),
+    ]
+    for contradicts, message in contradictions:
+        if contradicts:
+            raise DeployError(f"cannot --resume {output}: {message}")
+    if output.exists():
+        on_disk = load_checkpoint(output)
+        saved_epoch = on_disk.metrics.get("epoch")
+        if not isinstance(saved_epoch, int) or saved_epoch > epoch:
+            raise DeployError(f"cannot --resume {output}: it is at epoch {saved_epoch} but {state_path} at epoch {epoch}")
+    if not output.exists() or saved_epoch < epoch:
+        write_epoch_outputs(output, checkpoint, history, on_epoch)  # the pair was cut between its two writes
+    return Resume(state_path, checkpoint, history, state)
