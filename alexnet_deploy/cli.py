@@ -154,7 +154,7 @@ def export(
     lrn: Annotated[str, typer.Option(help="'plugin': LRN as our TensorRT plugin's custom op; 'native': ONNX LRN.")] = "plugin",
 ) -> None:
     """Export FP32 ONNX (dynamic batch) and validate it against the torch model."""
-    from .export import export as run_export
+    from .export.run import export as run_export
 
     with console.status("exporting to ONNX and validating against torch"):
         result = run_export(checkpoint, output, opset=opset, lrn=lrn)

@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from alexnet_deploy.graph import load_model  # noqa: E402
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
-from alexnet_deploy.serve.loadtest import LoadConfig, run_loadtest  # noqa: E402
+from alexnet_deploy.serve.config import LoadConfig, RepositoryConfig, ServerConfig  # noqa: E402
+from alexnet_deploy.serve.loadtest import run_loadtest  # noqa: E402
 from alexnet_deploy.serve.predict import ModelInfo  # noqa: E402
-from alexnet_deploy.serve.repository import RepositoryConfig, write_repository  # noqa: E402
-from alexnet_deploy.serve.server import ServerConfig, TritonServer  # noqa: E402
+from alexnet_deploy.serve.repository import write_repository  # noqa: E402
+from alexnet_deploy.serve.server import TritonServer  # noqa: E402
 
 
 def in_process_ips(onnx: Path, batch: int, duration: float) -> float:

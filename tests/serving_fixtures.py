@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def served_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
-    from alexnet_deploy.export import export
+    from alexnet_deploy.export.run import export
 
     path = tmp_path_factory.mktemp("serve-export") / "alexnet.onnx"
     export(tiny_checkpoint, path)

@@ -33,7 +33,7 @@ from alexnet_deploy.build.config import BuildConfig
 from alexnet_deploy.build.run import build
 from alexnet_deploy.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_deploy.cli import app
-from alexnet_deploy.export import export
+from alexnet_deploy.export.run import export
 from alexnet_deploy.graph import read_metadata, set_metadata
 
 cli = CliRunner()
@@ -558,7 +558,7 @@ def test_export_validation_fails_on_non_finite_torch_logits(artifacts):
     """Whatever lets a NaN model through to validation (the checkpoint checks are
     one guard, this is the next): NaN logits never count as a match."""
     from alexnet_deploy.errors import DeployError
-    from alexnet_deploy.export import validate
+    from alexnet_deploy.export.run import validate
 
     model = load_checkpoint(artifacts["ckpt"]).build_model()
     with torch.no_grad():

@@ -28,7 +28,7 @@ from alexnet_deploy.cli import app, parse_batches, parse_choices
 from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.devices import cpu_bf16_unavailable_reason, cpu_precision_features
 from alexnet_deploy.errors import BackendUnavailable, DeployError
-from alexnet_deploy.export import export
+from alexnet_deploy.export.run import export
 from alexnet_deploy.graph import load_model
 from alexnet_deploy.lrn import OpaqueLRN
 from alexnet_deploy.metrics import LatencyStats, parity, topk_accuracy
@@ -211,7 +211,7 @@ def test_choices_name_the_unknown_value():
 
 @pytest.fixture(scope="module")
 def val_images(tiny_checkpoint) -> np.ndarray:
-    from alexnet_deploy.export import validation_images
+    from alexnet_deploy.export.run import validation_images
 
     images, _ = validation_images(load_checkpoint(tiny_checkpoint), count=6)
     return images

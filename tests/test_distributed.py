@@ -20,7 +20,8 @@ from alexnet_deploy.data.loading import EvalDataset, batch_loader
 from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.data.split import Split
 from alexnet_deploy.errors import DeployError
-from alexnet_deploy.export import FP32_TOLERANCE, export
+from alexnet_deploy.export.run import export
+from alexnet_deploy.metrics import FP32_TOLERANCE
 from alexnet_deploy.train import distributed
 from alexnet_deploy.train.config import TrainConfig
 from alexnet_deploy.train.epoch import evaluate

@@ -15,7 +15,7 @@ from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
 from alexnet_deploy.build.config import BuildConfig
 from alexnet_deploy.build.run import build
 from alexnet_deploy.data.preprocessing import held_out_images
-from alexnet_deploy.export import export
+from alexnet_deploy.export.run import export
 from alexnet_deploy.graph import export_metadata, is_plugin_lrn, read_metadata
 from alexnet_deploy.metrics import compare_logits
 from alexnet_deploy.quantize.calibration import (

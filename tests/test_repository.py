@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from alexnet_deploy.artifacts import ArtifactLayout, sidecar_of
 from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.cli import app
-from alexnet_deploy.serve.repository import RepositoryConfig, write_repository
+from alexnet_deploy.serve.config import RepositoryConfig
+from alexnet_deploy.serve.repository import write_repository
 from alexnet_deploy.tensorrt.sidecar import BatchProfile, EngineSidecar
 
 

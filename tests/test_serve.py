@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from alexnet_deploy.cli import app
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.serve.client import TritonClassifier
-from alexnet_deploy.serve.repository import RepositoryConfig, write_repository
-from alexnet_deploy.serve.server import ServerConfig, TritonServer
+from alexnet_deploy.serve.config import RepositoryConfig, ServerConfig
+from alexnet_deploy.serve.repository import write_repository
+from alexnet_deploy.serve.server import TritonServer
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,8 @@ def test_metrics_endpoint_serves_prometheus_text(server):
 
 @pytest.mark.parametrize("protocol, model, batch", [("http", "alexnet", 1), ("grpc", "alexnet_onnx", 3)])
 def test_loadtest_counts_every_request_and_the_servers_batches_add_up(server, protocol, model, batch):
-    from alexnet_deploy.serve.loadtest import LoadConfig, run_loadtest
+    from alexnet_deploy.serve.config import LoadConfig
+    from alexnet_deploy.serve.loadtest import run_loadtest
 
     config = LoadConfig(url(server, protocol), protocol, (1, 6), duration_s=None, requests=18, batch=batch, model=model)
     report = run_loadtest(config)

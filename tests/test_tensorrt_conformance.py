@@ -39,7 +39,7 @@ from onnx import helper
 from tensorrt_standin import RELEASES, environment
 
 from alexnet_deploy.checkpoint import load_checkpoint
-from alexnet_deploy.export import export_model
+from alexnet_deploy.export.run import export_model
 from alexnet_deploy.graph import LRN_ATTRIBUTES
 from alexnet_deploy.lrn import LRNParams
 from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION

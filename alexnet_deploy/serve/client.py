@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..choices import Protocol
 from ..errors import DeployError
 from ..graph import OUTPUT_NAME
-from .repository import ENSEMBLE, IMAGE_INPUT
-
-PROTOCOLS = ("http", "grpc")
+from .config import ENSEMBLE, IMAGE_INPUT
 
 
 def _strip_scheme(url: str) -> str:
@@ -32,8 +31,8 @@ class TritonClassifier:
     timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise DeployError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if self.protocol not in Protocol.values():
+            raise DeployError(f"unknown protocol {str(self.protocol)!r}; choose from {', '.join(Protocol.values())}")
         if self.protocol == "http":
             import tritonclient.http as module
 

@@ -21,8 +21,8 @@ import numpy as np
 from ..errors import DeployError
 from ..graph import INPUT_NAME
 from ..metrics import LatencyStats
-from .client import PROTOCOLS, TritonClassifier
-from .repository import ENSEMBLE, IMAGE_INPUT
+from .client import TritonClassifier
+from .config import ENSEMBLE, IMAGE_INPUT, LoadConfig
 
 
 def parse_levels(text: str) -> tuple[int, ...]:
@@ -30,30 +30,6 @@ def parse_levels(text: str) -> tuple[int, ...]:
     if len(levels) != len([p for p in text.split(",")]) or not levels:
         raise DeployError(f"--concurrency takes positive integers such as 1,4,16; got {text!r}")
     return levels
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    url: str
-    protocol: str = "http"
-    concurrency: tuple[int, ...] = (1, 4, 16)
-    duration_s: float | None = 10.0  # per level; None when ``requests`` bounds it instead
-    requests: int | None = None  # per level
-    batch: int = 1
-    model: str = ENSEMBLE  # the ensemble (encoded images) or a classification model (tensors)
-    max_threads: int = 256
-
-    def check(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise DeployError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-        if (self.duration_s is None) == (self.requests is None):
-            raise DeployError("give exactly one of --duration and --requests")
-        if (self.duration_s is not None and self.duration_s <= 0) or (self.requests is not None and self.requests < 1):
-            raise DeployError("--duration and --requests must be positive")
-        if self.batch < 1 or max(self.concurrency) > self.max_threads:
-            raise DeployError(f"--batch must be >= 1 and --concurrency at most {self.max_threads}")
-        if self.model == ENSEMBLE and self.batch != 1:
-            raise DeployError(f"the {ENSEMBLE} ensemble takes one encoded image per request; use --model alexnet_onnx for --batch {self.batch}")
 
 
 @dataclass

@@ -18,12 +18,11 @@ import numpy as np
 import onnx
 from PIL import Image, UnidentifiedImageError
 
+from ..choices import PredictBackend
 from ..data.preprocessing import Preprocessing
 from ..errors import DeployError
 from ..graph import export_metadata
 from ..runners.base import Runner
-
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -139,8 +138,8 @@ def open_runner(
     from ..artifacts import ArtifactLayout
     from ..graph import load_model
 
-    if backend not in BACKENDS:
-        raise DeployError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend not in PredictBackend.values():
+        raise DeployError(f"unknown backend {backend!r}; choose from {', '.join(PredictBackend.values())}")
     reference = load_model(onnx_path, require_plugin=False)
     info = ModelInfo.of(reference, str(onnx_path))
     if backend == "onnxruntime":

@@ -33,41 +33,14 @@ from pathlib import Path
 import onnx
 from google.protobuf import text_format
 
-from ..artifacts import ENGINES_DIR, ArtifactLayout, sidecar_of
+from ..artifacts import ENGINES_DIR, PRECISIONS, ArtifactLayout, sidecar_of
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
 from ..tensorrt.sidecar import read_sidecar
+from .config import ENSEMBLE, IMAGE_INPUT, ONNX_MODEL, PREPROCESS, RepositoryConfig, tensorrt_model_name
 from .predict import ModelInfo
 
-ENSEMBLE = "alexnet"
-PREPROCESS = "preprocess"
-ONNX_MODEL = "alexnet_onnx"
-IMAGE_INPUT = "IMAGE"  # encoded image bytes as UINT8 [-1] (see docs/serving.md for why not BYTES)
 LABELS_FILE = "labels.txt"
-FLAVOURS = ("stock", "local")
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def tensorrt_model_name(precision: str) -> str:
-    return f"alexnet_tensorrt_{precision}"
-
-
-@dataclass(frozen=True)
-class RepositoryConfig:
-    """Scheduling choices written into every classification model's config."""
-
-    max_batch: int = 64  # alexnet_onnx; TensorRT models take their engine profile's max
-    preferred_batches: tuple[int, ...] = (4, 8, 16)
-    queue_delay_us: int = 2000  # how long the batcher may hold a request to grow a batch
-    instances: int = 1  # per model; CPU here has 2 cores, one session uses both
-    preprocess_instances: int = 2
-    flavour: str = "stock"
-
-    def check(self) -> None:
-        if self.flavour not in FLAVOURS:
-            raise DeployError(f"unknown repository flavour {self.flavour!r}; choose from {', '.join(FLAVOURS)}")
-        if self.max_batch < 1 or self.instances < 1 or self.preprocess_instances < 1 or self.queue_delay_us < 0:
-            raise DeployError("max batch and instance counts must be >= 1, queue delay >= 0")
 
 
 @dataclass

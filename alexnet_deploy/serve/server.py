@@ -38,24 +38,14 @@ from pathlib import Path
 from typing import IO
 
 from ..artifacts import ENGINES_DIR, ArtifactLayout
+from ..choices import ServedBackend
 from ..errors import DeployError
 from ..tensorrt.availability import runner_unavailable_reason
+from .config import ServerConfig
 
 HOST = "127.0.0.1"  # never anything but loopback: this is a local/dev server
-SERVED_BACKENDS = ("onnxruntime", "tensorrt")  # our runners inside the python backend
 SOURCE_VARIABLE = "ALEXNET_DEPLOY_SOURCE"  # read by the repository's model.py files
 INSTALL_HINT = "pip install --no-deps nvidia-pytriton==0.7.0 (see docs/serving.md)"
-
-
-@dataclass
-class ServerConfig:
-    repository: Path | None  # None (serve only): written from the export into a temporary folder
-    http_port: int = 0  # 0: a free ephemeral port
-    grpc_port: int = 0
-    metrics_port: int = 0
-    startup_timeout_s: float = 120.0
-    shutdown_timeout_s: float = 30.0
-    log: Path | None = None  # server stdout/stderr; None: a temporary file
 
 
 @dataclass
@@ -273,10 +263,11 @@ def serve_until_signal(
     drain). Without a repository, one is written from the export (and the engines) whose
     ``alexnet`` ensemble classifies with ``backend`` (``onnxruntime``, or ``tensorrt`` at
     ``precision``). ``announce`` receives the status lines (the CLI prints them)."""
-    from .repository import ONNX_MODEL, RepositoryConfig, tensorrt_model_name, write_repository
+    from .config import ONNX_MODEL, RepositoryConfig, tensorrt_model_name
+    from .repository import write_repository
 
-    if backend not in SERVED_BACKENDS:
-        raise DeployError(f"--backend {backend}: the local server runs {' or '.join(SERVED_BACKENDS)}")
+    if backend not in ServedBackend.values():
+        raise DeployError(f"--backend {backend}: the local server runs {' or '.join(ServedBackend.values())}")
     if backend == "tensorrt":
         reason = runner_unavailable_reason()
         if reason is not None:

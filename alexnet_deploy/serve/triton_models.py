@@ -20,8 +20,8 @@ import numpy as np
 from ..data.preprocessing import Preprocessing
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME
+from .config import IMAGE_INPUT
 from .predict import decode
-from .repository import IMAGE_INPUT
 
 
 def _input(request, name: str) -> np.ndarray:

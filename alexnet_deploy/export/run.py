@@ -23,20 +23,19 @@ import onnx
 import torch
 from torch import nn
 
-from . import __version__
-from .artifacts import Precision
-from .checkpoint import Checkpoint, checkpoint_hash, load_checkpoint
-from .choices import LrnExport
-from .data.preprocessing import held_out_images
-from .errors import DeployError
-from .files import atomic_output, check_distinct_paths, check_writable_destination
-from .graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn, weights_digest
-from .lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
-from .metrics import FP32_TOLERANCE, compare_logits
-from .runners.onnxruntime import OnnxRuntimeRunner
+from .. import __version__
+from ..artifacts import Precision
+from ..checkpoint import Checkpoint, checkpoint_hash, load_checkpoint
+from ..choices import LrnExport
+from ..data.preprocessing import held_out_images
+from ..errors import DeployError
+from .config import MAX_OPSET, MIN_OPSET
+from ..files import atomic_output, check_distinct_paths, check_writable_destination
+from ..graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn, weights_digest
+from ..lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
+from ..metrics import FP32_TOLERANCE, compare_logits
+from ..runners.onnxruntime import OnnxRuntimeRunner
 
-MIN_OPSET = 18  # the torch.export-based exporter emits opset 18 and newer
-MAX_OPSET = 23
 
 
 @torch.library.custom_op("alexnet_deploy::lrn", mutates_args=())
