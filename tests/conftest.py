@@ -50,3 +50,22 @@ def write_image_folder(root: Path, classes: int = 2, per_class: int = 3, size: i
             pixels = rng.integers(0, 255, (size, size + 7, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"img{i}.{'png' if i % 2 else 'jpg'}")
     return root
+
+
+def assert_one_line_error(result, fragment: str) -> None:
+    """The project's error convention, for a CliRunner result: non-zero exit, one
+    ``error:`` line on stderr holding ``fragment``, no traceback anywhere."""
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def invoke(*args: str):
+    """Run ``alexnet-deploy ARGS`` in process (Typer's CliRunner), stdout and stderr apart."""
+    from typer.testing import CliRunner
+
+    from alexnet_deploy.cli import app
+
+    return CliRunner().invoke(app, list(args))

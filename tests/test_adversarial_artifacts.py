@@ -311,7 +311,7 @@ CASES = [
          "is not an alexnet-deploy checkpoint", [], write("e.pt", b"")),
     Case("export-checkpoint-dev-null", ["export", "--checkpoint", "/dev/null", "--output", "{dir}/a.onnx"], 1, "not found"),
     Case("export-opset-99", export_args("--output", "{dir}/a.onnx", "--opset", "99"), 1, "needs opset 18 to 23", ["ckpt"]),
-    Case("export-lrn-bogus", export_args("--output", "{dir}/a.onnx", "--lrn", "bogus"), 1, "unknown --lrn", ["ckpt"]),
+    Case("export-lrn-bogus", export_args("--output", "{dir}/a.onnx", "--lrn", "bogus"), 2, "'bogus' is not one of 'plugin', 'native'", ["ckpt"]),
     Case("export-output-dev-full", export_args("--output", "/dev/full"), 1, "cannot write /dev/full: No space left on device",
          ["ckpt"], None, still_char_device("/dev/full")),
     # ---- build: inputs that are not our FP32 export
@@ -381,7 +381,7 @@ CASES = [
     Case("build-percentile-0", build_args("--percentile", "0"), 1, "--percentile must be in (0, 100]", ["onnx"]),
     Case("build-percentile-nan", build_args("--percentile", "nan"), 1, "--percentile must be in (0, 100]", ["onnx"]),
     Case("build-percentile-101", build_args("--percentile", "101"), 1, "--percentile must be in (0, 100]", ["onnx"]),
-    Case("build-calib-method-bogus", build_args("--calib-method", "median"), 1, "unknown --calib-method", ["onnx"]),
+    Case("build-calib-method-bogus", build_args("--calib-method", "median"), 2, "'median' is not one of 'max', 'percentile', 'entropy'", ["onnx"]),
     Case("build-opt-batch-0", build_args("--opt-batch", "0"), 1, "need 1 <= --opt-batch", ["onnx"]),
     Case("build-opt-above-max", build_args("--opt-batch", "300"), 1, "need 1 <= --opt-batch (300) <= --max-batch", ["onnx"]),
     Case("build-precision-flag-bogus", build_args("--fp8"), 2, "--fp8", ["onnx"]),

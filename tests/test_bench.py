@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import assert_one_line_error
 from PIL import Image
-from test_cli import assert_one_line_error
 from typer.testing import CliRunner
 
 from alexnet_deploy.bench import planning
@@ -24,7 +24,8 @@ from alexnet_deploy.bench.inputs import Rotation
 from alexnet_deploy.bench.run import run_bench
 from alexnet_deploy.bench.timing import HarnessCheck, harness_overhead, time_iterations
 from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from alexnet_deploy.cli import app, parse_batches, parse_choices
+from alexnet_deploy.cli import app
+from alexnet_deploy.cli.options import parse_batches, parse_choices
 from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.devices import cpu_bf16_unavailable_reason, cpu_precision_features
 from alexnet_deploy.errors import BackendUnavailable, DeployError

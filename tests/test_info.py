@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
+from conftest import invoke as run
 from PIL import Image
-from test_cli import assert_one_line_error, run
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet_deploy.info import inspect_model, layer_table

@@ -146,7 +146,7 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, t
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--backend", "torch"], "--backend torch: the local server runs onnxruntime or tensorrt"),
+        (["--backend", "torch"], "Invalid value for '--backend': Value error, 'torch' is not one of 'onnxruntime', 'tensorrt'"),
         (["--backend", "tensorrt"], "--backend tensorrt: TensorRT is not installed"),
     ],
 )
@@ -156,5 +156,5 @@ def test_serve_refuses_a_backend_it_cannot_run_before_starting(served_onnx, args
     if "tensorrt" in args and runner_unavailable_reason() is None:
         pytest.skip("TensorRT can run here")
     result = CliRunner().invoke(app, ["serve", "--onnx", str(served_onnx), "--http-port", "0", *args])
-    assert result.exit_code == 1
+    assert result.exit_code == (2 if "torch" in args else 1)  # an Enum choice Typer refuses is a usage error
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {fragment}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DeployError
-from .sources import ImageSet
+
+if TYPE_CHECKING:  # the split is also read by the light configs: no Pillow at import
+    from .sources import ImageSet
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,292 @@
+"""The pipeline's commands, in its order: ``train``, ``export``, ``build``, ``bench``.
+Each parses, calls its stage's one library function, and renders the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..artifacts import ORT_INT8, ArtifactLayout, Precision
+from ..bench.config import DEFAULT_ITERATIONS, BenchConfig
+from ..build.config import BuildConfig
+from ..choices import (
+    BenchBackend,
+    BenchPrecision,
+    CalibrationMethod,
+    DeviceChoice,
+    LrnExport,
+    Schedule,
+    TrainingPrecision,
+)
+from ..console import RichProgress, console, one_line_errors, table
+from ..export.config import MAX_OPSET, MIN_OPSET
+from ..train.config import TrainConfig
+from .options import (
+    Checkpoint,
+    Device,
+    Engines,
+    JsonReport,
+    Onnx,
+    choice_list,
+    parse_batches,
+    parse_choices,
+)
+
+LAYOUT = ArtifactLayout()  # the default file names, when an option names none
+
+
+@one_line_errors
+def train(
+    data: Annotated[str, typer.Option(help="'digits' (embedded, no download) or an ImageFolder directory.")] = TrainConfig.data,
+    epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: up to this many).")] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per SGD step and process (32 gives enough steps for the 3-epoch default on digits); under torchrun the effective batch is this x world size.")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = TrainConfig.lr,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay (paper: 5e-4).")] = TrainConfig.weight_decay,
+    schedule: Annotated[
+        Schedule, typer.Option(help="plateau: divide lr by 10 when val loss stalls (the paper); step: every --step-size epochs.")
+    ] = Schedule(TrainConfig.schedule),
+    step_size: Annotated[int, typer.Option(help="Epochs between lr drops with --schedule step.")] = TrainConfig.step_size,
+    device: Device = DeviceChoice(TrainConfig.device),
+    output: Annotated[Path, typer.Option(help="Checkpoint path; its resume state, metrics and curves go beside it.")] = TrainConfig.output,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")] = TrainConfig.seed,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images (smoke runs); the split is made among them.")] = None,
+    groups: Annotated[int | None, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")] = None,
+    width: Annotated[float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")] = None,
+    augment: Annotated[bool, typer.Option(help="Random crops, flips and PCA colour jitter (paper, Section 4.1).")] = True,
+    dropout: Annotated[float | None, typer.Option(help="Dropout before fc6 and fc7 (default 0.5, the paper's; with --resume the run's own).", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes per training process (unset: 0 for the in-memory digits, min(4, cores) for an ImageFolder).", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved at --output (same --data; --limit, --groups, --width, --dropout default to the run's).")] = False,
+    precision: Annotated[
+        TrainingPrecision,
+        typer.Option(help="bf16: autocast, CPU or CUDA; fp16: autocast + gradient scaler, CUDA only. Weights stay fp32."),
+    ] = TrainingPrecision(TrainConfig.precision),
+    dist_timeout: Annotated[float, typer.Option(help="Under torchrun: seconds to wait for the rendezvous and for any collective before failing.")] = TrainConfig.dist_timeout_s,
+) -> None:
+    """Train AlexNet and write the checkpoint (weights + classes + preprocessing).
+
+    Under torchrun (`torchrun --nproc-per-node N $(which alexnet-deploy) train ...`)
+    it trains data-parallel with DistributedDataParallel; rank 0 writes the files.
+    """
+    from ..data.augmentation import Augmentation
+    from ..plots import curves_writer
+    from ..train.loop import train as run_training
+
+    config = TrainConfig(
+        data=data,
+        output=output,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        step_size=step_size,
+        device=device,
+        seed=seed,
+        limit=limit,
+        groups=groups,
+        width=width,
+        augment=Augmentation() if augment else Augmentation(False, False, 0.0),
+        dropout=dropout,
+        workers=workers,
+        resume=resume,
+        precision=precision,
+        dist_timeout_s=dist_timeout,
+    )
+    # the curves are drawn beside the checkpoint after every epoch (rank 0)
+    result = run_training(config, RichProgress(), on_epoch=curves_writer(ArtifactLayout.from_checkpoint(output).curves))
+    if not result.is_main:
+        return  # rank 0 reports for every rank
+    rows = [
+        (m.epoch, m.lr, m.train_loss, m.train_top1, m.val_loss, m.val_top1, m.val_top5, f"{m.train_images_per_s:.1f}")
+        for m in result.history
+    ]
+    console.print(
+        table("training", ["epoch", "lr", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "img/s"], rows)
+    )
+    last = result.history[-1]
+    console.print(
+        f"checkpoint {result.checkpoint}  val top-1 {last.val_top1:.2%} (chance {1 / result.num_classes:.0%})  "
+        f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}"
+        + (f"  ({result.world_size} processes, effective batch {batch_size * result.world_size})" if result.world_size > 1 else ""),
+        soft_wrap=True,
+    )
+
+
+@one_line_errors
+def export(
+    checkpoint: Checkpoint = LAYOUT.checkpoint,
+    output: Annotated[Path, typer.Option(help="ONNX file to write (only after it validates).")] = LAYOUT.onnx(),
+    opset: Annotated[int, typer.Option(help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}).")] = MIN_OPSET,
+    lrn: Annotated[LrnExport, typer.Option(help="plugin: LRN as our TensorRT plugin's custom op; native: ONNX's LRN.")] = LrnExport.PLUGIN,
+) -> None:
+    """Export FP32 ONNX (dynamic batch) and validate it against the torch model."""
+    from ..export.run import export as run_export
+
+    with console.status("exporting to ONNX and validating against torch"):
+        result = run_export(checkpoint, output, opset=opset, lrn=lrn)
+    console.print(f"wrote {result.path} (opset {result.opset}, LRN as {result.lrn})")
+    console.print(result.validation.summary(), soft_wrap=True)
+
+
+@one_line_errors
+def build(
+    fp32: Annotated[bool, typer.Option("--fp32", help="FP32 (the exported ONNX as is).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="FP16 ONNX (FP32 I/O) and engine.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="INT8 Q/DQ ONNX calibrated on the calibration set, and engine.")] = False,
+    onnx_path: Onnx = BuildConfig.onnx,
+    calibration: Annotated[Path, typer.Option(help="Calibration images (flat or one folder per class) and scale cache.")] = BuildConfig.calibration_dir,
+    calib_from_data: Annotated[bool, typer.Option(help="Fill --calibration from the training data's held-out calibration split.")] = False,
+    calib_images: Annotated[int | None, typer.Option(help="Calibration images to use (default: up to 500).")] = None,
+    calib_method: Annotated[
+        CalibrationMethod, typer.Option(help="Activation ranges: entropy (KL, as TensorRT's legacy calibrator), max or percentile.")
+    ] = CalibrationMethod(BuildConfig.calib_method),
+    percentile: Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")] = BuildConfig.percentile,
+    recalibrate: Annotated[bool, typer.Option(help="Ignore the scale cache and calibrate again.")] = False,
+    compare_methods: Annotated[bool, typer.Option(help="Also evaluate every method and onnxruntime's quantize_static, with img/s beside accuracy.")] = False,
+    engines: Engines = BuildConfig.engines_dir,
+    opt_batch: Annotated[int, typer.Option(help="Optimization-profile batch TensorRT tunes for.")] = BuildConfig.opt_batch,
+    max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = BuildConfig.max_batch,
+    workspace_gib: Annotated[float, typer.Option(help="TensorRT workspace limit (GiB).")] = BuildConfig.workspace_gib,
+    json_path: JsonReport = None,
+) -> None:
+    """Write FP16/INT8 ONNX, report their accuracy (onnxruntime), build TensorRT engines.
+
+    With no precision flag, all three are built. Precision is carried by the ONNX
+    (strongly typed networks: TensorRT 11 has no FP16/INT8 builder flags).
+    """
+    from dataclasses import asdict
+
+    from ..build.config import THROUGHPUT_BATCH
+    from ..build.run import build as run_build
+    from ..build.run import check_outputs
+    from ..files import write_text_atomic
+
+    chosen = tuple(p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on) or ("fp32", "fp16", "int8")
+    config = BuildConfig(
+        onnx=onnx_path,
+        precisions=chosen,
+        calibration_dir=calibration,
+        calib_from_data=calib_from_data,
+        calib_images=calib_images,
+        calib_method=calib_method,
+        percentile=percentile,
+        recalibrate=recalibrate,
+        compare_methods=compare_methods,
+        engines_dir=engines,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        workspace_gib=workspace_gib,
+    )
+    check_outputs(config, {"--json": json_path})
+    report = run_build(config, RichProgress())
+    for line in report.calibration:
+        console.print(line, soft_wrap=True)
+    for precision, path in report.onnx.items():
+        console.print(f"{precision} ONNX: {path}", soft_wrap=True)
+    if report.onnxruntime_int8 is not None:
+        console.print(f"int8 ONNX for onnxruntime: {report.onnxruntime_int8}", soft_wrap=True)
+    timed = any(r.throughput_ips is not None for r in report.accuracy)
+    rows = [
+        (r.name, f"{r.top1:.2%}", f"{r.top5:.2%}", f"{r.top1_agreement:.2%}", f"{r.max_abs_diff:.3g}")
+        + (("—" if r.throughput_ips is None else f"{r.throughput_ips:.1f}",) if timed else ())
+        for r in report.accuracy
+    ]
+    speed_column = [f"img/s (onnxruntime CPU, batch {THROUGHPUT_BATCH}, interleaved)"] if timed else []
+    console.print(
+        table(
+            f"accuracy on {report.val_images} held-out val images (onnxruntime; agreement and Δ vs FP32)",
+            ["model", "top-1", "top-5", "top-1 agreement", "max |Δ logits|", *speed_column],
+            rows,
+        )
+    )
+    for precision, plan in report.engines.items():
+        console.print(f"engine {precision}: {plan}")
+    if report.engine_note:
+        console.print(report.engine_note, soft_wrap=True)
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(asdict(report), indent=2, default=str) + "\n")
+
+
+@one_line_errors
+def bench(
+    batch: Annotated[str, typer.Option(help="Batch size, or a comma list for a sweep: 1,8,32,128.")] = ",".join(map(str, BenchConfig.batches)),
+    backends: Annotated[str, typer.Option(help=f"Comma list of {choice_list(BenchConfig.backends)}.")] = ",".join(BenchConfig.backends),
+    precisions: Annotated[
+        str | None,
+        typer.Option(help=f"Comma list of {choice_list(BenchPrecision.values())} (bf16: torch rows, bf16-capable CPU or GPU). "
+        "Default: all, listing those not built yet as skipped; a named precision whose ONNX or engine is missing is an error."),
+    ] = None,
+    iterations: Annotated[int | None, typer.Option(help=f"Timed iterations per row (default {DEFAULT_ITERATIONS} unless --duration).")] = None,
+    duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = BenchConfig.warmup,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay CUDA graphs: TensorRT captures execute_async_v3 per batch size (trtexec --useCudaGraph); torch on CUDA.")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON (plot goes beside it unless --plot).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG: throughput vs batch for a sweep, else top-1 vs throughput.")] = None,
+    onnx: Onnx = BenchConfig.onnx,
+    engines: Engines = BenchConfig.engines_dir,
+    onnx_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old spelling: --onnx DIR/alexnet.onnx.")] = None,
+    engines_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old spelling of --engines.")] = None,
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint for the torch rows (the one the ONNX came from).")] = BenchConfig.checkpoint,
+    device: Annotated[DeviceChoice, typer.Option(help="Torch rows' device; onnxruntime's too where onnxruntime-gpu is installed.")] = DeviceChoice(BenchConfig.device),
+    max_images: Annotated[int, typer.Option(help="Held-out val images to rotate through and to judge accuracy on.")] = BenchConfig.max_images,
+) -> None:
+    """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
+    from ..bench.run import run_bench
+    from ..console import bench_table
+    from ..files import (
+        check_distinct_paths,
+        check_png_path,
+        check_writable_destination,
+        is_special_file,
+        write_text_atomic,
+    )
+    from ..plots import save_bench_plot
+
+    config = BenchConfig(
+        batches=parse_batches(batch),
+        backends=parse_choices(backends, BenchBackend.values(), "--backends"),
+        precisions=None if precisions is None else parse_choices(precisions, BenchPrecision.values(), "--precisions"),
+        iterations=iterations,
+        duration_s=duration,
+        warmup=warmup,
+        cuda_graphs=cuda_graphs,
+        onnx=onnx if onnx_dir is None else ArtifactLayout(export_dir=onnx_dir).onnx(),  # --onnx-dir: one release
+        engines_dir=engines if engines_dir is None else engines_dir,
+        checkpoint=checkpoint,
+        device=device,
+        max_images=max_images,
+    )
+    config.check()
+    if plot is None and json_path is not None and not is_special_file(json_path):
+        plot = json_path.with_suffix(".png")  # beside the JSON; a device such as /dev/null has no "beside"
+    if plot is not None:
+        check_png_path(plot, "--plot")
+    layout = config.layout
+    inputs = {"--checkpoint": checkpoint} | {f"the {p} ONNX": layout.onnx(p) for p in (*Precision, ORT_INT8)}
+    check_distinct_paths(inputs, {"--json": json_path, "--plot": plot})
+    for path in (json_path, plot):
+        if path is not None:
+            check_writable_destination(path)  # before minutes of timing, not after
+    report = run_bench(config, RichProgress())
+    timed = f"{config.duration_s:g} s" if config.duration_s else f"{config.timed_iterations} iterations"
+    title = (
+        f"bench: {timed} after {config.warmup} warm-up per row, {report.images} {report.image_source} "
+        f"(rotated); parity vs {report.reference}"
+    )
+    columns, rows, footnotes = bench_table(report)
+    console.print(table(title, columns, rows))
+    for footnote in footnotes:  # unmarked: they quote hints such as alexnet-deploy[gpu], not rich markup
+        console.print(footnote, markup=False, highlight=False, soft_wrap=True)
+    for check in report.harness:
+        console.print(check.summary(), markup=False, highlight=False, soft_wrap=True)
+    if not report.harness:
+        console.print("harness overhead: not checked (needs the onnxruntime fp32 row)")
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+    if plot is not None:
+        save_bench_plot(report, plot)
+        console.print(f"wrote {plot}")
