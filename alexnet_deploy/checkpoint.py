@@ -38,9 +38,14 @@ class Checkpoint:
         """Names and shapes against the architecture (on the meta device, so before any
         allocation), then finiteness: a NaN model must never reach export."""
         expected = expected_shapes(self.config)
-        if not isinstance(self.state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in self.state_dict.values()):
+        if not isinstance(self.state_dict, dict) or not all(
+            isinstance(v, torch.Tensor) for v in self.state_dict.values()
+        ):
             raise DeployError("checkpoint weights are not a dictionary of tensors")
-        missing, unexpected = sorted(expected.keys() - self.state_dict.keys()), sorted(self.state_dict.keys() - expected.keys())
+        missing, unexpected = (
+            sorted(expected.keys() - self.state_dict.keys()),
+            sorted(self.state_dict.keys() - expected.keys()),
+        )
         if missing or unexpected:
             raise DeployError(
                 f"checkpoint does not match the AlexNet architecture {self.config}: "
@@ -64,7 +69,9 @@ class Checkpoint:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0:2]
-            raise DeployError(f"checkpoint does not match the AlexNet architecture {self.config}: {' '.join(first)}") from None
+            raise DeployError(
+                f"checkpoint does not match the AlexNet architecture {self.config}: {' '.join(first)}"
+            ) from None
         return model.eval()
 
     def to_payload(self) -> dict:
@@ -123,7 +130,9 @@ def checkpoint_from_payload(payload: object, path: Path) -> Checkpoint:
     if checkpoint.lrn_convention != CONVENTION:
         raise DeployError(f"{path} uses LRN convention {checkpoint.lrn_convention!r}, this version uses {CONVENTION!r}")
     if len(checkpoint.classes) != checkpoint.config.num_classes:
-        raise DeployError(f"{path} lists {len(checkpoint.classes)} classes but its model has {checkpoint.config.num_classes}")
+        raise DeployError(
+            f"{path} lists {len(checkpoint.classes)} classes but its model has {checkpoint.config.num_classes}"
+        )
     if checkpoint.preprocessing.crop != checkpoint.config.input_size:
         raise DeployError(
             f"{path} crops images to {checkpoint.preprocessing.crop} but its model takes {checkpoint.config.input_size}"

@@ -73,7 +73,9 @@ def machine_description() -> dict:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     packages = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "triton")
     versions = {package: version for package in packages if (version := package_version(package)) is not None}

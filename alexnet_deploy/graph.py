@@ -69,7 +69,9 @@ def to_plugin_lrn(model: onnx.ModelProto) -> onnx.ModelProto:
             attributes = {"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0} | lrn_attributes(node)
             node.op_type, node.domain = PLUGIN_NAME, PLUGIN_NAMESPACE
             del node.attribute[:]
-            node.attribute.extend(helper.make_attribute(k, v) for k, v in (attributes | PLUGIN_LOOKUP_ATTRIBUTES).items())
+            node.attribute.extend(
+                helper.make_attribute(k, v) for k, v in (attributes | PLUGIN_LOOKUP_ATTRIBUTES).items()
+            )
     _with_opset(result, PLUGIN_NAMESPACE, 1)
     return result
 
@@ -270,7 +272,9 @@ def _preprocessing(data: dict, source: str) -> Preprocessing:
     except (KeyError, TypeError, ValueError):
         raise invalid("it lacks resize/crop/mean/std or holds non-numbers") from None
     if not 1 <= preprocessing.crop <= preprocessing.resize <= MAX_IMAGE_SIDE:
-        raise invalid(f"need 1 <= crop <= resize <= {MAX_IMAGE_SIDE}, got crop {preprocessing.crop}, resize {preprocessing.resize}")
+        raise invalid(
+            f"need 1 <= crop <= resize <= {MAX_IMAGE_SIDE}, got crop {preprocessing.crop}, resize {preprocessing.resize}"
+        )
     if len(preprocessing.mean) != 3 or not all(_number(v) for v in preprocessing.mean):
         raise invalid(f"mean must be 3 finite numbers, got {preprocessing.mean}")
     if len(preprocessing.std) != 3 or not all(_number(v) and v > 0 for v in preprocessing.std):
@@ -290,7 +294,9 @@ def _split(data: dict, source: str) -> Split:
         raise invalid(f"unknown or missing fields {sorted(data)}") from None
     fractions = (split.val_fraction, split.calibration_fraction)
     if not all(_number(f) and 0 <= f < 1 for f in fractions) or not sum(fractions) < 1:
-        raise invalid(f"fractions must be in [0, 1) and sum below 1, got val {split.val_fraction}, calibration {split.calibration_fraction}")
+        raise invalid(
+            f"fractions must be in [0, 1) and sum below 1, got val {split.val_fraction}, calibration {split.calibration_fraction}"
+        )
     if not isinstance(split.seed, int) or isinstance(split.seed, bool) or split.seed < 0:
         raise invalid(f"seed must be a non-negative integer, got {split.seed!r}")
     return split
@@ -313,7 +319,9 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     """The checked metadata of one of our ONNX files (see :class:`ExportMetadata`)."""
     precision = _metadata_value(model, "precision", source)
     if precision not in PRECISIONS:
-        raise DeployError(f"{source}: metadata 'precision' is {str(precision)[:30]!r}, not one of {', '.join(PRECISIONS)}")
+        raise DeployError(
+            f"{source}: metadata 'precision' is {str(precision)[:30]!r}, not one of {', '.join(PRECISIONS)}"
+        )
     classes = _metadata_value(model, "classes", source)
     outputs = _dims(model.graph.output[0]) if model.graph.output else []
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:

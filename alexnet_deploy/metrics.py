@@ -43,7 +43,9 @@ class Parity:
 
 def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> Parity:
     if reference.shape != candidate.shape or len(labels) != len(reference):
-        raise ValueError(f"parity needs matching shapes, got {reference.shape}, {candidate.shape} and {len(labels)} labels")
+        raise ValueError(
+            f"parity needs matching shapes, got {reference.shape}, {candidate.shape} and {len(labels)} labels"
+        )
     max_abs_diff, agreement = compare_logits(reference, candidate)
     return Parity(agreement, max_abs_diff, topk_accuracy(candidate, labels, 1), topk_accuracy(candidate, labels, TOP_K))
 

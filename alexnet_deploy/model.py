@@ -58,12 +58,20 @@ class AlexNetConfig:
             raise ValueError(f"num_classes must be an integer of at most {MAX_CLASSES:,}, got {self.num_classes}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not isinstance(self.input_size, int) or not 1 <= feature_map_size(self.input_size) <= feature_map_size(MAX_INPUT_SIZE):
+        if not isinstance(self.input_size, int) or not 1 <= feature_map_size(self.input_size) <= feature_map_size(
+            MAX_INPUT_SIZE
+        ):
             raise ValueError(f"input_size must be an integer from 67 to {MAX_INPUT_SIZE}, got {self.input_size}")
         lrn = self.lrn
         if not isinstance(lrn.size, int) or not 1 <= lrn.size <= MAX_LRN_SIZE:
             raise ValueError(f"LRN size must be an integer from 1 to {MAX_LRN_SIZE}, got {lrn.size}")
-        if not (math.isfinite(lrn.alpha) and lrn.alpha >= 0 and math.isfinite(lrn.beta) and math.isfinite(lrn.bias) and lrn.bias > 0):
+        if not (
+            math.isfinite(lrn.alpha)
+            and lrn.alpha >= 0
+            and math.isfinite(lrn.beta)
+            and math.isfinite(lrn.bias)
+            and lrn.bias > 0
+        ):
             raise ValueError(f"LRN needs finite alpha >= 0, finite beta and bias > 0, got {lrn}")
 
     def channels(self, paper_channels: int) -> int:

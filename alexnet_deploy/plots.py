@@ -172,7 +172,9 @@ def bench_figure(report: BenchReport) -> Figure:
         axes.set(title="throughput against batch size", xlabel="batch", ylabel="images / s")
     else:
         for label, rows in series.items():
-            scores = [(r.throughput_ips, 100 * r.top1) for r in rows if r.throughput_ips is not None and r.top1 is not None]
+            scores = [
+                (r.throughput_ips, 100 * r.top1) for r in rows if r.throughput_ips is not None and r.top1 is not None
+            ]
             axes.scatter([ips for ips, _ in scores], [top1 for _, top1 in scores], label=label, s=60)
         axes.set(
             title=f"top-1 against throughput at batch {report.config.batches[0]}",

@@ -32,17 +32,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout  # noqa: E402
+from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
 from alexnet_deploy.data.preprocessing import held_out_images
-from alexnet_deploy.devices import cpu_bf16_unavailable_reason  # noqa: E402
-from alexnet_deploy.doctor import machine_description  # noqa: E402
-from alexnet_deploy.graph import export_metadata, load_model  # noqa: E402
-from alexnet_deploy.metrics import compare_logits  # noqa: E402
-from alexnet_deploy.quantize.baseline import onnxruntime_int8  # noqa: E402
-from alexnet_deploy.quantize.images import load_calibration_set  # noqa: E402
-from alexnet_deploy.runners.base import Runner  # noqa: E402
-from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
-from alexnet_deploy.runners.torch import TorchRunner  # noqa: E402
+from alexnet_deploy.devices import cpu_bf16_unavailable_reason
+from alexnet_deploy.doctor import machine_description
+from alexnet_deploy.graph import export_metadata, load_model
+from alexnet_deploy.metrics import compare_logits
+from alexnet_deploy.quantize.baseline import onnxruntime_int8
+from alexnet_deploy.quantize.images import load_calibration_set
+from alexnet_deploy.runners.base import Runner
+from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
+from alexnet_deploy.runners.torch import TorchRunner
 
 GFLOP_PER_IMAGE = 1.44
 GEMM_SIZE = 4096
@@ -94,7 +94,9 @@ def main() -> None:
     ]
     bf16_reason = cpu_bf16_unavailable_reason()
     if bf16_reason is None:
-        entries.append(Entry("torch-compile bf16, channels-last", TorchRunner(args.checkpoint, "bf16", "cpu", compile=True)))
+        entries.append(
+            Entry("torch-compile bf16, channels-last", TorchRunner(args.checkpoint, "bf16", "cpu", compile=True))
+        )
     gemm = Entry(f"float32 GEMM {GEMM_SIZE}²", None)
     gemm_run = gemm_call()
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from alexnet_deploy.lrn import LRNParams, local_response_norm  # noqa: E402
-from alexnet_deploy.plugin.kernel import TACTICS, lrn_triton  # noqa: E402
+from alexnet_deploy.lrn import LRNParams, local_response_norm
+from alexnet_deploy.plugin.kernel import TACTICS, lrn_triton
 
 LAYERS = {"conv1": (96, 55, 55), "conv2": (256, 27, 27)}  # AlexNet's LRN inputs (C, H, W)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -85,7 +85,9 @@ def table(rows: list[Row]) -> str:
     ]
     for r in rows:
         error = "" if r.max_error is None else f"{r.max_error:.2e}"
-        lines.append(f"| {r.layer} | {r.dtype} | {r.implementation} | {r.ms:.4f} | {r.gb_per_s:.0f} | {100 * r.of_copy:.1f} | {error} |")
+        lines.append(
+            f"| {r.layer} | {r.dtype} | {r.implementation} | {r.ms:.4f} | {r.gb_per_s:.0f} | {100 * r.of_copy:.1f} | {error} |"
+        )
     return "\n".join(lines)
 
 
@@ -105,7 +107,9 @@ def summary(rows: list[Row]) -> list[str]:
             )
             wrong = [r.implementation.split(" (")[0] for r in triton_rows if r.max_error > TOLERANCE[dtype]]
             if wrong:
-                lines.append(f"- {layer} {dtype}: WRONG RESULTS from {', '.join(wrong)} (error above {TOLERANCE[dtype]:g})")
+                lines.append(
+                    f"- {layer} {dtype}: WRONG RESULTS from {', '.join(wrong)} (error above {TOLERANCE[dtype]:g})"
+                )
     return lines
 
 

@@ -30,13 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from alexnet_deploy.graph import load_model  # noqa: E402
-from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
-from alexnet_deploy.serve.config import LoadConfig, RepositoryConfig, ServerConfig  # noqa: E402
-from alexnet_deploy.serve.loadtest import run_loadtest  # noqa: E402
-from alexnet_deploy.serve.predict import ModelInfo  # noqa: E402
-from alexnet_deploy.serve.repository import write_repository  # noqa: E402
-from alexnet_deploy.serve.server import TritonServer  # noqa: E402
+from alexnet_deploy.graph import load_model
+from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
+from alexnet_deploy.serve.config import LoadConfig, RepositoryConfig, ServerConfig
+from alexnet_deploy.serve.loadtest import run_loadtest
+from alexnet_deploy.serve.predict import ModelInfo
+from alexnet_deploy.serve.repository import write_repository
+from alexnet_deploy.serve.server import TritonServer
 
 
 def in_process_ips(onnx: Path, batch: int, duration: float) -> float:

@@ -93,7 +93,9 @@ class Bench:
 
     def bare(self, in_memory: bool) -> Timing:
         model, optimizer = self.fresh()
-        warmup, timed = (self.warmup_batches, self.timed_batches) if in_memory else (self.warmup_loader, self.timed_loader)
+        warmup, timed = (
+            (self.warmup_batches, self.timed_batches) if in_memory else (self.warmup_loader, self.timed_loader)
+        )
         bare_loop(model, optimizer, warmup)
         started = time.perf_counter()
         seen = bare_loop(model, optimizer, timed)
@@ -172,7 +174,9 @@ def ddp_worker(args: argparse.Namespace) -> None:
     # rank r takes every world_size-th image: the union of the ranks' step-t batches is
     # the 1-process run's step-t batch
     warmup_loader = batch_loader(dataset, per_rank, sampler=range(context.rank, split, context.world_size))
-    timed_loader = batch_loader(dataset, per_rank, sampler=range(split + context.rank, len(dataset), context.world_size))
+    timed_loader = batch_loader(
+        dataset, per_rank, sampler=range(split + context.rank, len(dataset), context.world_size)
+    )
     model = torch.nn.parallel.DistributedDataParallel(make_model(args))
     optimizer = sgd(model)
     train_one_epoch(model, warmup_loader, optimizer, CPU, SilentProgress())
@@ -234,12 +238,20 @@ def main() -> None:
     if not args.no_bf16:
         variants.append(Variant("bf16", "our loop, bf16 autocast, 1 process", lambda: bench.ours(Precision("bf16"))))
     if not args.no_ddp:
-        variants.append(Variant("ddp", f"our loop, fp32, {args.processes} processes (torchrun, gloo)", lambda: bench.ddp(args.processes)))
+        variants.append(
+            Variant(
+                "ddp", f"our loop, fp32, {args.processes} processes (torchrun, gloo)", lambda: bench.ddp(args.processes)
+            )
+        )
     for round_index in range(args.rounds):
         order = variants[round_index % len(variants) :] + variants[: round_index % len(variants)]
         for variant in order:
             variant.timings.append(variant.run())
-        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(f"{v.name} {v.timings[-1].images_per_s:.1f}" for v in variants), flush=True)
+        print(
+            f"round {round_index + 1}/{args.rounds}: "
+            + ", ".join(f"{v.name} {v.timings[-1].images_per_s:.1f}" for v in variants),
+            flush=True,
+        )
 
     by_name = {v.name: v for v in variants}
     print(
@@ -252,7 +264,10 @@ def main() -> None:
         extra = f"   loader-bound share {spread([100 * s for s in share])}%" if share else ""
         print(f"  {variant.label:<48} {spread(variant.rates()):>22}{extra}")
     print("ratios: median of per-round ratios (min-max)")
-    comparisons = [("ours", "bare", "ours / bare loop, same loader (target >= 0.95)"), ("ours", "ceiling", "ours / in-memory ceiling")]
+    comparisons = [
+        ("ours", "bare", "ours / bare loop, same loader (target >= 0.95)"),
+        ("ours", "ceiling", "ours / in-memory ceiling"),
+    ]
     if "bf16" in by_name:
         comparisons.append(("bf16", "ours", "bf16 / fp32"))
     if "ddp" in by_name:

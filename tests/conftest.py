@@ -20,7 +20,10 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from alexnet_deploy.train.loop import train
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    train(TrainConfig(output=path, epochs=1, limit=160, width=0.125, batch_size=32, seed=0), on_epoch=curves_writer(path.with_suffix(".curves.png")))
+    train(
+        TrainConfig(output=path, epochs=1, limit=160, width=0.125, batch_size=32, seed=0),
+        on_epoch=curves_writer(path.with_suffix(".curves.png")),
+    )
     return path
 
 

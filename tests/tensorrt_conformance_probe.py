@@ -204,7 +204,11 @@ def record(observations: dict, key: str, action):
     try:
         observations[key] = {"ok": True, "value": action()}
     except Exception as error:  # the test reports exactly what TensorRT's code raised
-        observations[key] = {"ok": False, "error": f"{error.__class__.__name__}: {error}", "trace": traceback.format_exc()}
+        observations[key] = {
+            "ok": False,
+            "error": f"{error.__class__.__name__}: {error}",
+            "trace": traceback.format_exc(),
+        }
 
 
 def use_gpu(device_query) -> None:
@@ -244,9 +248,7 @@ def probe(model_path: Path, out_dir: Path) -> dict:
         # The DimsExprs it returns hold C++ pointers only the real core can read; the
         # plugin's own output descs keep the Python expressions, evaluated here at N = 7.
         plugin.get_output_shapes([dims], [], builder)
-        result["output_dims"] = [
-            d._expr.evaluate({"N": 7}) for d in plugin.output_descs[0].shape_expr
-        ]
+        result["output_dims"] = [d._expr.evaluate({"N": 7}) for d in plugin.output_descs[0].shape_expr]
         in_desc = dynamic_desc(dtype, (-1, channels, 13, 11), (1, channels, 13, 11), (256, channels, 13, 11))
         out_desc = dynamic_desc(dtype, (-1, channels, 13, 11), (1, channels, 13, 11), (256, channels, 13, 11))
         combos = plugin.get_supported_format_combinations([in_desc, out_desc], 1)
@@ -267,7 +269,9 @@ def probe(model_path: Path, out_dir: Path) -> dict:
             plugin.set_tactic(tactic)
             launch_sink, args_sink = StandInSink(), StandInSink()
             plugin.get_launch_params([dims], [in_desc, out_desc], 1, launch_sink, args_sink, builder)
-            kernel_name, ptx = plugin.get_kernel([static_desc(dtype, (8, channels, 13, 11))], [static_desc(dtype, (8, channels, 13, 11))])
+            kernel_name, ptx = plugin.get_kernel(
+                [static_desc(dtype, (8, channels, 13, 11))], [static_desc(dtype, (8, channels, 13, 11))]
+            )
             kernel_name = kernel_name.decode() if isinstance(kernel_name, bytes) else kernel_name
             ptx_path = out_dir / f"{dtype_name}-tactic{tactic}.ptx"
             ptx_path.write_bytes(ptx)
@@ -294,7 +298,12 @@ def probe(model_path: Path, out_dir: Path) -> dict:
     def failing_aot():
         plugin, _fields = parser_create_plugin(registry, nodes[0], trt.QuickPluginCreationRequest.STRICT_AOT)
         plugin.get_output_data_types([trt.float32], [4])
-        dims = [StandInDimensionExpr.make("symbol", "N"), builder.constant(channels), builder.constant(13), builder.constant(11)]
+        dims = [
+            StandInDimensionExpr.make("symbol", "N"),
+            builder.constant(channels),
+            builder.constant(13),
+            builder.constant(11),
+        ]
         plugin.get_output_shapes([dims], [], builder)
         desc = dynamic_desc(trt.float32, (-1, channels, 13, 11), (1, channels, 13, 11), (256, channels, 13, 11))
         plugin.get_supported_format_combinations([desc, desc], 1)
@@ -385,7 +394,10 @@ def _describe_plugin(plugin) -> dict:
         "class": type(plugin).__name__,
         "aot": isinstance(plugin, trt.IPluginV3QuickAOTBuild),
         "attrs": {k: np.asarray(v).tolist() for k, v in plugin.attrs.items()},
-        "attr_types": {k: type(v).__name__ + ("[" + str(v.dtype) + "]" if hasattr(v, "dtype") else "") for k, v in plugin.attrs.items()},
+        "attr_types": {
+            k: type(v).__name__ + ("[" + str(v.dtype) + "]" if hasattr(v, "dtype") else "")
+            for k, v in plugin.attrs.items()
+        },
     }
 
 

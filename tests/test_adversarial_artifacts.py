@@ -538,7 +538,9 @@ def test_a_quantized_model_that_fails_evaluation_never_replaces_the_good_one(art
     shutil.copy(artifacts["int8"], good)
     before = digest(good)
     real_insert_qdq = build_module.insert_qdq
-    monkeypatch.setattr(build_module, "insert_qdq", lambda model, amax: real_insert_qdq(model, dict.fromkeys(amax, float("nan"))))
+    monkeypatch.setattr(
+        build_module, "insert_qdq", lambda model, amax: real_insert_qdq(model, dict.fromkeys(amax, float("nan")))
+    )
     result = cli.invoke(app, [a.format_map(files) for a in build_args("--int8", "--calib-images", "16")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "int8 (entropy) model outputs non-finite logits" in result.stderr and "not written" in result.stderr

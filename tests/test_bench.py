@@ -74,7 +74,16 @@ def run_cli(*args: str):
 
 
 def bench_args(onnx_dir: Path, checkpoint: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return ["--onnx", str(onnx_dir / "alexnet.onnx"), "--checkpoint", str(checkpoint), "--engines", str(tmp_path / "engines"), *FAST, *extra]
+    return [
+        "--onnx",
+        str(onnx_dir / "alexnet.onnx"),
+        "--checkpoint",
+        str(checkpoint),
+        "--engines",
+        str(tmp_path / "engines"),
+        *FAST,
+        *extra,
+    ]
 
 
 # ------------------------------------------------------------------ statistics
@@ -281,7 +290,10 @@ def test_failed_compile_falls_back_to_eager_and_says_so(tiny_checkpoint, val_ima
     with TorchRunner(tiny_checkpoint, compile=True) as runner, TorchRunner(tiny_checkpoint) as eager:
         np.testing.assert_array_equal(runner.infer(val_images), eager.infer(val_images))
         assert runner.backend == "torch-compile"
-        assert runner.notes == ["channels-last (NHWC) on CPU", "torch.compile failed (RuntimeError: inductor exploded); ran eager"]
+        assert runner.notes == [
+            "channels-last (NHWC) on CPU",
+            "torch.compile failed (RuntimeError: inductor exploded); ran eager",
+        ]
 
 
 def test_cuda_forward_swaps_every_lrn_for_the_triton_kernel(tiny_checkpoint):
@@ -308,7 +320,14 @@ def test_network_with_the_triton_lrn_matches_the_reference(tiny_checkpoint, onnx
     pytest.importorskip("triton")
     np.save(tmp_path / "x.npy", val_images[:2])
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    command = [sys.executable, "-c", TRITON_NETWORK, str(tiny_checkpoint), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]
+    command = [
+        sys.executable,
+        "-c",
+        TRITON_NETWORK,
+        str(tiny_checkpoint),
+        str(tmp_path / "x.npy"),
+        str(tmp_path / "y.npy"),
+    ]
     subprocess.run(command, env=env, check=True, timeout=600)
     with OnnxRuntimeRunner(onnx_dir / "alexnet.onnx") as reference:
         np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference.infer(val_images[:2]), atol=1e-4)
@@ -319,7 +338,17 @@ def test_network_with_the_triton_lrn_matches_the_reference(tiny_checkpoint, onnx
 
 def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_checkpoint, onnx_dir, tmp_path):
     out = tmp_path / "out.json"
-    args = bench_args(onnx_dir, tiny_checkpoint, tmp_path, "--batch", "4,8", "--backends", "tensorrt,onnxruntime,torch", "--device", "cpu")
+    args = bench_args(
+        onnx_dir,
+        tiny_checkpoint,
+        tmp_path,
+        "--batch",
+        "4,8",
+        "--backends",
+        "tensorrt,onnxruntime,torch",
+        "--device",
+        "cpu",
+    )
     result = run_cli(*args, "--json", str(out))
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -360,18 +389,26 @@ def test_fp16_onnx_is_measured_and_a_missing_int8_is_a_skipped_row(tiny_checkpoi
     )  # fmt: skip
     rows = {r.precision: r for r in run_bench(config).rows}
     assert rows["fp16"].skipped is None and rows["fp16"].max_abs_diff < 0.05 and rows["fp16"].top1_agreement >= 0.75
-    assert rows["int8"].skipped == f"{onnx_dir_with_fp16 / 'alexnet.int8-ort.onnx'} not found; run `alexnet-deploy build --int8`"
-    assert rows["int8-sim"].skipped == f"{onnx_dir_with_fp16 / 'alexnet.int8.onnx'} not found; run `alexnet-deploy build --int8`"
+    assert (
+        rows["int8"].skipped
+        == f"{onnx_dir_with_fp16 / 'alexnet.int8-ort.onnx'} not found; run `alexnet-deploy build --int8`"
+    )
+    assert (
+        rows["int8-sim"].skipped
+        == f"{onnx_dir_with_fp16 / 'alexnet.int8.onnx'} not found; run `alexnet-deploy build --int8`"
+    )
 
 
-def test_int8_rows_time_the_onnxruntime_graph_and_report_the_tensorrt_graph_as_simulated(tiny_checkpoint, onnx_dir, tmp_path):
+def test_int8_rows_time_the_onnxruntime_graph_and_report_the_tensorrt_graph_as_simulated(
+    tiny_checkpoint, onnx_dir, tmp_path
+):
     from alexnet_deploy.build.run import save_onnx
     from alexnet_deploy.quantize.calibration import quantized_activations
     from alexnet_deploy.quantize.onnxruntime import insert_qdq_for_onnxruntime, output_activations
     from alexnet_deploy.quantize.qdq import insert_qdq
 
     reference = load_model(onnx_dir / "alexnet.onnx")
-    amax = {name: 8.0 for name in quantized_activations(reference) + output_activations(reference)}
+    amax = dict.fromkeys(quantized_activations(reference) + output_activations(reference), 8.0)
     onnx.save(reference, str(tmp_path / "alexnet.onnx"))
     save_onnx(insert_qdq(reference, amax), tmp_path / "alexnet.int8.onnx")
     save_onnx(insert_qdq_for_onnxruntime(reference, amax), tmp_path / "alexnet.int8-ort.onnx")
@@ -388,7 +425,9 @@ def test_int8_rows_time_the_onnxruntime_graph_and_report_the_tensorrt_graph_as_s
 
 def test_single_batch_plots_accuracy_against_throughput(tiny_checkpoint, onnx_dir, tmp_path):
     plot = tmp_path / "bench.png"
-    args = bench_args(onnx_dir, tiny_checkpoint, tmp_path, "--batch", "4", "--backends", "onnxruntime", "--precisions", "fp32")
+    args = bench_args(
+        onnx_dir, tiny_checkpoint, tmp_path, "--batch", "4", "--backends", "onnxruntime", "--precisions", "fp32"
+    )
     result = run_cli(*args, "--plot", str(plot))
     assert result.exit_code == 0, result.output
     with Image.open(plot) as image:
@@ -398,7 +437,9 @@ def test_single_batch_plots_accuracy_against_throughput(tiny_checkpoint, onnx_di
 def test_old_directory_spellings_still_work_and_are_hidden(tiny_checkpoint, onnx_dir, tmp_path):
     """--onnx-dir/--engines-dir are hidden aliases of --onnx/--engines for one release."""
     old = ["--onnx-dir", str(onnx_dir), "--checkpoint", str(tiny_checkpoint), "--engines-dir", str(tmp_path), *FAST]
-    result = run_cli(*old, "--batch", "4", "--backends", "onnxruntime", "--precisions", "fp32", "--json", str(tmp_path / "b.json"))
+    result = run_cli(
+        *old, "--batch", "4", "--backends", "onnxruntime", "--precisions", "fp32", "--json", str(tmp_path / "b.json")
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "b.json").read_text())["config"]["onnx"] == str(onnx_dir / "alexnet.onnx")
     help_text = cli.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
@@ -427,11 +468,15 @@ def write_engine(engines: Path, precision: str, max_batch: int) -> None:
     engines.mkdir(exist_ok=True)
     (engines / f"alexnet.{precision}.plan").write_bytes(b"not a real engine")
     profile = BatchProfile("images", [1, 3, 227, 227], [max_batch, 3, 227, 227], [max_batch, 3, 227, 227])
-    sidecar = EngineSidecar("alexnet.plan", precision, "10.9", "GPU", "9.0", profile, "alexnet.onnx", "0", 1.0, 4.0, False, "lrn", "now", [])
+    sidecar = EngineSidecar(
+        "alexnet.plan", precision, "10.9", "GPU", "9.0", profile, "alexnet.onnx", "0", 1.0, 4.0, False, "lrn", "now", []
+    )
     (engines / f"alexnet.{precision}.json").write_text(sidecar.to_json())
 
 
-def test_batch_above_the_engine_profile_is_one_line_before_any_timing(tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present):
+def test_batch_above_the_engine_profile_is_one_line_before_any_timing(
+    tiny_checkpoint, onnx_dir, tmp_path, tensorrt_present
+):
     write_engine(tmp_path / "engines", "fp16", max_batch=4)
     args = bench_args(onnx_dir, tiny_checkpoint, tmp_path, "--precisions", "fp16", "--batch", "2,8")
     result = run_cli(*args)
@@ -441,9 +486,13 @@ def test_batch_above_the_engine_profile_is_one_line_before_any_timing(tiny_check
 
 def test_a_runner_refuses_a_batch_above_its_maximum_mid_run(tiny_checkpoint, onnx_dir, tmp_path, monkeypatch):
     """The backstop when only the loaded runner knows its limit."""
-    limited = lambda context, precision: planning.Planned("tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4))
+    limited = lambda context, precision: planning.Planned(
+        "tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4)
+    )
     monkeypatch.setitem(planning.PLANNERS, "tensorrt", limited)
-    config = BenchConfig(batches=(2, 8), backends=("tensorrt",), onnx=onnx_dir / "alexnet.onnx", checkpoint=tiny_checkpoint, max_images=4)
+    config = BenchConfig(
+        batches=(2, 8), backends=("tensorrt",), onnx=onnx_dir / "alexnet.onnx", checkpoint=tiny_checkpoint, max_images=4
+    )
     with pytest.raises(DeployError, match="batch 8 exceeds fake/fp32's maximum 4"):
         run_bench(config)
 
@@ -462,7 +511,9 @@ def test_missing_engine_is_a_skipped_row_by_default(tiny_checkpoint, onnx_dir, t
 def other_checkpoint(tmp_path_factory) -> Path:
     config = AlexNetConfig(num_classes=10, width=0.0625)
     path = tmp_path_factory.mktemp("other") / "other.pt"
-    save_checkpoint(Checkpoint(config, AlexNet(config).state_dict(), [str(i) for i in range(10)], Preprocessing(), "digits"), path)
+    save_checkpoint(
+        Checkpoint(config, AlexNet(config).state_dict(), [str(i) for i in range(10)], Preprocessing(), "digits"), path
+    )
     return path
 
 

@@ -34,7 +34,9 @@ def test_doctor_reports_versions_and_steps():
 
 def test_train_writes_a_loadable_checkpoint(tmp_path):
     output = tmp_path / "model.pt"
-    result = run("train", "--epochs", "1", "--limit", "64", "--width", "0.0625", "--batch-size", "32", "--output", str(output))
+    result = run(
+        "train", "--epochs", "1", "--limit", "64", "--width", "0.0625", "--batch-size", "32", "--output", str(output)
+    )
     assert result.exit_code == 0, result.output
     assert output.is_file() and "val top-1" in result.stdout
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
@@ -46,7 +48,10 @@ def test_train_writes_a_loadable_checkpoint(tmp_path):
         (lambda d: d / "missing", "does not exist"),
         (lambda d: d, "no class sub-folders"),
         (lambda d: (write_image_folder(d), (d / "class_7").mkdir())[0], "class_7 has no images"),
-        (lambda d: (write_image_folder(d), (d / "class_0" / "bad.png").write_bytes(b"\x89PNG garbage"))[0], "cannot read image"),
+        (
+            lambda d: (write_image_folder(d), (d / "class_0" / "bad.png").write_bytes(b"\x89PNG garbage"))[0],
+            "cannot read image",
+        ),
     ],
     ids=["missing-dir", "empty-dir", "empty-class", "corrupt-image"],
 )
@@ -60,7 +65,9 @@ def test_train_rejects_bad_data(tmp_path, setup, fragment):
 
 
 def test_train_rejects_unknown_device(tmp_path):
-    assert_one_line_error(run("train", "--device", "tpu", "--output", str(tmp_path / "m.pt")), "'tpu' is not one of 'auto', 'cpu', 'cuda'")
+    assert_one_line_error(
+        run("train", "--device", "tpu", "--output", str(tmp_path / "m.pt")), "'tpu' is not one of 'auto', 'cpu', 'cuda'"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -173,4 +180,7 @@ def test_help_lists_every_choice_from_its_enum(command, choices):
 def test_help_imports_no_torch():
     """The commands import their library lazily: --help (and a typo) stay instant."""
     code = "import sys; from alexnet_deploy.cli import app; print(any(m in sys.modules for m in ('torch', 'onnx', 'onnxruntime')))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

@@ -172,7 +172,17 @@ def test_the_split_is_made_among_the_limited_images_only():
         lambda: Preprocessing(mean=(float("nan"), 0.5, 0.5)),
         lambda: Preprocessing(resize=100_000, crop=227),
     ],
-    ids=["val-2", "sum-over-1", "seed-negative", "limit-0", "resize-0", "crop-above-resize", "std-0", "mean-nan", "resize-huge"],
+    ids=[
+        "val-2",
+        "sum-over-1",
+        "seed-negative",
+        "limit-0",
+        "resize-0",
+        "crop-above-resize",
+        "std-0",
+        "mean-nan",
+        "resize-huge",
+    ],
 )
 def test_split_and_preprocessing_refuse_out_of_range_values(make):
     with pytest.raises(DeployError):

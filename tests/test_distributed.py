@@ -87,13 +87,17 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def test_two_ranks_of_half_batch_train_the_same_weights_as_one_process_of_full_batch(runs, stage):
     ddp, single = load_checkpoint(runs[f"ddp{stage}"]), load_checkpoint(runs[f"single{stage}"])
     assert_same_weights(ddp.state_dict, single.state_dict)
-    assert ddp.metrics["val_top1"] == single.metrics["val_top1"] and ddp.metrics["val_top5"] == single.metrics["val_top5"]
+    assert (
+        ddp.metrics["val_top1"] == single.metrics["val_top1"] and ddp.metrics["val_top5"] == single.metrics["val_top5"]
+    )
 
 
 def test_sharded_validation_equals_one_process_evaluating_the_same_weights(runs):
     checkpoint = load_checkpoint(runs["ddp"])
     val = Split(limit=LIMIT).apply(load_digits())["val"]  # the split the run stored
-    stats = evaluate(checkpoint.build_model(), batch_loader(EvalDataset(val, checkpoint.preprocessing), 7), torch.device("cpu"))
+    stats = evaluate(
+        checkpoint.build_model(), batch_loader(EvalDataset(val, checkpoint.preprocessing), 7), torch.device("cpu")
+    )
     assert checkpoint.metrics["val_top1"] == stats.top1 and checkpoint.metrics["val_top5"] == stats.top5
     assert checkpoint.metrics["val_loss"] == pytest.approx(stats.loss, rel=1e-6)
 
@@ -116,7 +120,13 @@ def free_port() -> int:
 
 
 def test_a_rendezvous_that_never_completes_is_one_error_line(tmp_path):
-    env = run_env() | {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env = run_env() | {
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
     command = [sys.executable, "-m", "alexnet_deploy", "train", "--output", str(tmp_path / "x.pt"), "--limit", "40",
                "--width", str(WIDTH), "--device", "cpu", "--dist-timeout", "2"]  # fmt: skip
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -127,7 +137,9 @@ def test_a_rendezvous_that_never_completes_is_one_error_line(tmp_path):
 
 def test_a_peer_failing_in_a_collective_is_one_error_naming_the_rank():
     context = distributed.DistributedContext(rank=1, world_size=2)
-    with pytest.raises(DeployError, match=r"^rank 1: another rank failed or timed out \(DistBackendError: Connection closed by peer\)$"):
+    with pytest.raises(
+        DeployError, match=r"^rank 1: another rank failed or timed out \(DistBackendError: Connection closed by peer\)$"
+    ):
         with distributed.peer_failures_as_errors(context):
             raise torch.distributed.DistBackendError("Connection closed by peer\n[C++ backtrace ...]")
 
@@ -135,7 +147,13 @@ def test_a_peer_failing_in_a_collective_is_one_error_naming_the_rank():
 def test_without_torchrun_variables_training_is_one_process():
     assert distributed.from_environment({}) == distributed.DistributedContext()
     context = distributed.from_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
-    assert (context.rank, context.world_size, context.local_rank, context.local_world_size, context.is_main) == (3, 4, 1, 2, False)
+    assert (context.rank, context.world_size, context.local_rank, context.local_world_size, context.is_main) == (
+        3,
+        4,
+        1,
+        2,
+        False,
+    )
 
 
 def test_validation_shards_are_disjoint_and_cover_every_image():

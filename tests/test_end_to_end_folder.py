@@ -54,7 +54,19 @@ def test_image_folder_trains_exports_builds_and_benches(tmp_path, mixed):
     export_dir.mkdir()
     checkpoint, onnx_path = export_dir / "alexnet.pt", export_dir / "alexnet.onnx"
 
-    run("train", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--width", "0.125", "--output", str(checkpoint))
+    run(
+        "train",
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--width",
+        "0.125",
+        "--output",
+        str(checkpoint),
+    )
     exported = run("export", "--checkpoint", str(checkpoint), "--output", str(onnx_path))
     assert "top-1 agreement 100.00%" in exported.stdout
     run("build", "--fp16", "--int8", "--onnx", str(onnx_path), "--calibration", str(tmp_path / "cal"),
@@ -73,7 +85,9 @@ def test_image_folder_trains_exports_builds_and_benches(tmp_path, mixed):
     report = json.loads((tmp_path / "build.json").read_text())
     rows = {row["name"]: row for row in report["accuracy"]}
     assert report["val_images"] == len(images)
-    assert rows["fp16"]["top1"] == pytest.approx(topk_accuracy(_logits(export_dir / "alexnet.fp16.onnx", images, "fp16"), labels, 1))
+    assert rows["fp16"]["top1"] == pytest.approx(
+        topk_accuracy(_logits(export_dir / "alexnet.fp16.onnx", images, "fp16"), labels, 1)
+    )
     int8 = _logits(export_dir / "alexnet.int8.onnx", images, "int8")
     assert rows["int8 (entropy)"]["max_abs_diff"] == pytest.approx(compare_logits(reference, int8)[0], rel=1e-5)
     assert len(list((tmp_path / "cal").rglob("*.png"))) == 2 * round(PER_CLASS * metadata.split.calibration_fraction)
@@ -81,10 +95,14 @@ def test_image_folder_trains_exports_builds_and_benches(tmp_path, mixed):
     bench = {(r["backend"], r["precision"]): r for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
     # same session as the reference, other batch sizes: equal up to float32 rounding
     assert bench["onnxruntime", "fp32"]["max_abs_diff"] <= 1e-5 and bench["onnxruntime", "fp32"]["top1_agreement"] == 1
-    assert bench["torch", "fp32"]["max_abs_diff"] <= 1e-4 and bench["torch", "fp32"]["notes"] == ["channels-last (NHWC) on CPU"]
+    assert bench["torch", "fp32"]["max_abs_diff"] <= 1e-4 and bench["torch", "fp32"]["notes"] == [
+        "channels-last (NHWC) on CPU"
+    ]
     # INT8 at another batch size may round an activation to the neighbouring step
     # (int8-sim runs the TensorRT graph build wrote as int8; int8 the onnxruntime graph)
-    assert bench["onnxruntime", "int8-sim"]["max_abs_diff"] == pytest.approx(rows["int8 (entropy)"]["max_abs_diff"], rel=0.05)
+    assert bench["onnxruntime", "int8-sim"]["max_abs_diff"] == pytest.approx(
+        rows["int8 (entropy)"]["max_abs_diff"], rel=0.05
+    )
     ort_int8 = rows["int8 (entropy; onnxruntime graph)"]["max_abs_diff"]
     assert bench["onnxruntime", "int8"]["max_abs_diff"] == pytest.approx(ort_int8, rel=0.05)
     assert bench["onnxruntime", "fp32"]["top1"] == pytest.approx(topk_accuracy(reference, labels, 1))

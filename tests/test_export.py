@@ -69,7 +69,10 @@ def test_export_passes_full_check_and_shape_inference_with_dynamic_batch(exporte
 def test_metadata_carries_what_later_steps_need(exported, tiny_checkpoint):
     meta = read_metadata(onnx.load(str(exported)))
     assert meta["classes"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
-    assert Preprocessing.from_dict(__import__("json").loads(meta["preprocessing"])) == load_checkpoint(tiny_checkpoint).preprocessing
+    assert (
+        Preprocessing.from_dict(__import__("json").loads(meta["preprocessing"]))
+        == load_checkpoint(tiny_checkpoint).preprocessing
+    )
     assert meta["input_size"] == "227" and meta["lrn_convention"].startswith("onnx-lrn")
     assert len(meta["checkpoint_sha256"]) == 64 and meta["alexnet_deploy_version"]
 
@@ -102,7 +105,13 @@ def test_twin_of_plugin_export_equals_native_export_up_to_node_names(tiny_checkp
     def canonical(m: onnx.ModelProto):
         """The graph's meaning: nodes (type, domain, wiring, attributes), weights, I/O."""
         nodes = [
-            (n.op_type, n.domain, list(n.input), list(n.output), {a.name: helper.get_attribute_value(a) for a in n.attribute})
+            (
+                n.op_type,
+                n.domain,
+                list(n.input),
+                list(n.output),
+                {a.name: helper.get_attribute_value(a) for a in n.attribute},
+            )
             for n in m.graph.node
         ]
         weights = {t.name: onnx.numpy_helper.to_array(t).tobytes() for t in m.graph.initializer}
@@ -116,7 +125,9 @@ def test_twin_of_plugin_export_equals_native_export_up_to_node_names(tiny_checkp
 def test_twin_keeps_lrn_semantics_of_the_plugin_node(exported):
     twin = to_standard_lrn(onnx.load(str(exported)))
     lrn = [n for n in twin.graph.node if n.op_type == "LRN"]
-    assert len(lrn) == 2 and lrn_attributes(lrn[0]) == pytest.approx({"size": 5, "alpha": 5e-4, "beta": 0.75, "bias": 2.0})
+    assert len(lrn) == 2 and lrn_attributes(lrn[0]) == pytest.approx(
+        {"size": 5, "alpha": 5e-4, "beta": 0.75, "bias": 2.0}
+    )
 
 
 def conv1_output_max(model: AlexNet, images: torch.Tensor) -> float:
@@ -175,7 +186,9 @@ def test_export_works_for_any_class_count_and_groups(tmp_path, groups, classes):
 def test_full_size_alexnet_exports_within_tolerance(tmp_path):
     torch.manual_seed(0)
     config = AlexNetConfig(num_classes=1000)
-    checkpoint = Checkpoint(config, AlexNet(config).state_dict(), [str(i) for i in range(1000)], Preprocessing(), "digits")
+    checkpoint = Checkpoint(
+        config, AlexNet(config).state_dict(), [str(i) for i in range(1000)], Preprocessing(), "digits"
+    )
     save_checkpoint(checkpoint, tmp_path / "full.pt")
     result = export(tmp_path / "full.pt", tmp_path / "full.onnx")
     assert result.validation.max_abs_diff <= FP32_TOLERANCE and result.validation.top1_agreement == 1.0

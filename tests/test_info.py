@@ -78,7 +78,19 @@ def test_table_matches_a_hand_count_from_module_attributes(full_size):
 def test_pool_and_lrn_rows_carry_their_hyperparameters():
     table = layer_table(AlexNet(AlexNetConfig(num_classes=10, width=0.125)))
     assert [r.name for r in table.rows] == [
-        "conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"
+        "conv1",
+        "norm1",
+        "pool1",
+        "conv2",
+        "norm2",
+        "pool2",
+        "conv3",
+        "conv4",
+        "conv5",
+        "pool5",
+        "fc6",
+        "fc7",
+        "fc8",
     ]
     pool1, norm1, conv2 = table.row("pool1"), table.row("norm1"), table.row("conv2")
     assert (pool1.type, pool1.kernel, pool1.stride, pool1.parameters) == ("maxpool", (3, 3), (2, 2), 0)
@@ -94,8 +106,16 @@ def test_info_json_holds_table_totals_and_no_checkpoint(tmp_path):
     assert data["totals"]["parameters"] == 62_378_344
     assert data["totals"]["macs"] == sum(layer["macs"] for layer in data["layers"])
     assert data["layers"][0] == {
-        "name": "conv1", "type": "conv", "kernel": [11, 11], "stride": [4, 4], "padding": [0, 0], "groups": 1,
-        "output": [96, 55, 55], "parameters": 34_944, "macs": 105_415_200, "activation_bytes": 96 * 55 * 55 * 4,
+        "name": "conv1",
+        "type": "conv",
+        "kernel": [11, 11],
+        "stride": [4, 4],
+        "padding": [0, 0],
+        "groups": 1,
+        "output": [96, 55, 55],
+        "parameters": 34_944,
+        "macs": 105_415_200,
+        "activation_bytes": 96 * 55 * 55 * 4,
     }
     assert data["config"]["groups"] == 1 and data["checkpoint"] is None
     assert "62,378,344" in result.stdout

@@ -26,7 +26,7 @@ from alexnet_deploy.lrn import LRNParams, local_response_norm, lrn_reference
 
 pytest.importorskip("triton", reason="triton is not installed (it ships for Linux x86_64; see the dev extra)")
 
-from alexnet_deploy.plugin.kernel import (  # noqa: E402
+from alexnet_deploy.plugin.kernel import (
     TACTICS,
     KernelConfig,
     compile_ptx,
@@ -63,9 +63,17 @@ def _cases() -> dict[str, tuple[np.ndarray, LRNParams, KernelConfig]]:
     rng = np.random.default_rng(0)
     cases = {}
     for size in (1, 2, 3, 4, 5, 6):  # signed values: LRN must not assume ReLU'd input
-        cases[f"fp32-size{size}"] = (rng.normal(0, 30, SHAPE).astype(np.float32), LRNParams(size=size, alpha=1e-3), TAIL_CONFIG)
+        cases[f"fp32-size{size}"] = (
+            rng.normal(0, 30, SHAPE).astype(np.float32),
+            LRNParams(size=size, alpha=1e-3),
+            TAIL_CONFIG,
+        )
     for size in (3, 4, 5):
-        cases[f"fp16-size{size}"] = (rng.normal(0, 30, SHAPE).astype(np.float16), LRNParams(size=size, alpha=1e-3), TAIL_CONFIG)
+        cases[f"fp16-size{size}"] = (
+            rng.normal(0, 30, SHAPE).astype(np.float16),
+            LRNParams(size=size, alpha=1e-3),
+            TAIL_CONFIG,
+        )
     # 300**2 = 90000 overflows float16 (max 65504): the sum must be taken in float32.
     large = (300 * np.sign(rng.normal(size=SHAPE))).astype(np.float16)
     cases["fp16-large"] = (large, LRNParams(), TAIL_CONFIG)
@@ -92,7 +100,9 @@ def interpreted(tmp_path_factory) -> dict[str, np.ndarray]:
     np.savez(work / "inputs.npz", **{name: x for name, (x, _, _) in CASES.items()})
     specs = {name: {"params": p.to_dict(), "config": asdict(c)} for name, (_, p, c) in CASES.items()}
     (work / "specs.json").write_text(json.dumps(specs))
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
     subprocess.run(
         [sys.executable, "-c", INTERPRETER, work / "inputs.npz", work / "specs.json", work / "outputs.npz"],
         env=env,
@@ -205,7 +215,9 @@ def test_gpu_kernel_matches_pytorch_on_alexnet_shapes(shape, dtype, tactic):
     torch.cuda.synchronize()
     expected = local_response_norm(x, LRNParams())  # float32 sum, cast back: the same contract
     assert y.dtype == dtype
-    torch.testing.assert_close(y.float(), expected.float(), **_tolerance(np.float16 if dtype == torch.float16 else np.float32))
+    torch.testing.assert_close(
+        y.float(), expected.float(), **_tolerance(np.float16 if dtype == torch.float16 else np.float32)
+    )
     if dtype == torch.float32:
         theirs = F.local_response_norm(x, 5, 5e-4, 0.75, 2.0)
         torch.testing.assert_close(y, theirs, rtol=1e-5, atol=1e-5)
@@ -217,4 +229,6 @@ def test_gpu_kernel_keeps_large_half_inputs_finite():
     x = torch.full((2, 96, 55, 55), 300.0, device="cuda", dtype=torch.float16)
     y = lrn_triton(x)
     assert torch.isfinite(y).all()
-    torch.testing.assert_close(y[:, 2:-2].float(), torch.full_like(y[:, 2:-2].float(), 300 / 47**0.75), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(
+        y[:, 2:-2].float(), torch.full_like(y[:, 2:-2].float(), 300 / 47**0.75), rtol=1e-3, atol=1e-3
+    )

@@ -84,7 +84,10 @@ def test_default_is_the_papers_formula_with_alpha_5e_4_in_our_convention():
         ours = local_response_norm(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(ours, paper_formula(x), rtol=1e-5)
         # the old default (alpha 1e-4 with k 2) is measurably another function here
-        assert np.abs(local_response_norm(torch.from_numpy(x), LRNParams(alpha=1e-4)).numpy() - ours).max() > 1e-2 * np.abs(ours).max()
+        assert (
+            np.abs(local_response_norm(torch.from_numpy(x), LRNParams(alpha=1e-4)).numpy() - ours).max()
+            > 1e-2 * np.abs(ours).max()
+        )
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

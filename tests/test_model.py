@@ -20,7 +20,14 @@ def test_feature_map_sizes_follow_the_paper_at_227_input():
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 227, 227))
     assert [sizes[k][0] for k in ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]] == [
-        55, 27, 27, 13, 13, 13, 13, 6
+        55,
+        27,
+        27,
+        13,
+        13,
+        13,
+        13,
+        6,
     ]
     assert logits.shape == (2, 10)
 
@@ -32,7 +39,12 @@ def test_layer_hyperparameters_are_the_papers():
     assert (f.conv2.out_channels, f.conv2.kernel_size, f.conv2.padding, f.conv2.groups) == (256, (5, 5), (2, 2), 2)
     assert [f.conv3.groups, f.conv4.groups, f.conv5.groups] == [1, 2, 2]
     assert (f.pool1.kernel_size, f.pool1.stride) == (3, 2)  # overlapping pooling
-    assert [f.norm1.params.size, f.norm1.params.alpha, f.norm1.params.beta, f.norm1.params.bias] == [5, 5e-4, 0.75, 2.0]  # paper, alpha x n (lrn.py)
+    assert [f.norm1.params.size, f.norm1.params.alpha, f.norm1.params.beta, f.norm1.params.bias] == [
+        5,
+        5e-4,
+        0.75,
+        2.0,
+    ]  # paper, alpha x n (lrn.py)
     drops = [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)]
     assert drops == [0.5, 0.5]
     assert isinstance(list(model.classifier)[-1], torch.nn.Linear)  # logits: no ReLU after fc8

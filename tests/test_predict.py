@@ -27,7 +27,9 @@ def image_dir(tmp_path, held_out_pngs):  # noqa: F811
 def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_onnx, reference_logits, tiny_checkpoint):  # noqa: F811
     runner, info = open_runner("onnxruntime", "fp32", served_onnx, image_dir, tiny_checkpoint)
     with runner:
-        report = predict_files([str(image_dir)], local_classifier(runner, info.preprocessing), info.classes, 3, runner.name)
+        report = predict_files(
+            [str(image_dir)], local_classifier(runner, info.preprocessing), info.classes, 3, runner.name
+        )
     assert report.errors == []
     assert [p.source for p in report.predictions] == [str(image_dir / f"digit{i:02d}.png") for i in range(16)]
     for prediction, logits in zip(report.predictions, reference_logits):
@@ -50,7 +52,17 @@ def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(imag
     json_path = image_dir.parent / "predictions.json"
     result = CliRunner().invoke(
         app,
-        ["predict", str(image_dir), str(image_dir / "nothing*.jpg"), "--onnx", str(served_onnx), "--top", "2", "--json", str(json_path)],
+        [
+            "predict",
+            str(image_dir),
+            str(image_dir / "nothing*.jpg"),
+            "--onnx",
+            str(served_onnx),
+            "--top",
+            "2",
+            "--json",
+            str(json_path),
+        ],
     )
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line]
@@ -70,7 +82,9 @@ def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(imag
 
 
 def test_globs_pick_the_matching_files_only(image_dir, served_onnx):  # noqa: F811
-    result = CliRunner().invoke(app, ["predict", str(image_dir / "digit0*.png"), "--onnx", str(served_onnx), "--top", "1"])
+    result = CliRunner().invoke(
+        app, ["predict", str(image_dir / "digit0*.png"), "--onnx", str(served_onnx), "--top", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 10
 

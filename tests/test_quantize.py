@@ -37,7 +37,7 @@ def fp32_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def int8_model(fp32_onnx) -> onnx.ModelProto:
     model = onnx.load(str(fp32_onnx))
-    return insert_qdq(model, {name: 4.0 for name in quantized_activations(model)})
+    return insert_qdq(model, dict.fromkeys(quantized_activations(model), 4.0))
 
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:

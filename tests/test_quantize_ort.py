@@ -82,7 +82,6 @@ def test_onnxruntime_fuses_every_conv_and_gemm_into_an_integer_kernel(fp32_model
     assert not [op for op in ops if op in FLOAT_OPS]
 
 
-
 def test_onnxruntime_keeps_the_tensorrt_layout_in_float(fp32_model, calibrated_amax, tmp_path):
     """Why the second graph exists (issue 14): input-only Q/DQ leaves onnxruntime no
     integer kernel to fuse into."""
@@ -100,7 +99,7 @@ def test_activations_are_uint8_over_the_calibrated_range(fp32_model, ort_model, 
 
 
 def test_weights_match_the_tensorrt_graph_and_bias_is_int32_at_the_product_scale(fp32_model, ort_model):
-    trt = insert_qdq(fp32_model, {name: 4.0 for name in quantized_activations(fp32_model)})
+    trt = insert_qdq(fp32_model, dict.fromkeys(quantized_activations(fp32_model), 4.0))
     conv = next(n for n in fp32_model.graph.node if n.op_type == "Conv")
     weight, bias = conv.input[1], conv.input[2]
     np.testing.assert_array_equal(initializer(ort_model, f"{weight}_int8"), initializer(trt, f"{weight}_int8"))
@@ -108,7 +107,9 @@ def test_weights_match_the_tensorrt_graph_and_bias_is_int32_at_the_product_scale
     np.testing.assert_allclose(initializer(ort_model, f"{bias}_scale"), expected_scale, rtol=1e-6)
     quantized_bias = initializer(ort_model, f"{bias}_int32")
     assert quantized_bias.dtype == np.int32
-    np.testing.assert_allclose(quantized_bias * expected_scale, initializer(fp32_model, bias), atol=expected_scale.max())
+    np.testing.assert_allclose(
+        quantized_bias * expected_scale, initializer(fp32_model, bias), atol=expected_scale.max()
+    )
 
 
 def test_onnxruntime_graph_agrees_with_fp32_on_held_out_images(fp32_model, ort_model):
@@ -124,10 +125,18 @@ def test_onnxruntime_graph_agrees_with_fp32_on_held_out_images(fp32_model, ort_m
 
 def test_build_writes_both_int8_graphs_with_their_runtime_and_calibration(fp32_onnx, tmp_path):
     config = BuildConfig(
-        onnx=fp32_onnx, precisions=("int8",), calibration_dir=tmp_path / "cal", calib_from_data=True, calib_method="percentile", percentile=99.9
+        onnx=fp32_onnx,
+        precisions=("int8",),
+        calibration_dir=tmp_path / "cal",
+        calib_from_data=True,
+        calib_method="percentile",
+        percentile=99.9,
     )
     report = build(config)
-    assert report.onnxruntime_int8 == ArtifactLayout.from_onnx(fp32_onnx).onnx(ORT_INT8) and report.onnxruntime_int8.is_file()
+    assert (
+        report.onnxruntime_int8 == ArtifactLayout.from_onnx(fp32_onnx).onnx(ORT_INT8)
+        and report.onnxruntime_int8.is_file()
+    )
     cache = json.loads((tmp_path / "cal" / "scales.percentile.json").read_text())
     for path, runtime in ((report.onnx["int8"], "tensorrt"), (report.onnxruntime_int8, "onnxruntime")):
         metadata = read_metadata(onnx.load(str(path), load_external_data=False))
@@ -153,9 +162,17 @@ def test_a_cache_without_the_output_ranges_is_recalibrated(fp32_onnx, fp32_model
 
 
 def test_compare_methods_times_every_model_beside_its_accuracy(fp32_onnx, tmp_path):
-    config = BuildConfig(onnx=fp32_onnx, precisions=("fp32", "int8"), calibration_dir=tmp_path / "cal", calib_from_data=True, compare_methods=True)
+    config = BuildConfig(
+        onnx=fp32_onnx,
+        precisions=("fp32", "int8"),
+        calibration_dir=tmp_path / "cal",
+        calib_from_data=True,
+        compare_methods=True,
+    )
     rows = build(config).accuracy
     names = [r.name for r in rows]
     assert len(rows) == 1 + 3 * 2 + 2 and sum("quantize_static" in n for n in names) == 2
     timed = [r for r in rows if r.throughput_ips is not None]
-    assert [r.name for r in timed] == ["fp32"] + [n for n in names if "onnxruntime" in n] and all(r.throughput_ips > 0 for r in timed)
+    assert [r.name for r in timed] == ["fp32"] + [n for n in names if "onnxruntime" in n] and all(
+        r.throughput_ips > 0 for r in timed
+    )

@@ -30,12 +30,16 @@ def fake_engine(engines: Path, precision: str, max_batch: int) -> None:
     plan = ArtifactLayout(engines_dir=engines).plan(precision)
     plan.write_bytes(b"plan bytes")
     profile = BatchProfile("images", [1, 3, 227, 227], [8, 3, 227, 227], [max_batch, 3, 227, 227])
-    sidecar = EngineSidecar(str(plan), precision, "10.16", "GPU", "8.9", profile, "x.onnx", "0", 1.0, 4.0, False, "p", "now", [])
+    sidecar = EngineSidecar(
+        str(plan), precision, "10.16", "GPU", "8.9", profile, "x.onnx", "0", 1.0, 4.0, False, "p", "now", []
+    )
     sidecar_of(plan).write_text(sidecar.to_json())
 
 
 def configs(root: Path) -> dict[str, pb.ModelConfig]:
-    return {p.parent.name: text_format.Parse(p.read_text(), pb.ModelConfig()) for p in sorted(root.glob("*/config.pbtxt"))}
+    return {
+        p.parent.name: text_format.Parse(p.read_text(), pb.ModelConfig()) for p in sorted(root.glob("*/config.pbtxt"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,11 @@ def test_ensemble_wiring_names_dims_and_dtypes_agree(stock, tiny_checkpoint):
             data_type, shape = produced[wire]
             assert data_type == inputs[own].data_type
             expected = full_shape(model, inputs[own])
-            assert len(shape) == len(expected) and all(a == b or -1 in (a, b) for a, b in zip(shape, expected)), (own, shape, expected)
+            assert len(shape) == len(expected) and all(a == b or -1 in (a, b) for a, b in zip(shape, expected)), (
+                own,
+                shape,
+                expected,
+            )
         outputs = {o.name: o for o in model.output}
         for own, wire in step.output_map.items():
             produced[wire] = (outputs[own].data_type, full_shape(model, outputs[own]))
@@ -104,7 +112,9 @@ def test_onnx_twin_in_the_repository_runs_in_onnxruntime(stock, held_out_pngs, r
     from PIL import Image
 
     result, _ = stock
-    session = ort.InferenceSession(str(result.path / "alexnet_onnx" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(result.path / "alexnet_onnx" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     preprocessing = load_checkpoint(tiny_checkpoint).preprocessing
     batch = np.stack([preprocessing(Image.open(io.BytesIO(d))) for d in held_out_pngs])
     (logits,) = session.run(["logits"], {"images": batch})
@@ -116,7 +126,11 @@ def test_local_flavour_runs_our_runners_in_the_python_backend(served_onnx, tmp_p
     onnxruntime runner, each engine (plan + sidecar) in our TensorRT runner."""
     fake_engine(tmp_path / "engines", "int8", 16)
     result = write_repository(
-        served_onnx, tmp_path / "local", tmp_path / "engines", RepositoryConfig(flavour="local"), target="alexnet_tensorrt_int8"
+        served_onnx,
+        tmp_path / "local",
+        tmp_path / "engines",
+        RepositoryConfig(flavour="local"),
+        target="alexnet_tensorrt_int8",
     )
     parsed = configs(result.path)
     assert parsed["alexnet_onnx"].backend == "python"
@@ -138,7 +152,9 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, t
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and "not a model repository" in result.stderr
     assert (tmp_path / "precious" / "keep.txt").read_text() == "data"
-    result = CliRunner().invoke(app, ["repository", "--onnx", str(served_onnx), "--output", str(tmp_path / "repo"), "--target", "nope"])
+    result = CliRunner().invoke(
+        app, ["repository", "--onnx", str(served_onnx), "--output", str(tmp_path / "repo"), "--target", "nope"]
+    )
     assert result.exit_code == 1 and "--target nope: no such model" in result.stderr
     assert not (tmp_path / "repo").exists() and [p.name for p in tmp_path.iterdir()] == ["precious"]
 
@@ -146,7 +162,10 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, t
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--backend", "torch"], "Invalid value for '--backend': Value error, 'torch' is not one of 'onnxruntime', 'tensorrt'"),
+        (
+            ["--backend", "torch"],
+            "Invalid value for '--backend': Value error, 'torch' is not one of 'onnxruntime', 'tensorrt'",
+        ),
         (["--backend", "tensorrt"], "--backend tensorrt: TensorRT is not installed"),
     ],
 )

@@ -23,7 +23,9 @@ from alexnet_deploy.serve.server import TritonServer
 @pytest.fixture(scope="module")
 def server(served_onnx, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("triton")
-    repository = write_repository(served_onnx, root / "repo", config=RepositoryConfig(flavour="local", preprocess_instances=1)).path
+    repository = write_repository(
+        served_onnx, root / "repo", config=RepositoryConfig(flavour="local", preprocess_instances=1)
+    ).path
     running = TritonServer(ServerConfig(repository, startup_timeout_s=180, log=root / "server.log")).start()
     yield running
     running.stop()
@@ -51,7 +53,11 @@ def test_concurrent_requests_are_dynamically_batched(server, held_out_pngs, refe
     def worker(offset: int) -> list[tuple[int, np.ndarray]]:
         protocol = "grpc" if offset % 2 else "http"
         with TritonClassifier(url(server, protocol), protocol) as client:
-            return [(i, client.logits(str(i), held_out_pngs[i])) for _ in range(2) for i in range(offset, len(held_out_pngs), 2)]
+            return [
+                (i, client.logits(str(i), held_out_pngs[i]))
+                for _ in range(2)
+                for i in range(offset, len(held_out_pngs), 2)
+            ]
 
     before = executions_and_inferences()
     with ThreadPoolExecutor(8) as pool:
@@ -80,7 +86,11 @@ def good_request_still_served(server, held_out_pngs, reference_logits) -> None: 
     "model, inputs, message",
     [
         ("alexnet_onnx", {"images": np.zeros((1, 3, 10, 10), np.float32)}, "unexpected shape for input 'images'"),
-        ("alexnet_onnx", {"images": np.zeros((1, 3, 57, 57), np.float64)}, "inference input 'images' data-type is 'FP64'"),
+        (
+            "alexnet_onnx",
+            {"images": np.zeros((1, 3, 57, 57), np.float64)},
+            "inference input 'images' data-type is 'FP64'",
+        ),
         ("alexnet", {"IMAGE": np.zeros(8, np.float32)}, "inference input 'IMAGE' data-type is 'FP32'"),
         ("alexnet", {"IMAGE": np.frombuffer(b"definitely not a png", np.uint8)}, "IMAGE: not a readable image"),
         ("alexnet", {"IMAGE": np.zeros(0, np.uint8)}, "IMAGE: empty image (0 bytes)"),
@@ -89,10 +99,11 @@ def good_request_still_served(server, held_out_pngs, reference_logits) -> None: 
     ids=["wrong-shape", "wrong-dtype", "wrong-dtype-ensemble", "corrupt-image", "empty-image", "unknown-model"],
 )
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, protocol, model, inputs, message, held_out_pngs, reference_logits):  # noqa: F811
-    with TritonClassifier(url(server, protocol), protocol) as client:
-        with pytest.raises(DeployError) as caught:
-            client.infer_raw(inputs, model=model)
+def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
+    server, protocol, model, inputs, message, held_out_pngs, reference_logits
+):  # noqa: F811
+    with TritonClassifier(url(server, protocol), protocol) as client, pytest.raises(DeployError) as caught:
+        client.infer_raw(inputs, model=model)
     assert message in str(caught.value), str(caught.value)
     assert str(caught.value).startswith(f"model {model}: ")
     good_request_still_served(server, held_out_pngs, reference_logits)
@@ -103,7 +114,19 @@ def test_predict_url_prints_what_in_process_predict_prints(server, served_onnx, 
         (tmp_path / f"digit{index}.png").write_bytes(data)
     local = CliRunner().invoke(app, ["predict", str(tmp_path), "--onnx", str(served_onnx), "--top", "3"])
     for protocol in ("http", "grpc"):
-        served = CliRunner().invoke(app, ["predict", str(tmp_path), "--url", f"{protocol}://{url(server, protocol)}", "--protocol", protocol, "--top", "3"])
+        served = CliRunner().invoke(
+            app,
+            [
+                "predict",
+                str(tmp_path),
+                "--url",
+                f"{protocol}://{url(server, protocol)}",
+                "--protocol",
+                protocol,
+                "--top",
+                "3",
+            ],
+        )
         assert served.exit_code == 0 == local.exit_code, served.output
         assert served.stdout == local.stdout
 
@@ -140,7 +163,19 @@ def test_loadtest_cli_writes_json_and_rejects_bad_options(server, tmp_path):
     from alexnet_deploy.plots import CURVES_DPI, CURVES_SIZE_INCHES
 
     path, plot = tmp_path / "load.json", tmp_path / "load.png"
-    args = ["loadtest", "--url", server.http_url, "--concurrency", "1,2", "--requests", "4", "--json", str(path), "--plot", str(plot)]
+    args = [
+        "loadtest",
+        "--url",
+        server.http_url,
+        "--concurrency",
+        "1,2",
+        "--requests",
+        "4",
+        "--json",
+        str(path),
+        "--plot",
+        str(plot),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert [row["requests"] for row in json.loads(path.read_text())["rows"]] == [4, 4]
@@ -152,7 +187,10 @@ def test_loadtest_cli_writes_json_and_rejects_bad_options(server, tmp_path):
     result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--batch", "4"])
     assert result.exit_code == 1 and "one encoded image per request" in result.stderr
     result = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--concurrency", "1,x"])
-    assert result.exit_code == 1 and result.stderr.strip() == "error: --concurrency takes positive integers such as 1,4,16; got '1,x'"
+    assert (
+        result.exit_code == 1
+        and result.stderr.strip() == "error: --concurrency takes positive integers such as 1,4,16; got '1,x'"
+    )
 
 
 def test_sigterm_stops_the_server_cleanly(server):

@@ -153,7 +153,9 @@ def test_runner_needs_pycuda_even_where_engines_can_be_built(monkeypatch):
 
     monkeypatch.setattr(availability, "tensorrt_unavailable_reason", lambda: None)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycuda" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pycuda" else real_find_spec(name, *a)
+    )
     assert "pycuda is not installed" in availability.runner_unavailable_reason()
 
 
@@ -189,8 +191,18 @@ def test_sidecar_round_trips_through_json(tmp_path):
     data = json.loads(sidecar.to_json())
     for key in ("tensorrt_version", "gpu_name", "compute_capability", "precision", "onnx_sha256", "build_seconds"):
         assert data[key] == getattr(sidecar, key)
-    assert data["profile"] == {"input": "images", "min": [1, 3, 227, 227], "opt": [128, 3, 227, 227], "max": [256, 3, 227, 227]}
-    assert data["layers"][0] == {"name": "conv1", "type": "CaskConvolution", "precision": "fp16", "outputs": ["Row major linear FP16 format"]}
+    assert data["profile"] == {
+        "input": "images",
+        "min": [1, 3, 227, 227],
+        "opt": [128, 3, 227, 227],
+        "max": [256, 3, 227, 227],
+    }
+    assert data["layers"][0] == {
+        "name": "conv1",
+        "type": "CaskConvolution",
+        "precision": "fp16",
+        "outputs": ["Row major linear FP16 format"],
+    }
     plan = tmp_path / "alexnet.fp16.plan"
     sidecar_of(plan).write_text(sidecar.to_json())
     assert sidecar_of(plan) == tmp_path / "alexnet.fp16.json"
@@ -215,7 +227,11 @@ def test_sidecar_matches_the_machine_it_was_built_on():
     [
         ("10.14.1.48", H100, "built with TensorRT 10.13.0.35, this machine has TensorRT 10.14.1.48"),
         (None, H100, "this machine has no TensorRT"),
-        ("10.13.0.35", CudaDevice("NVIDIA A100-SXM4-80GB", (8, 0), (12, 8)), "this machine has NVIDIA A100-SXM4-80GB (compute 8.0)"),
+        (
+            "10.13.0.35",
+            CudaDevice("NVIDIA A100-SXM4-80GB", (8, 0), (12, 8)),
+            "this machine has NVIDIA A100-SXM4-80GB (compute 8.0)",
+        ),
         ("10.13.0.35", None, "this machine has no CUDA GPU"),
     ],
 )
@@ -227,8 +243,22 @@ def test_sidecar_mismatch_names_what_differs(installed, device, expected):
 TRT10_LAYER = {  # DETAILED inspector output, TensorRT 10 spelling
     "Name": "/features/lrn1/AlexNetLRN",
     "LayerType": "PluginV3",
-    "Inputs": [{"Name": "relu1", "Location": "Device", "Dimensions": [128, 96, 55, 55], "Format/Datatype": "Row major linear FP16 format"}],
-    "Outputs": [{"Name": "lrn1", "Location": "Device", "Dimensions": [128, 96, 55, 55], "Format/Datatype": "Row major linear FP16 format"}],
+    "Inputs": [
+        {
+            "Name": "relu1",
+            "Location": "Device",
+            "Dimensions": [128, 96, 55, 55],
+            "Format/Datatype": "Row major linear FP16 format",
+        }
+    ],
+    "Outputs": [
+        {
+            "Name": "lrn1",
+            "Location": "Device",
+            "Dimensions": [128, 96, 55, 55],
+            "Format/Datatype": "Row major linear FP16 format",
+        }
+    ],
 }
 TRT11_LAYER = {  # TensorRT 11 split "Format/Datatype" into "Datatype" and "Format"
     "Name": "/features/conv1/Conv",
@@ -282,7 +312,12 @@ def test_precision_is_read_from_the_onnx():
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"opt_batch": 512}, "min <= opt <= max"), ({"min_batch": 0}, "min <= opt <= max"), ({"precision": "int4"}, "unknown precision"), ({"workspace_gib": 0}, "workspace")],
+    [
+        ({"opt_batch": 512}, "min <= opt <= max"),
+        ({"min_batch": 0}, "min <= opt <= max"),
+        ({"precision": "int4"}, "unknown precision"),
+        ({"workspace_gib": 0}, "workspace"),
+    ],
 )
 def test_build_config_is_checked_before_any_work(changes, message):
     with pytest.raises(DeployError, match=message):
@@ -290,7 +325,8 @@ def test_build_config_is_checked_before_any_work(changes, message):
 
 
 @pytest.mark.parametrize(
-    ("driver", "isa"), [((12, 0), 80), ((12, 4), 84), ((12, 6), 85), ((12, 8), 87), ((12, 9), 88), ((13, 0), 90), ((13, 2), 92)]
+    ("driver", "isa"),
+    [((12, 0), 80), ((12, 4), 84), ((12, 6), 85), ((12, 8), 87), ((12, 9), 88), ((13, 0), 90), ((13, 2), 92)],
 )
 def test_ptx_isa_follows_the_driver_version(driver, isa):
     assert max_ptx_version(driver) == isa
@@ -316,7 +352,9 @@ def built(tmp_path_factory):
     for precision, half in (("fp32", False), ("fp16", True)):
         onnx_path = work / f"conv_lrn.{precision}.onnx"
         onnx.save(conv_lrn_model(half), str(onnx_path))
-        config = EngineBuildConfig(precision=precision, opt_batch=2, max_batch=4, workspace_gib=1, timing_cache=work / "timing.cache")
+        config = EngineBuildConfig(
+            precision=precision, opt_batch=2, max_batch=4, workspace_gib=1, timing_cache=work / "timing.cache"
+        )
         results[precision] = build_engine(onnx_path, work / f"alexnet.{precision}.plan", config)
     return results
 

@@ -111,7 +111,11 @@ def test_the_real_bindings_wheel_is_what_runs(observed):
 
 def test_registration_declares_the_fields_the_parser_fills(observed):
     (creator,) = succeeded(observed, "register")
-    assert (creator["name"], creator["version"], creator["namespace"]) == (PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
+    assert (creator["name"], creator["version"], creator["namespace"]) == (
+        PLUGIN_NAME,
+        PLUGIN_VERSION,
+        PLUGIN_NAMESPACE,
+    )
     # ONNX INT/FLOAT attributes map onto INT32/FLOAT32 fields, in the node's attribute order.
     assert creator["fields"] == [
         ["size", "PluginFieldType.INT32"],
@@ -234,4 +238,3 @@ def test_ptxas_assembles_the_stripped_entry_with_five_parameters(tmp_path, dtype
     # x at 0, the int32s at 8.., y at the next 8-byte boundary: 8 + 3*4 = 20 -> 24, + 8 = 32.
     ints_end = 8 + 4 * len(EXTRA_INT_ARGS)
     assert int(sizes[0], 16) == -(-ints_end // 8) * 8 + 8
-

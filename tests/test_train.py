@@ -53,7 +53,9 @@ def test_training_logs_metrics_per_epoch(tiny_checkpoint):
 
 def test_resume_continues_to_the_requested_epoch(tmp_path):
     output = tmp_path / "run.pt"
-    config = TrainConfig(output=output, epochs=1, limit=80, width=0.0625, batch_size=16, augment=Augmentation(False, False, 0))
+    config = TrainConfig(
+        output=output, epochs=1, limit=80, width=0.0625, batch_size=16, augment=Augmentation(False, False, 0)
+    )
     train(config)
     config.epochs, config.resume = 2, True
     result = train(config)
@@ -126,7 +128,9 @@ def test_a_diverging_run_stops_with_a_clear_error_and_saves_nothing(tmp_path):
 
 def test_a_checkpoint_with_nan_weights_is_refused(tiny_checkpoint):
     checkpoint = load_checkpoint(tiny_checkpoint)
-    checkpoint.state_dict["classifier.fc8.bias"] = torch.full_like(checkpoint.state_dict["classifier.fc8.bias"], float("nan"))
+    checkpoint.state_dict["classifier.fc8.bias"] = torch.full_like(
+        checkpoint.state_dict["classifier.fc8.bias"], float("nan")
+    )
     with pytest.raises(DeployError, match="NaN or infinite"):
         checkpoint.build_model()
 
@@ -180,10 +184,14 @@ def test_a_real_folder_of_mixed_size_jpegs_trains_end_to_end(tmp_path):
         (tmp_path / "data" / name).mkdir(parents=True)
         for i, (w, h) in enumerate(shapes):
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "data" / name / f"{i}.jpg")
-    result = train(TrainConfig(data=str(tmp_path / "data"), output=tmp_path / "m.pt", epochs=1, width=0.0625, batch_size=4))
+    result = train(
+        TrainConfig(data=str(tmp_path / "data"), output=tmp_path / "m.pt", epochs=1, width=0.0625, batch_size=4)
+    )
     checkpoint = load_checkpoint(result.checkpoint)
     assert checkpoint.classes == ["cat", "dog"] and checkpoint.data_source == str((tmp_path / "data").resolve())
-    assert all(0 < s < 1 for s in checkpoint.preprocessing.std) and all(0 < m < 1 for m in checkpoint.preprocessing.mean)
+    assert all(0 < s < 1 for s in checkpoint.preprocessing.std) and all(
+        0 < m < 1 for m in checkpoint.preprocessing.mean
+    )
     checkpoint.build_model()  # finite, matching weights
 
 

@@ -82,7 +82,6 @@ def parity_warnings(precision: str, device: str, max_abs_diff: float, logits: np
     return []
 
 
-
 def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> BenchReport:
     """Measure every requested backend x precision x batch; see the module docstring.
 

@@ -42,7 +42,9 @@ class BuildConfig:
     def check(self) -> None:
         unknown = [str(p) for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
-            raise DeployError(f"unknown precision {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}")
+            raise DeployError(
+                f"unknown precision {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}"
+            )
         if self.calib_method not in CalibrationMethod.values():
             raise DeployError(
                 f"unknown --calib-method {self.calib_method!r}; choose one of {', '.join(CalibrationMethod.values())}"
@@ -58,7 +60,9 @@ class BuildConfig:
     def layout(self) -> ArtifactLayout:
         """The export's twins beside ``onnx``, the caches in ``calibration_dir``, the
         engines in ``engines_dir``."""
-        return ArtifactLayout.from_onnx(Path(self.onnx), calibration_dir=Path(self.calibration_dir), engines_dir=Path(self.engines_dir))
+        return ArtifactLayout.from_onnx(
+            Path(self.onnx), calibration_dir=Path(self.calibration_dir), engines_dir=Path(self.engines_dir)
+        )
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -114,7 +114,13 @@ class _Candidate:
 
 
 def evaluate(
-    name: str, precision: str, model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray, reference: np.ndarray, path: Path | None
+    name: str,
+    precision: str,
+    model: onnx.ModelProto,
+    images: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray,
+    path: Path | None,
 ) -> AccuracyRow:
     """Accuracy of ``model`` on the val images. A model that is to be written (``path``
     given) must output finite logits: it is evaluated *before* it is saved, so a broken
@@ -131,7 +137,9 @@ def evaluate(
     return AccuracyRow(name, precision, path, match.top1, match.top5, match.top1_agreement, match.max_abs_diff)
 
 
-def interleaved_throughput(models: list[tuple[onnx.ModelProto, str]], images: np.ndarray, batch: int, rounds: int) -> list[float]:
+def interleaved_throughput(
+    models: list[tuple[onnx.ModelProto, str]], images: np.ndarray, batch: int, rounds: int
+) -> list[float]:
     """img/s of each (model, precision) in onnxruntime on CPU, one ``batch`` call of each
     in turn for ``rounds`` rounds after one untimed warm-up call each, so load from
     other jobs on a shared machine slows every model alike and ratios stay fair."""
@@ -156,12 +164,19 @@ def calibration_provenance(cache: CalibrationCache, runtime: str) -> dict[str, o
     """The metadata an INT8 file carries: which runtime its Q/DQ layout targets and
     where its ranges came from (so a file separated from its cache still says); read
     back by ``graph.export_metadata``."""
-    provenance = CalibrationProvenance(cache.method, cache.images, cache.data_fingerprint, cache.model_sha256, cache.percentile)
+    provenance = CalibrationProvenance(
+        cache.method, cache.images, cache.data_fingerprint, cache.model_sha256, cache.percentile
+    )
     return {"precision": Precision.INT8.value, "target_runtime": runtime, "calibration": provenance.to_dict()}
 
 
 def _calibrated_amax(
-    config: BuildConfig, model: onnx.ModelProto, model_sha: str, preprocessing: Preprocessing, report: BuildReport, progress
+    config: BuildConfig,
+    model: onnx.ModelProto,
+    model_sha: str,
+    preprocessing: Preprocessing,
+    report: BuildReport,
+    progress,
 ) -> tuple[dict[str, CalibrationCache], np.ndarray]:
     """The calibration of the chosen method (and of all methods with --compare-methods),
     from the cache when it matches this model and these images and holds exactly the
@@ -172,7 +187,8 @@ def _calibrated_amax(
     # the Conv/Gemm inputs (both layouts) and the LRN inputs (onnxruntime's outputs Q/DQ)
     tensors = quantized_activations(model) + output_activations(model)
     valid = {
-        m: c for m, c in cached.items()
+        m: c
+        for m, c in cached.items()
         if c is not None
         and c.model_sha256 == model_sha
         and c.data_fingerprint == calibration.fingerprint
@@ -193,7 +209,10 @@ def _calibrated_amax(
     result = {}
     for method in methods:
         cache = CalibrationCache(
-            method, model_sha, calibration.fingerprint, len(calibration.images),
+            method,
+            model_sha,
+            calibration.fingerprint,
+            len(calibration.images),
             activation_amax(statistics, method, config.percentile),
             config.percentile if method == "percentile" else None,
         )
@@ -250,7 +269,9 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
             report.onnx[candidate.artifact] = candidate.path
     if config.compare_methods:
         timed = [(c, row) for c, row in zip(candidates, report.accuracy, strict=True) if c.timed]
-        speeds = interleaved_throughput([(c.model, c.precision) for c, _ in timed], images, THROUGHPUT_BATCH, THROUGHPUT_ROUNDS)
+        speeds = interleaved_throughput(
+            [(c.model, c.precision) for c, _ in timed], images, THROUGHPUT_BATCH, THROUGHPUT_ROUNDS
+        )
         for (_, row), speed in zip(timed, speeds, strict=True):
             row.throughput_ips = speed
 
@@ -259,14 +280,24 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
 
 
 def _int8_candidates(
-    config: BuildConfig, model: onnx.ModelProto, fp32_path: Path, preprocessing: Preprocessing, report: BuildReport, progress
+    config: BuildConfig,
+    model: onnx.ModelProto,
+    fp32_path: Path,
+    preprocessing: Preprocessing,
+    report: BuildReport,
+    progress,
 ) -> list[_Candidate]:
     """Both INT8 layouts per calibration method (the chosen method's to be written),
     and onnxruntime's quantize_static with --compare-methods."""
-    calibrations, calibration_images = _calibrated_amax(config, model, sha256_file(fp32_path), preprocessing, report, progress)
+    calibrations, calibration_images = _calibrated_amax(
+        config, model, sha256_file(fp32_path), preprocessing, report, progress
+    )
     # row names: "int8 (entropy)" is the TensorRT graph (simulated in float by onnxruntime),
     # "int8 (entropy; onnxruntime graph)" the one onnxruntime runs in integer kernels
-    layouts = (("tensorrt", insert_qdq, "int8", ""), ("onnxruntime", insert_qdq_for_onnxruntime, ORT_INT8, "; onnxruntime graph"))
+    layouts = (
+        ("tensorrt", insert_qdq, "int8", ""),
+        ("onnxruntime", insert_qdq_for_onnxruntime, ORT_INT8, "; onnxruntime graph"),
+    )
     candidates = []
     for method, cache in calibrations.items():
         chosen = method == config.calib_method
@@ -275,14 +306,18 @@ def _int8_candidates(
             set_metadata(quantized, calibration_provenance(cache, runtime))
             path = config.layout.onnx(artifact) if chosen else None
             candidates.append(
-                _Candidate(f"int8 ({method}{suffix})", "int8", quantized, path, artifact, timed=runtime == "onnxruntime")
+                _Candidate(
+                    f"int8 ({method}{suffix})", "int8", quantized, path, artifact, timed=runtime == "onnxruntime"
+                )
             )
     if config.compare_methods:
         for activations in ("int8", "uint8"):
             with tempfile.TemporaryDirectory() as workdir:
                 baseline = onnxruntime_int8(model, calibration_images, Path(workdir), activations)
             candidates.append(
-                _Candidate(f"int8 (onnxruntime quantize_static, {activations} activations)", "int8", baseline, None, timed=True)
+                _Candidate(
+                    f"int8 (onnxruntime quantize_static, {activations} activations)", "int8", baseline, None, timed=True
+                )
             )
     return candidates
 

@@ -14,11 +14,19 @@ from ..console import console, error_console, one_line_errors, table
 
 @one_line_errors
 def info(
-    checkpoint: Annotated[Path | None, typer.Option(help="Describe this checkpoint's model; show its metadata.")] = None,
-    groups: Annotated[int | None, typer.Option(help="No checkpoint: 2 = the paper's split (default), 1 = dense.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Describe this checkpoint's model; show its metadata.")
+    ] = None,
+    groups: Annotated[
+        int | None, typer.Option(help="No checkpoint: 2 = the paper's split (default), 1 = dense.")
+    ] = None,
     classes: Annotated[int | None, typer.Option(help="No checkpoint: output classes (default 1000).")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write table, totals, metadata as JSON.")] = None,
-    filters: Annotated[Path | None, typer.Option(help="Write conv1's kernels as a PNG grid (paper's Figure 3).")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write table, totals, metadata as JSON.")
+    ] = None,
+    filters: Annotated[
+        Path | None, typer.Option(help="Write conv1's kernels as a PNG grid (paper's Figure 3).")
+    ] = None,
 ) -> None:
     """The layer table (shapes, parameters, MACs, activations), measured from the model."""
     from ..files import check_distinct_paths, check_png_path, check_writable_destination
@@ -75,7 +83,9 @@ def doctor(
     if json_output:
         console.print_json(json.dumps(asdict(report)))
         raise typer.Exit(1 if report.problems else 0)
-    console.print(table("packages", ["package", "version"], [(k, v or "not installed") for k, v in report.versions.items()]))
+    console.print(
+        table("packages", ["package", "version"], [(k, v or "not installed") for k, v in report.versions.items()])
+    )
     console.print(f"CUDA GPU: {report.gpu or 'none'}")
     console.print(table("pipeline steps on this machine", ["step", "can run"], list(report.steps.items())))
     for problem in report.problems:

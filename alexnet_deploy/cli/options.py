@@ -22,7 +22,9 @@ from ..errors import DeployError
 Onnx = Annotated[
     Path, typer.Option("--onnx", help="The FP32 export written by `export`; its fp16/int8 twins sit beside it.")
 ]
-Engines = Annotated[Path, typer.Option("--engines", help="Folder of TensorRT plans alexnet.<precision>.plan and sidecars.")]
+Engines = Annotated[
+    Path, typer.Option("--engines", help="Folder of TensorRT plans alexnet.<precision>.plan and sidecars.")
+]
 Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="Checkpoint written by `train`.")]
 Device = Annotated[DeviceChoice, typer.Option("--device", help="auto: CUDA when torch sees a GPU, else CPU.")]
 EnginePrecision = Annotated[Precision, typer.Option("--precision", help="Which ONNX twin or engine to run.")]

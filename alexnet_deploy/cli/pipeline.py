@@ -40,30 +40,72 @@ LAYOUT = ArtifactLayout()  # the default file names, when an option names none
 
 @one_line_errors
 def train(
-    data: Annotated[str, typer.Option(help="'digits' (embedded, no download) or an ImageFolder directory.")] = TrainConfig.data,
+    data: Annotated[
+        str, typer.Option(help="'digits' (embedded, no download) or an ImageFolder directory.")
+    ] = TrainConfig.data,
     epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: up to this many).")] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per SGD step and process (32 gives enough steps for the 3-epoch default on digits); under torchrun the effective batch is this x world size.")] = TrainConfig.batch_size,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Images per SGD step and process (32 gives enough steps for the 3-epoch default on digits); under torchrun the effective batch is this x world size."
+        ),
+    ] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = TrainConfig.lr,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay (paper: 5e-4).")] = TrainConfig.weight_decay,
     schedule: Annotated[
-        Schedule, typer.Option(help="plateau: divide lr by 10 when val loss stalls (the paper); step: every --step-size epochs.")
+        Schedule,
+        typer.Option(help="plateau: divide lr by 10 when val loss stalls (the paper); step: every --step-size epochs."),
     ] = Schedule(TrainConfig.schedule),
-    step_size: Annotated[int, typer.Option(help="Epochs between lr drops with --schedule step.")] = TrainConfig.step_size,
+    step_size: Annotated[
+        int, typer.Option(help="Epochs between lr drops with --schedule step.")
+    ] = TrainConfig.step_size,
     device: Device = DeviceChoice(TrainConfig.device),
-    output: Annotated[Path, typer.Option(help="Checkpoint path; its resume state, metrics and curves go beside it.")] = TrainConfig.output,
+    output: Annotated[
+        Path, typer.Option(help="Checkpoint path; its resume state, metrics and curves go beside it.")
+    ] = TrainConfig.output,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")] = TrainConfig.seed,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many images (smoke runs); the split is made among them.")] = None,
-    groups: Annotated[int | None, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")] = None,
-    width: Annotated[float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")] = None,
-    augment: Annotated[bool, typer.Option(help="Random crops, flips and PCA colour jitter (paper, Section 4.1).")] = True,
-    dropout: Annotated[float | None, typer.Option(help="Dropout before fc6 and fc7 (default 0.5, the paper's; with --resume the run's own).", show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes per training process (unset: 0 for the in-memory digits, min(4, cores) for an ImageFolder).", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run saved at --output (same --data; --limit, --groups, --width, --dropout default to the run's).")] = False,
+    limit: Annotated[
+        int | None, typer.Option(help="Use at most this many images (smoke runs); the split is made among them.")
+    ] = None,
+    groups: Annotated[
+        int | None, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")
+    ] = None,
+    width: Annotated[
+        float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")
+    ] = None,
+    augment: Annotated[
+        bool, typer.Option(help="Random crops, flips and PCA colour jitter (paper, Section 4.1).")
+    ] = True,
+    dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Dropout before fc6 and fc7 (default 0.5, the paper's; with --resume the run's own).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Data-loading worker processes per training process (unset: 0 for the in-memory digits, min(4, cores) for an ImageFolder).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run saved at --output (same --data; --limit, --groups, --width, --dropout default to the run's)."
+        ),
+    ] = False,
     precision: Annotated[
         TrainingPrecision,
-        typer.Option(help="bf16: autocast, CPU or CUDA; fp16: autocast + gradient scaler, CUDA only. Weights stay fp32."),
+        typer.Option(
+            help="bf16: autocast, CPU or CUDA; fp16: autocast + gradient scaler, CUDA only. Weights stay fp32."
+        ),
     ] = TrainingPrecision(TrainConfig.precision),
-    dist_timeout: Annotated[float, typer.Option(help="Under torchrun: seconds to wait for the rendezvous and for any collective before failing.")] = TrainConfig.dist_timeout_s,
+    dist_timeout: Annotated[
+        float,
+        typer.Option(help="Under torchrun: seconds to wait for the rendezvous and for any collective before failing."),
+    ] = TrainConfig.dist_timeout_s,
 ) -> None:
     """Train AlexNet and write the checkpoint (weights + classes + preprocessing).
 
@@ -104,13 +146,21 @@ def train(
         for m in result.history
     ]
     console.print(
-        table("training", ["epoch", "lr", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "img/s"], rows)
+        table(
+            "training",
+            ["epoch", "lr", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "img/s"],
+            rows,
+        )
     )
     last = result.history[-1]
     console.print(
         f"checkpoint {result.checkpoint}  val top-1 {last.val_top1:.2%} (chance {1 / result.num_classes:.0%})  "
         f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}"
-        + (f"  ({result.world_size} processes, effective batch {batch_size * result.world_size})" if result.world_size > 1 else ""),
+        + (
+            f"  ({result.world_size} processes, effective batch {batch_size * result.world_size})"
+            if result.world_size > 1
+            else ""
+        ),
         soft_wrap=True,
     )
 
@@ -120,7 +170,9 @@ def export(
     checkpoint: Checkpoint = LAYOUT.checkpoint,
     output: Annotated[Path, typer.Option(help="ONNX file to write (only after it validates).")] = LAYOUT.onnx(),
     opset: Annotated[int, typer.Option(help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}).")] = MIN_OPSET,
-    lrn: Annotated[LrnExport, typer.Option(help="plugin: LRN as our TensorRT plugin's custom op; native: ONNX's LRN.")] = LrnExport.PLUGIN,
+    lrn: Annotated[
+        LrnExport, typer.Option(help="plugin: LRN as our TensorRT plugin's custom op; native: ONNX's LRN.")
+    ] = LrnExport.PLUGIN,
 ) -> None:
     """Export FP32 ONNX (dynamic batch) and validate it against the torch model."""
     from ..export.run import export as run_export
@@ -135,19 +187,33 @@ def export(
 def build(
     fp32: Annotated[bool, typer.Option("--fp32", help="FP32 (the exported ONNX as is).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="FP16 ONNX (FP32 I/O) and engine.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="INT8 Q/DQ ONNX calibrated on the calibration set, and engine.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="INT8 Q/DQ ONNX calibrated on the calibration set, and engine.")
+    ] = False,
     onnx_path: Onnx = BuildConfig.onnx,
-    calibration: Annotated[Path, typer.Option(help="Calibration images (flat or one folder per class) and scale cache.")] = BuildConfig.calibration_dir,
-    calib_from_data: Annotated[bool, typer.Option(help="Fill --calibration from the training data's held-out calibration split.")] = False,
+    calibration: Annotated[
+        Path, typer.Option(help="Calibration images (flat or one folder per class) and scale cache.")
+    ] = BuildConfig.calibration_dir,
+    calib_from_data: Annotated[
+        bool, typer.Option(help="Fill --calibration from the training data's held-out calibration split.")
+    ] = False,
     calib_images: Annotated[int | None, typer.Option(help="Calibration images to use (default: up to 500).")] = None,
     calib_method: Annotated[
-        CalibrationMethod, typer.Option(help="Activation ranges: entropy (KL, as TensorRT's legacy calibrator), max or percentile.")
+        CalibrationMethod,
+        typer.Option(help="Activation ranges: entropy (KL, as TensorRT's legacy calibrator), max or percentile."),
     ] = CalibrationMethod(BuildConfig.calib_method),
-    percentile: Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")] = BuildConfig.percentile,
+    percentile: Annotated[
+        float, typer.Option(help="Percentile of |x| for --calib-method percentile.")
+    ] = BuildConfig.percentile,
     recalibrate: Annotated[bool, typer.Option(help="Ignore the scale cache and calibrate again.")] = False,
-    compare_methods: Annotated[bool, typer.Option(help="Also evaluate every method and onnxruntime's quantize_static, with img/s beside accuracy.")] = False,
+    compare_methods: Annotated[
+        bool,
+        typer.Option(help="Also evaluate every method and onnxruntime's quantize_static, with img/s beside accuracy."),
+    ] = False,
     engines: Engines = BuildConfig.engines_dir,
-    opt_batch: Annotated[int, typer.Option(help="Optimization-profile batch TensorRT tunes for.")] = BuildConfig.opt_batch,
+    opt_batch: Annotated[
+        int, typer.Option(help="Optimization-profile batch TensorRT tunes for.")
+    ] = BuildConfig.opt_batch,
     max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = BuildConfig.max_batch,
     workspace_gib: Annotated[float, typer.Option(help="TensorRT workspace limit (GiB).")] = BuildConfig.workspace_gib,
     json_path: JsonReport = None,
@@ -212,26 +278,50 @@ def build(
 
 @one_line_errors
 def bench(
-    batch: Annotated[str, typer.Option(help="Batch size, or a comma list for a sweep: 1,8,32,128.")] = ",".join(map(str, BenchConfig.batches)),
-    backends: Annotated[str, typer.Option(help=f"Comma list of {choice_list(BenchConfig.backends)}.")] = ",".join(BenchConfig.backends),
+    batch: Annotated[str, typer.Option(help="Batch size, or a comma list for a sweep: 1,8,32,128.")] = ",".join(
+        map(str, BenchConfig.batches)
+    ),
+    backends: Annotated[str, typer.Option(help=f"Comma list of {choice_list(BenchConfig.backends)}.")] = ",".join(
+        BenchConfig.backends
+    ),
     precisions: Annotated[
         str | None,
-        typer.Option(help=f"Comma list of {choice_list(BenchPrecision.values())} (bf16: torch rows, bf16-capable CPU or GPU). "
-        "Default: all, listing those not built yet as skipped; a named precision whose ONNX or engine is missing is an error."),
+        typer.Option(
+            help=f"Comma list of {choice_list(BenchPrecision.values())} (bf16: torch rows, bf16-capable CPU or GPU). "
+            "Default: all, listing those not built yet as skipped; a named precision whose ONNX or engine is missing is an error."
+        ),
     ] = None,
-    iterations: Annotated[int | None, typer.Option(help=f"Timed iterations per row (default {DEFAULT_ITERATIONS} unless --duration).")] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help=f"Timed iterations per row (default {DEFAULT_ITERATIONS} unless --duration).")
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = BenchConfig.warmup,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay CUDA graphs: TensorRT captures execute_async_v3 per batch size (trtexec --useCudaGraph); torch on CUDA.")] = False,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON (plot goes beside it unless --plot).")] = None,
-    plot: Annotated[Path | None, typer.Option(help="PNG: throughput vs batch for a sweep, else top-1 vs throughput.")] = None,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs",
+            help="Replay CUDA graphs: TensorRT captures execute_async_v3 per batch size (trtexec --useCudaGraph); torch on CUDA.",
+        ),
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write every row as JSON (plot goes beside it unless --plot).")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG: throughput vs batch for a sweep, else top-1 vs throughput.")
+    ] = None,
     onnx: Onnx = BenchConfig.onnx,
     engines: Engines = BenchConfig.engines_dir,
     onnx_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old spelling: --onnx DIR/alexnet.onnx.")] = None,
     engines_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old spelling of --engines.")] = None,
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint for the torch rows (the one the ONNX came from).")] = BenchConfig.checkpoint,
-    device: Annotated[DeviceChoice, typer.Option(help="Torch rows' device; onnxruntime's too where onnxruntime-gpu is installed.")] = DeviceChoice(BenchConfig.device),
-    max_images: Annotated[int, typer.Option(help="Held-out val images to rotate through and to judge accuracy on.")] = BenchConfig.max_images,
+    checkpoint: Annotated[
+        Path, typer.Option(help="Checkpoint for the torch rows (the one the ONNX came from).")
+    ] = BenchConfig.checkpoint,
+    device: Annotated[
+        DeviceChoice, typer.Option(help="Torch rows' device; onnxruntime's too where onnxruntime-gpu is installed.")
+    ] = DeviceChoice(BenchConfig.device),
+    max_images: Annotated[
+        int, typer.Option(help="Held-out val images to rotate through and to judge accuracy on.")
+    ] = BenchConfig.max_images,
 ) -> None:
     """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
     from ..bench.run import run_bench

@@ -41,11 +41,15 @@ LAYOUT = ArtifactLayout()  # the default file names, when an option names none
 @one_line_errors
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files, directories or glob patterns.")],
-    backend: Annotated[PredictBackend, typer.Option(help="The runner, in process (ignored with --url).")] = PredictBackend.ONNXRUNTIME,
+    backend: Annotated[
+        PredictBackend, typer.Option(help="The runner, in process (ignored with --url).")
+    ] = PredictBackend.ONNXRUNTIME,
     precision: EnginePrecision = Precision.FP32,
     top: Annotated[int, typer.Option(help="How many classes to show per image.")] = 5,
     json_path: JsonReport = None,
-    url: Annotated[str | None, typer.Option(help="Ask a running Triton server (host:port) instead of running in process.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Ask a running Triton server (host:port) instead of running in process.")
+    ] = None,
     protocol: ServerProtocol = Protocol.HTTP,
     onnx: Onnx = LAYOUT.onnx(),
     engines: Engines = LAYOUT.engines_dir,
@@ -84,13 +88,24 @@ def predict(
 def repository(
     output: Annotated[Path, typer.Option(help="Model repository folder (replaced as a whole).")] = MODEL_REPOSITORY_DIR,
     onnx: Annotated[Path, typer.Option(help="FP32 export; its standard-op twin becomes alexnet_onnx.")] = LAYOUT.onnx(),
-    engines: Annotated[Path, typer.Option(help="Each alexnet.<precision>.plan here becomes alexnet_tensorrt_<precision>.")] = LAYOUT.engines_dir,
+    engines: Annotated[
+        Path, typer.Option(help="Each alexnet.<precision>.plan here becomes alexnet_tensorrt_<precision>.")
+    ] = LAYOUT.engines_dir,
     target: Annotated[str, typer.Option(help="The model the `alexnet` ensemble classifies with.")] = ONNX_MODEL,
-    max_batch: Annotated[int, typer.Option(help="alexnet_onnx's max_batch_size (engines take their profile's).")] = RepositoryConfig.max_batch,
-    queue_delay_us: Annotated[int, typer.Option(help="Dynamic batching: longest wait to grow a batch (µs).")] = RepositoryConfig.queue_delay_us,
-    instances: Annotated[int, typer.Option(help="Instances of each classification model.")] = RepositoryConfig.instances,
+    max_batch: Annotated[
+        int, typer.Option(help="alexnet_onnx's max_batch_size (engines take their profile's).")
+    ] = RepositoryConfig.max_batch,
+    queue_delay_us: Annotated[
+        int, typer.Option(help="Dynamic batching: longest wait to grow a batch (µs).")
+    ] = RepositoryConfig.queue_delay_us,
+    instances: Annotated[
+        int, typer.Option(help="Instances of each classification model.")
+    ] = RepositoryConfig.instances,
     flavour: Annotated[
-        RepositoryFlavour, typer.Option(help="stock: Triton's onnxruntime/tensorrt_plan backends; local: python backend only, for `serve`.")
+        RepositoryFlavour,
+        typer.Option(
+            help="stock: Triton's onnxruntime/tensorrt_plan backends; local: python backend only, for `serve`."
+        ),
     ] = RepositoryFlavour(RepositoryConfig.flavour),
 ) -> None:
     """Write a Triton Inference Server model repository."""
@@ -106,7 +121,10 @@ def repository(
 @one_line_errors
 def serve(
     repository: Annotated[
-        Path | None, typer.Option(help="A repository for the local server; default: one written from --onnx into a temporary folder.")
+        Path | None,
+        typer.Option(
+            help="A repository for the local server; default: one written from --onnx into a temporary folder."
+        ),
     ] = None,
     onnx: Annotated[Path, typer.Option(help="FP32 export served when no --repository is given.")] = LAYOUT.onnx(),
     backend: Annotated[
@@ -116,7 +134,9 @@ def serve(
     engines: Engines = LAYOUT.engines_dir,
     http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: any free port).")] = TRITON_HTTP_PORT,
     grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1 (0: any free port).")] = TRITON_GRPC_PORT,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: any free port).")] = TRITON_METRICS_PORT,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: any free port).")
+    ] = TRITON_METRICS_PORT,
     log: Annotated[Path | None, typer.Option(help="Write the server's log here.")] = None,
 ) -> None:
     """Run a Triton Inference Server on 127.0.0.1 until Ctrl-C or SIGTERM."""
@@ -131,13 +151,23 @@ def serve(
 def loadtest(
     url: Annotated[str, typer.Option(help="The Triton server, host:port (HTTP or gRPC port to match --protocol).")],
     protocol: ServerProtocol = Protocol(LoadConfig.protocol),
-    concurrency: Annotated[str, typer.Option(help="Client threads per level, comma list.")] = ",".join(map(str, LoadConfig.concurrency)),
-    duration: Annotated[float | None, typer.Option(help=f"Seconds per level (default {LoadConfig.duration_s:g} unless --requests).")] = None,
+    concurrency: Annotated[str, typer.Option(help="Client threads per level, comma list.")] = ",".join(
+        map(str, LoadConfig.concurrency)
+    ),
+    duration: Annotated[
+        float | None, typer.Option(help=f"Seconds per level (default {LoadConfig.duration_s:g} unless --requests).")
+    ] = None,
     requests: Annotated[int | None, typer.Option(help="Requests per level instead of a duration.")] = None,
-    batch: Annotated[int, typer.Option(help="Images per request (needs --model alexnet_onnx above 1).")] = LoadConfig.batch,
-    model: Annotated[str, typer.Option(help="alexnet (ensemble: encoded images) or a classification model (tensors).")] = LoadConfig.model,
+    batch: Annotated[
+        int, typer.Option(help="Images per request (needs --model alexnet_onnx above 1).")
+    ] = LoadConfig.batch,
+    model: Annotated[
+        str, typer.Option(help="alexnet (ensemble: encoded images) or a classification model (tensors).")
+    ] = LoadConfig.model,
     json_path: JsonReport = None,
-    plot: Annotated[Path | None, typer.Option(help="Draw images/s and latency p50/p90/p99 per concurrency level (PNG).")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw images/s and latency p50/p90/p99 per concurrency level (PNG).")
+    ] = None,
 ) -> None:
     """Load a running Triton server: throughput, latency, errors, server batch sizes."""
     from ..files import check_distinct_paths, check_png_path, check_writable_destination, write_text_atomic
@@ -150,7 +180,13 @@ def loadtest(
     if plot is not None:
         check_png_path(plot, "--plot")
     config = LoadConfig(
-        url, protocol, parse_levels(concurrency), None if requests is not None and duration is None else (duration or LoadConfig.duration_s), requests, batch, model
+        url,
+        protocol,
+        parse_levels(concurrency),
+        None if requests is not None and duration is None else (duration or LoadConfig.duration_s),
+        requests,
+        batch,
+        model,
     )
     report = run_loadtest(config)
     rows = [
@@ -160,21 +196,32 @@ def loadtest(
             row.errors,
             row.throughput_rps,
             row.images_per_s,
-            *(
-                (row.latency_ms.p50, row.latency_ms.p90, row.latency_ms.p99)
-                if row.latency_ms
-                else (None, None, None)
-            ),
+            *((row.latency_ms.p50, row.latency_ms.p90, row.latency_ms.p99) if row.latency_ms else (None, None, None)),
             row.mean_server_batch,
             " ".join(f"{b}×{n}" for b, n in row.server_batches.items()),
         )
         for row in report.rows
     ]
-    columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "mean batch", "server batches (size×executions)"]
+    columns = [
+        "concurrency",
+        "requests",
+        "errors",
+        "req/s",
+        "img/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "mean batch",
+        "server batches (size×executions)",
+    ]
     console.print(table(f"{model} over {protocol} at {url} (batching seen on {report.measured_model})", columns, rows))
     for row in report.rows:
         if row.first_error:
-            error_console.print(f"concurrency {row.concurrency}: {row.errors} errors, first: {row.first_error}", soft_wrap=True, highlight=False)
+            error_console.print(
+                f"concurrency {row.concurrency}: {row.errors} errors, first: {row.first_error}",
+                soft_wrap=True,
+                highlight=False,
+            )
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
         console.print(f"wrote {json_path}")

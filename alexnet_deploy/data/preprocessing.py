@@ -36,7 +36,9 @@ class Preprocessing:
     def __post_init__(self) -> None:
         # checkpoints and ONNX metadata carry these values, so they are checked as input
         if not 1 <= self.crop <= self.resize <= MAX_RESIZE:
-            raise DeployError(f"preprocessing needs 1 <= crop <= resize <= {MAX_RESIZE}, got crop {self.crop}, resize {self.resize}")
+            raise DeployError(
+                f"preprocessing needs 1 <= crop <= resize <= {MAX_RESIZE}, got crop {self.crop}, resize {self.resize}"
+            )
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) != 3 or not all(math.isfinite(v) for v in values):
                 raise DeployError(f"preprocessing {name} must be 3 finite numbers, got {values}")
@@ -70,7 +72,9 @@ class Preprocessing:
         size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
         return np.asarray(image.convert("RGB").resize(size, Image.BILINEAR))
 
-    def normalise(self, pixels: np.ndarray, out: np.ndarray | None = None, shift: np.ndarray | None = None) -> np.ndarray:
+    def normalise(
+        self, pixels: np.ndarray, out: np.ndarray | None = None, shift: np.ndarray | None = None
+    ) -> np.ndarray:
         """uint8 HWC crop -> normalised float32 CHW, written into ``out`` if given.
 
         Done in place (cast on assignment, then one multiply and one subtract) because

@@ -33,7 +33,9 @@ class Split:
         # checkpoints and ONNX metadata carry these values, so they are checked as input
         fractions = (self.val_fraction, self.calibration_fraction)
         if not all(isinstance(f, (int, float)) and 0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
-            raise DeployError(f"split fractions must be in [0, 1) and sum below 1, got val {self.val_fraction}, calibration {self.calibration_fraction}")
+            raise DeployError(
+                f"split fractions must be in [0, 1) and sum below 1, got val {self.val_fraction}, calibration {self.calibration_fraction}"
+            )
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise DeployError(f"split seed must be an integer in [0, 2**32), got {self.seed!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):

@@ -190,7 +190,7 @@ def kernel_signature(dtype: str) -> dict[str, str]:
     ``"fp32"`` or ``"fp16"``): input pointer, ``EXTRA_INT_ARGS`` as i32, output pointer."""
     if dtype not in ("fp32", "fp16"):
         raise ValueError(f"the LRN kernel takes fp32 or fp16, not {dtype}")
-    return {"x_ptr": f"*{dtype}", **{name: "i32" for name in EXTRA_INT_ARGS}, "y_ptr": f"*{dtype}"}
+    return {"x_ptr": f"*{dtype}", **dict.fromkeys(EXTRA_INT_ARGS, "i32"), "y_ptr": f"*{dtype}"}
 
 
 def lrn_triton(x: torch.Tensor, params: LRNParams = LRNParams(), config: KernelConfig = DEFAULT_CONFIG) -> torch.Tensor:

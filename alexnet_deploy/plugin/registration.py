@@ -37,8 +37,6 @@ kernel is compiled for (compute capability, the PTX version its driver JITs) com
 imports this module (the engine build and the runner call ``register_lrn_plugin``).
 """
 
-from typing import List, Tuple, Union
-
 import numpy as np
 import numpy.typing as npt
 
@@ -85,10 +83,10 @@ def register_lrn_plugin() -> None:
 # prints them to the process's stderr (out of reach of contextlib.redirect_stderr) and
 # reports only "plugin failed" to the builder's log. Each callback therefore also
 # records its own error here, so a failed build can quote it (``tensorrt.engine.build_engine``).
-_plugin_errors: List[str] = []
+_plugin_errors: list[str] = []
 
 
-def plugin_errors() -> List[str]:
+def plugin_errors() -> list[str]:
     """Errors the plugin's TensorRT callbacks raised since the last ``clear_plugin_errors()``."""
     return list(_plugin_errors)
 
@@ -107,7 +105,9 @@ def lrn_params_from_fields(size, alpha, beta, bias) -> LRNParams:
             raise ValueError(f"LRN plugin fields hold one value each, got {array.size}")
         return kind(array.reshape(-1)[0])
 
-    return LRNParams(size=scalar(size, int), alpha=scalar(alpha, float), beta=scalar(beta, float), bias=scalar(bias, float))
+    return LRNParams(
+        size=scalar(size, int), alpha=scalar(alpha, float), beta=scalar(beta, float), bias=scalar(bias, float)
+    )
 
 
 def _define_plugin(trt, trtp) -> None:
@@ -124,7 +124,7 @@ def _define_plugin(trt, trtp) -> None:
         return x.like()  # same shape, same dtype: the kernel reads and writes one dtype
 
     @trtp.autotune(PLUGIN_ID)
-    def lrn_autotune(x: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
+    def lrn_autotune(x: trtp.TensorDesc, outputs: tuple[trtp.TensorDesc]) -> list[trtp.AutoTuneCombination]:
         from .kernel import TACTICS
 
         # "A|B, A|B": input and output are both FP32 or both FP16 (positional pairing).
@@ -137,9 +137,9 @@ def _define_plugin(trt, trtp) -> None:
         alpha: npt.NDArray[np.float32],
         beta: npt.NDArray[np.float32],
         bias: npt.NDArray[np.float32],
-        outputs: Tuple[trtp.TensorDesc],
+        outputs: tuple[trtp.TensorDesc],
         tactic: int,
-    ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
         try:
             return _aot_kernel(trt, trtp, x, lrn_params_from_fields(size, alpha, beta, bias), tactic)
         except Exception as error:

@@ -14,7 +14,9 @@ from ..graph import INPUT_NAME, set_metadata, to_plugin_lrn, to_standard_lrn
 from .int8 import QUANTIZED_OPS
 
 
-def onnxruntime_int8(model: onnx.ModelProto, images: np.ndarray, workdir: Path, activations: str = "int8") -> onnx.ModelProto:
+def onnxruntime_int8(
+    model: onnx.ModelProto, images: np.ndarray, workdir: Path, activations: str = "int8"
+) -> onnx.ModelProto:
     """onnxruntime's ``quantize_static`` (QDQ, per-channel symmetric int8 weights, MinMax)
     on the standard-op twin, LRN swapped back to our plugin node afterwards: the
     independent INT8 baseline that ours is compared with. ``activations``: ``"int8"``

@@ -46,7 +46,10 @@ def read_cache(path: Path) -> CalibrationCache | None:
         if data.get("format") != CACHE_FORMAT:
             return None
         cache = CalibrationCache(
-            data["method"], data["model_sha256"], data["data_fingerprint"], data["images"],
+            data["method"],
+            data["model_sha256"],
+            data["data_fingerprint"],
+            data["images"],
             {name: entry["amax"] for name, entry in data["tensors"].items()},
             data.get("percentile"),
         )

@@ -62,12 +62,12 @@ def calibration_files(directory: Path) -> list[Path]:
     if directory.exists() and not directory.is_dir():
         raise DeployError(f"--calibration {directory} is a file, not a folder of images")
     if not directory.is_dir():
-        raise DeployError(
-            f"calibration folder {directory} does not exist (add images, or use --calib-from-data)"
-        )
+        raise DeployError(f"calibration folder {directory} does not exist (add images, or use --calib-from-data)")
     files = image_files(directory, recursive=True)
     if not files:
-        raise DeployError(f"calibration folder {directory} has no images (add JPEG/PNG files, or use --calib-from-data)")
+        raise DeployError(
+            f"calibration folder {directory} has no images (add JPEG/PNG files, or use --calib-from-data)"
+        )
     return files
 
 

@@ -158,7 +158,9 @@ def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[s
         if chain[0] in graph.outputs:
             continue  # the logits stay float: QGemm writes float output
         reached = next((t for t in chain if t in inputs), None)
-        parameters = plan[reached] if reached else ActivationQuantization.of(amax_of(chain[0]), graph.non_negative(chain[0]))
+        parameters = (
+            plan[reached] if reached else ActivationQuantization.of(amax_of(chain[0]), graph.non_negative(chain[0]))
+        )
         for tensor in chain[: chain.index(reached) if reached else None]:
             plan[tensor] = parameters
     return plan
@@ -178,10 +180,12 @@ def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str
     def qdq_nodes(tensor: str) -> list[onnx.NodeProto]:
         parameters = plan[tensor]
         scale, zero = f"{tensor}_scale", f"{tensor}_zero_point"
-        initializers.extend([
-            numpy_helper.from_array(np.float32(parameters.scale), scale),
-            numpy_helper.from_array(np.uint8(parameters.zero_point), zero),
-        ])
+        initializers.extend(
+            [
+                numpy_helper.from_array(np.float32(parameters.scale), scale),
+                numpy_helper.from_array(np.uint8(parameters.zero_point), zero),
+            ]
+        )
         return [
             helper.make_node("QuantizeLinear", [tensor, scale, zero], [f"{tensor}_q"]),
             helper.make_node("DequantizeLinear", [f"{tensor}_q", scale, zero], [dequantized[tensor]]),
@@ -198,11 +202,13 @@ def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str
             bias = numpy_helper.to_array(graph.initializers[bias_name]).astype(np.float64)
             bias_scales = (plan[node.input[0]].scale * weight_scales.astype(np.float64)).astype(np.float32)
             quantized = np.clip(np.round(bias / bias_scales), np.iinfo(np.int32).min, np.iinfo(np.int32).max)
-            initializers.extend([
-                numpy_helper.from_array(quantized.astype(np.int32), f"{bias_name}_int32"),
-                numpy_helper.from_array(bias_scales, f"{bias_name}_scale"),
-                numpy_helper.from_array(np.zeros(len(bias_scales), np.int32), f"{bias_name}_zero_point"),
-            ])
+            initializers.extend(
+                [
+                    numpy_helper.from_array(quantized.astype(np.int32), f"{bias_name}_int32"),
+                    numpy_helper.from_array(bias_scales, f"{bias_name}_scale"),
+                    numpy_helper.from_array(np.zeros(len(bias_scales), np.int32), f"{bias_name}_zero_point"),
+                ]
+            )
             nodes.append(
                 helper.make_node(
                     "DequantizeLinear",
@@ -249,6 +255,7 @@ def optimized_op_types(model: onnx.ModelProto, workdir: Path) -> list[str]:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
-    onnxruntime.InferenceSession(to_standard_lrn(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    onnxruntime.InferenceSession(
+        to_standard_lrn(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return [node.op_type for node in onnx.load(str(target)).graph.node]
-

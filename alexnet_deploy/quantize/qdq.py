@@ -43,12 +43,16 @@ def insert_qdq(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onn
                 if activation not in activation_amax:
                     raise DeployError(f"no calibrated range for tensor {activation!r}; recalibrate with --recalibrate")
                 scale, zero = f"{activation}_scale", f"{activation}_zero_point"
-                graph.initializer.extend([
-                    numpy_helper.from_array(np.float32(max(activation_amax[activation], 1e-12) / INT8_MAX), scale),
-                    numpy_helper.from_array(np.int8(0), zero),
-                ])
+                graph.initializer.extend(
+                    [
+                        numpy_helper.from_array(np.float32(max(activation_amax[activation], 1e-12) / INT8_MAX), scale),
+                        numpy_helper.from_array(np.int8(0), zero),
+                    ]
+                )
                 nodes.append(helper.make_node("QuantizeLinear", [activation, scale, zero], [f"{activation}_q"]))
-                nodes.append(helper.make_node("DequantizeLinear", [f"{activation}_q", scale, zero], [f"{activation}_dq"]))
+                nodes.append(
+                    helper.make_node("DequantizeLinear", [f"{activation}_q", scale, zero], [f"{activation}_dq"])
+                )
                 dequantized[activation] = f"{activation}_dq"
             node.input[0] = dequantized[activation]
 

@@ -50,7 +50,9 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = self.threads
         self.session = onnxruntime.InferenceSession(
-            to_standard_lrn(model, half_precision=self.precision == "fp16").SerializeToString(), options, providers=[provider]
+            to_standard_lrn(model, half_precision=self.precision == "fp16").SerializeToString(),
+            options,
+            providers=[provider],
         )
 
     def run_bare(self, images: np.ndarray) -> object:

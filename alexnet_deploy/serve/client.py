@@ -53,7 +53,9 @@ class TritonClassifier:
         except InferenceServerException as error:
             raise DeployError(f"{what}: {error.message()}") from None
         except Exception as error:  # connection refused, DNS, timeouts: many types
-            raise DeployError(f"{what}: cannot reach Triton at {self.url} ({error.__class__.__name__}: {error})") from None
+            raise DeployError(
+                f"{what}: cannot reach Triton at {self.url} ({error.__class__.__name__}: {error})"
+            ) from None
 
     def model_config(self, model: str) -> dict:
         """The model's config.pbtxt as the server holds it, as a dict (either protocol)."""
@@ -75,10 +77,14 @@ class TritonClassifier:
     def classes(self) -> list[str]:
         value = self.model_config(self.model).get("parameters", {}).get("classes", {}).get("string_value")
         if not value:
-            raise DeployError(f"model {self.model} at {self.url} carries no class names (not written by `alexnet-deploy repository`)")
+            raise DeployError(
+                f"model {self.model} at {self.url} carries no class names (not written by `alexnet-deploy repository`)"
+            )
         return json.loads(value)
 
-    def infer_raw(self, inputs: dict[str, np.ndarray], model: str | None = None, output: str = OUTPUT_NAME) -> np.ndarray:
+    def infer_raw(
+        self, inputs: dict[str, np.ndarray], model: str | None = None, output: str = OUTPUT_NAME
+    ) -> np.ndarray:
         """One request with the given named arrays; the named output back."""
         from tritonclient.utils import np_to_triton_dtype
 

@@ -37,7 +37,9 @@ class RepositoryConfig:
 
     def check(self) -> None:
         if self.flavour not in RepositoryFlavour.values():
-            raise DeployError(f"unknown repository flavour {str(self.flavour)!r}; choose from {', '.join(RepositoryFlavour.values())}")
+            raise DeployError(
+                f"unknown repository flavour {str(self.flavour)!r}; choose from {', '.join(RepositoryFlavour.values())}"
+            )
         if self.max_batch < 1 or self.instances < 1 or self.preprocess_instances < 1 or self.queue_delay_us < 0:
             raise DeployError("max batch and instance counts must be >= 1, queue delay >= 0")
 
@@ -74,4 +76,6 @@ class LoadConfig:
         if self.batch < 1 or max(self.concurrency) > self.max_threads:
             raise DeployError(f"--batch must be >= 1 and --concurrency at most {self.max_threads}")
         if self.model == ENSEMBLE and self.batch != 1:
-            raise DeployError(f"the {ENSEMBLE} ensemble takes one encoded image per request; use --model alexnet_onnx for --batch {self.batch}")
+            raise DeployError(
+                f"the {ENSEMBLE} ensemble takes one encoded image per request; use --model alexnet_onnx for --batch {self.batch}"
+            )

@@ -80,7 +80,9 @@ def _batch_histogram(client: TritonClassifier, model: str) -> dict[int, int]:
     return {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in stats.get("batch_stats", [])}
 
 
-def _settled_batches(client: TritonClassifier, model: str, before: dict[int, int], expected_images: int) -> dict[int, int]:
+def _settled_batches(
+    client: TritonClassifier, model: str, before: dict[int, int], expected_images: int
+) -> dict[int, int]:
     """Executions per batch size since ``before``. Triton records an execution's
     statistics after it has sent the responses, so a client can see its last answer
     before the server has counted it: poll briefly until every image is accounted for."""

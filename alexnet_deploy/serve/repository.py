@@ -65,7 +65,9 @@ def _batched_model(name: str, max_batch: int, size: int, classes: int, config: R
     model.output.add(name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[classes], label_filename=LABELS_FILE)
     model.dynamic_batching.preferred_batch_size.extend(b for b in config.preferred_batches if b <= max_batch)
     model.dynamic_batching.max_queue_delay_microseconds = config.queue_delay_us
-    model.instance_group.add(count=config.instances, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU)
+    model.instance_group.add(
+        count=config.instances, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU
+    )
     return model
 
 
@@ -105,8 +107,18 @@ def ensemble_config(target: str, info: ModelInfo, size: int):
     model.input.add(name=IMAGE_INPUT, data_type=pb.TYPE_UINT8, dims=[-1])
     model.output.add(name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[1, len(info.classes)], label_filename=LABELS_FILE)
     steps = model.ensemble_scheduling.step
-    steps.add(model_name=PREPROCESS, model_version=-1, input_map={IMAGE_INPUT: IMAGE_INPUT}, output_map={INPUT_NAME: "preprocessed"})
-    steps.add(model_name=target, model_version=-1, input_map={INPUT_NAME: "preprocessed"}, output_map={OUTPUT_NAME: OUTPUT_NAME})
+    steps.add(
+        model_name=PREPROCESS,
+        model_version=-1,
+        input_map={IMAGE_INPUT: IMAGE_INPUT},
+        output_map={INPUT_NAME: "preprocessed"},
+    )
+    steps.add(
+        model_name=target,
+        model_version=-1,
+        input_map={INPUT_NAME: "preprocessed"},
+        output_map={OUTPUT_NAME: OUTPUT_NAME},
+    )
     # clients (predict --url, loadtest) read the class names from here
     model.parameters["classes"].string_value = json.dumps(list(info.classes))
     model.parameters["target"].string_value = target
@@ -128,7 +140,9 @@ from alexnet_deploy.serve.triton_models import {cls} as TritonPythonModel  # noq
 '''
 
 
-def _write_model(root: Path, config, files: dict[str, bytes | Path] | None = None, labels: list[str] | None = None) -> None:
+def _write_model(
+    root: Path, config, files: dict[str, bytes | Path] | None = None, labels: list[str] | None = None
+) -> None:
     folder = root / config.name
     (folder / "1").mkdir(parents=True)
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
@@ -154,7 +168,9 @@ def write_repository(
     config.check()
     output = Path(output)
     if output.exists() and not (output / ENSEMBLE / "config.pbtxt").is_file():
-        raise DeployError(f"{output} exists and is not a model repository written by this command; choose another --output")
+        raise DeployError(
+            f"{output} exists and is not a model repository written by this command; choose another --output"
+        )
     if not output.parent.is_dir():
         raise DeployError(f"output directory {output.parent} does not exist (for {output})")
     model = load_model(onnx_path, require_plugin=False)
@@ -166,7 +182,9 @@ def write_repository(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         local = {"model.py": _MODEL_PY.format(cls="OnnxModel").encode()} if config.flavour == "local" else {}
-        _write_model(staging, onnx_config(info, size, config), {"model.onnx": twin.SerializeToString(), **local}, classes)
+        _write_model(
+            staging, onnx_config(info, size, config), {"model.onnx": twin.SerializeToString(), **local}, classes
+        )
         result.models.append(ONNX_MODEL)
         for precision in PRECISIONS:
             plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
@@ -180,7 +198,11 @@ def write_repository(
             result.models.append(tensorrt_model_name(precision))
         if target not in result.models:
             raise DeployError(f"--target {target}: no such model in the repository ({', '.join(result.models)})")
-        _write_model(staging, preprocess_config(info, size, config), {"model.py": _MODEL_PY.format(cls="PreprocessModel").encode()})
+        _write_model(
+            staging,
+            preprocess_config(info, size, config),
+            {"model.py": _MODEL_PY.format(cls="PreprocessModel").encode()},
+        )
         _write_model(staging, ensemble_config(target, info, size), labels=classes)
         result.models += [PREPROCESS, ENSEMBLE]
         if output.exists():

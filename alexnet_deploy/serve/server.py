@@ -70,7 +70,9 @@ def find_triton() -> TritonInstallation:
     )
     for path in (found.binary, found.backends / "python", found.stub):
         if not path.exists():
-            raise DeployError(f"the Triton installation is incomplete ({path} missing; Python {version}): {INSTALL_HINT}")
+            raise DeployError(
+                f"the Triton installation is incomplete ({path} missing; Python {version}): {INSTALL_HINT}"
+            )
     return found
 
 
@@ -169,7 +171,11 @@ class TritonServer:
         self._log_handle = open(self.log_path, "wb")
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            command, stdout=self._log_handle, stderr=subprocess.STDOUT, env=server_environment(install), start_new_session=True
+            command,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            env=server_environment(install),
+            start_new_session=True,
         )
         try:
             self._wait_ready(started)
@@ -187,14 +193,18 @@ class TritonServer:
         try:
             while time.perf_counter() - started < self.config.startup_timeout_s:
                 if self.running.poll() is not None:
-                    raise DeployError(f"tritonserver exited with code {self.running.returncode} while starting: {self.failure_summary()}")
+                    raise DeployError(
+                        f"tritonserver exited with code {self.running.returncode} while starting: {self.failure_summary()}"
+                    )
                 with contextlib.suppress(OSError, InferenceServerException):  # not listening yet: refused/reset
                     if client.is_server_ready():
                         return
                 time.sleep(0.25)
         finally:
             client.close()
-        raise DeployError(f"tritonserver not ready after {self.config.startup_timeout_s:.0f} s: {self.failure_summary()}")
+        raise DeployError(
+            f"tritonserver not ready after {self.config.startup_timeout_s:.0f} s: {self.failure_summary()}"
+        )
 
     def failure_summary(self) -> str:
         """The server log's error lines, joined on one line (for DeployError)."""
@@ -243,9 +253,11 @@ def unsupported_models(repository: Path, install: TritonInstallation) -> list[st
     problems = []
     for path in sorted(Path(repository).glob("*/config.pbtxt")):
         config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-        needed = config.backend or {"ensemble": "ensemble", "tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime"}.get(
-            config.platform, config.platform
-        )
+        needed = config.backend or {
+            "ensemble": "ensemble",
+            "tensorrt_plan": "tensorrt",
+            "onnxruntime_onnx": "onnxruntime",
+        }.get(config.platform, config.platform)
         if needed not in available:
             problems.append(f"{path.parent.name} needs the {needed} backend")
     return problems
@@ -281,11 +293,17 @@ def serve_until_signal(
         repository = config.repository
         if repository is None:
             written = write_repository(
-                onnx_path, Path(scratch) / "model_repository", engines_dir, RepositoryConfig(flavour="local"), target=target
+                onnx_path,
+                Path(scratch) / "model_repository",
+                engines_dir,
+                RepositoryConfig(flavour="local"),
+                target=target,
             )
             repository = written.path
             config = replace(config, repository=repository)
-            announce(f"repository {onnx_path} -> {', '.join(written.models)} (python backend; the alexnet ensemble uses {target})")
+            announce(
+                f"repository {onnx_path} -> {', '.join(written.models)} (python backend; the alexnet ensemble uses {target})"
+            )
         problems = unsupported_models(repository, find_triton())
         if problems:
             raise DeployError(
@@ -302,7 +320,9 @@ def serve_until_signal(
                 )
                 while not stop.wait(0.5):
                     if server.running.poll() is not None:
-                        raise DeployError(f"tritonserver exited with code {server.running.returncode}: {server.failure_summary()}")
+                        raise DeployError(
+                            f"tritonserver exited with code {server.running.returncode}: {server.failure_summary()}"
+                        )
                 announce("stopping: draining in-flight requests")
             announce("stopped")
         finally:

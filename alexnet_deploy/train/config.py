@@ -42,7 +42,9 @@ class TrainConfig:
     split: Split = field(default_factory=Split)
     workers: int | None = None  # None: default_workers() for the data source
     resume: bool = False
-    precision: TrainingPrecision | str = TrainingPrecision.FP32  # autocast dtype: fp32, bf16 or fp16 (CUDA); weights stay fp32
+    precision: TrainingPrecision | str = (
+        TrainingPrecision.FP32
+    )  # autocast dtype: fp32, bf16 or fp16 (CUDA); weights stay fp32
     dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S  # rendezvous and collectives under torchrun
 
     def check(self) -> None:
@@ -51,12 +53,18 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite positive number, got {self.lr}"),
-            (math.isfinite(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (
+                math.isfinite(self.momentum) and 0 <= self.momentum < 1,
+                f"momentum must be in [0, 1), got {self.momentum}",
+            ),
             (
                 math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                 f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
             ),
-            (self.schedule in Schedule.values(), f"unknown --schedule {str(self.schedule)!r}; choose one of {', '.join(Schedule.values())}"),
+            (
+                self.schedule in Schedule.values(),
+                f"unknown --schedule {str(self.schedule)!r}; choose one of {', '.join(Schedule.values())}",
+            ),
             (self.step_size >= 1, f"--step-size must be at least 1, got {self.step_size}"),
             (math.isfinite(self.gamma) and 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}"),
@@ -66,9 +74,9 @@ class TrainConfig:
             (self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.workers is None or self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (
-            self.precision in TrainingPrecision.values(),
-            f"unknown --precision {str(self.precision)!r}; choose one of {', '.join(TrainingPrecision.values())}",
-        ),
+                self.precision in TrainingPrecision.values(),
+                f"unknown --precision {str(self.precision)!r}; choose one of {', '.join(TrainingPrecision.values())}",
+            ),
             (
                 math.isfinite(self.dist_timeout_s) and self.dist_timeout_s > 0,
                 f"--dist-timeout must be a finite number of seconds > 0, got {self.dist_timeout_s}",

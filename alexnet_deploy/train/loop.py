@@ -79,7 +79,11 @@ def _train(
 ) -> TrainResult:
     images = load_images(config.data)
     # Rank 0 reads (and checks) the state; every rank gets it, or the same error.
-    resume = distributed.run_on_main(context, lambda: load_resume(config, output, images, on_epoch)) if config.resume else None
+    resume = (
+        distributed.run_on_main(context, lambda: load_resume(config, output, images, on_epoch))
+        if config.resume
+        else None
+    )
     if resume is not None:
         model_config, preprocessing = resume.checkpoint.config, resume.checkpoint.preprocessing
         split = resume.checkpoint.split
@@ -93,7 +97,9 @@ def _train(
         split = replace(config.split, limit=config.limit)
     parts = split.apply(images)
     if len(parts["train"]) == 0 or len(parts["val"]) == 0:
-        raise DeployError(f"too few images ({len(images) if split.limit is None else min(split.limit, len(images))}) to split into train and val sets")
+        raise DeployError(
+            f"too few images ({len(images) if split.limit is None else min(split.limit, len(images))}) to split into train and val sets"
+        )
     if resume is None:
         preprocessing = fit_normalisation(parts["train"], Preprocessing())
 
@@ -134,7 +140,9 @@ def _train(
         train_set, config.batch_size, sampler=sampler, drop_last=len(sampler) > config.batch_size, **options
     )
     val_set = EvalDataset(parts["val"], preprocessing)
-    val_loader = batch_loader(val_set, config.batch_size, sampler=distributed.StridedShard(len(val_set), context), **options)
+    val_loader = batch_loader(
+        val_set, config.batch_size, sampler=distributed.StridedShard(len(val_set), context), **options
+    )
     log_path = ArtifactLayout.from_checkpoint(output).metrics_log
     fingerprint = images.fingerprint()
 
@@ -142,7 +150,9 @@ def _train(
         train_set.epoch = epoch
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        progress.begin(f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(sampler))
+        progress.begin(
+            f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(sampler)
+        )
         started = time.perf_counter()
         train_stats, _ = train_one_epoch(trained, loader, optimizer, device, progress, precision, scaler)
         train_seconds = time.perf_counter() - started
@@ -150,7 +160,9 @@ def _train(
         val_stats = all_reduce_accuracy(context, evaluate(model, val_loader, device), device)
         progress.finish()
         if not math.isfinite(val_stats.loss):
-            raise DeployError(f"training diverged: the val loss of epoch {epoch} is {val_stats.loss}; nothing of it was saved (try a lower --lr)")
+            raise DeployError(
+                f"training diverged: the val loss of epoch {epoch} is {val_stats.loss}; nothing of it was saved (try a lower --lr)"
+            )
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_stats.loss)
         else:
@@ -177,7 +189,12 @@ def _train(
             preprocessing=preprocessing,
             data_source=images.source,
             split=split,
-            metrics={"epoch": epoch, "val_top1": val_stats.top1, "val_top5": val_stats.top5, "val_loss": val_stats.loss},
+            metrics={
+                "epoch": epoch,
+                "val_top1": val_stats.top1,
+                "val_top5": val_stats.top5,
+                "val_loss": val_stats.loss,
+            },
         )
         checkpoint.check_weights()  # never save a NaN model
         save_resume(output, checkpoint, optimizer, scheduler, scaler, history, device, fingerprint)

@@ -40,7 +40,9 @@ def write_epoch_outputs(
     """Everything that follows from the resume state: checkpoint, metrics log, then
     whatever the caller draws from the history (the curves)."""
     save_checkpoint(checkpoint, output)
-    write_text_atomic(ArtifactLayout.from_checkpoint(output).metrics_log, "".join(json.dumps(asdict(m)) + "\n" for m in history))
+    write_text_atomic(
+        ArtifactLayout.from_checkpoint(output).metrics_log, "".join(json.dumps(asdict(m)) + "\n" for m in history)
+    )
     if on_epoch is not None:
         on_epoch(history)
 
@@ -103,7 +105,9 @@ class Resume:
             np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
             random.setstate(rng["python"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-            raise DeployError(f"{self.path} is a damaged resume state: {error.__class__.__name__}: {error}".splitlines()[0]) from None
+            raise DeployError(
+                f"{self.path} is a damaged resume state: {error.__class__.__name__}: {error}".splitlines()[0]
+            ) from None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for param in params:
             buffer = optimizer.state.get(param, {}).get("momentum_buffer")
@@ -131,13 +135,31 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
     if not history or [m.epoch for m in history] != list(range(1, epoch + 1)):
         raise DeployError(f"{state_path} is a damaged resume state: its history does not end at epoch {epoch}")
     contradictions = [
-        (checkpoint.classes != images.classes, f"the run was trained on classes {checkpoint.classes}, the data has {images.classes}"),
-        (checkpoint.data_source != images.source, f"the run was trained on --data {checkpoint.data_source}, not {images.source}"),
+        (
+            checkpoint.classes != images.classes,
+            f"the run was trained on classes {checkpoint.classes}, the data has {images.classes}",
+        ),
+        (
+            checkpoint.data_source != images.source,
+            f"the run was trained on --data {checkpoint.data_source}, not {images.source}",
+        ),
         (fingerprint != images.fingerprint(), f"the images in {images.source} changed since the run began"),
-        (config.groups not in (None, checkpoint.config.groups), f"the run has --groups {checkpoint.config.groups}, not {config.groups}"),
-        (config.width not in (None, checkpoint.config.width), f"the run has --width {checkpoint.config.width}, not {config.width}"),
-        (config.dropout not in (None, checkpoint.config.dropout), f"the run has --dropout {checkpoint.config.dropout}, not {config.dropout}"),
-        (config.limit not in (None, checkpoint.split.limit), f"the run has --limit {checkpoint.split.limit}, not {config.limit}"),
+        (
+            config.groups not in (None, checkpoint.config.groups),
+            f"the run has --groups {checkpoint.config.groups}, not {config.groups}",
+        ),
+        (
+            config.width not in (None, checkpoint.config.width),
+            f"the run has --width {checkpoint.config.width}, not {config.width}",
+        ),
+        (
+            config.dropout not in (None, checkpoint.config.dropout),
+            f"the run has --dropout {checkpoint.config.dropout}, not {config.dropout}",
+        ),
+        (
+            config.limit not in (None, checkpoint.split.limit),
+            f"the run has --limit {checkpoint.split.limit}, not {config.limit}",
+        ),
         (
             replace(config.split, limit=checkpoint.split.limit) != checkpoint.split,
             f"the run's split is {checkpoint.split}, not {config.split}",
@@ -150,7 +172,9 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
         on_disk = load_checkpoint(output)
         saved_epoch = on_disk.metrics.get("epoch")
         if not isinstance(saved_epoch, int) or saved_epoch > epoch:
-            raise DeployError(f"cannot --resume {output}: it is at epoch {saved_epoch} but {state_path} at epoch {epoch}")
+            raise DeployError(
+                f"cannot --resume {output}: it is at epoch {saved_epoch} but {state_path} at epoch {epoch}"
+            )
     if not output.exists() or saved_epoch < epoch:
         write_epoch_outputs(output, checkpoint, history, on_epoch)  # the pair was cut between its two writes
     return Resume(state_path, checkpoint, history, state)
