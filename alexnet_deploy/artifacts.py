@@ -119,6 +119,11 @@ class ArtifactLayout:
     def build_log(self, precision: Precision | str) -> Path:
         return build_log_of(self.plan(precision))
 
+    @property
+    def export_onnx(self) -> Path:
+        """The FP32 export itself: ``onnx(Precision.FP32)``."""
+        return self.onnx(Precision.FP32)
+
 
 def sidecar_of(plan: Path) -> Path:
     """``engines/alexnet.fp16.plan`` -> ``engines/alexnet.fp16.json``: a plan given by
@@ -130,3 +135,7 @@ def build_log_of(plan: Path) -> Path:
     """``engines/alexnet.fp16.plan`` -> ``engines/alexnet.fp16.log``: TensorRT's build
     log beside the plan it built."""
     return Path(plan).with_suffix(".log")
+
+
+# The repository's own folders: the layout every command uses unless told otherwise.
+DEFAULT_LAYOUT = ArtifactLayout()

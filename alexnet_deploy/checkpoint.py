@@ -105,7 +105,7 @@ def load_payload(path: Path, what: str) -> object:
     failure to read it becomes one line saying ``path`` is not ``what``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a foreign or truncated file
+    except Exception as error:  # noqa: BLE001 -- torch raises many types for a foreign or truncated file
         raise DeployError(f"{path} is not {what} ({error.__class__.__name__})") from None
 
 

@@ -68,7 +68,9 @@ def check_writable_destination(path: Path) -> None:
         raise DeployError(f"output directory {parent} is not writable (for {path})")
     # os.access says yes to root everywhere (/proc, a read-only bind mount): try it
     try:
-        probe = tempfile.NamedTemporaryFile(prefix=f".{path.name}.{TEMP_TAG}-{os.getpid()}-", suffix=".tmp", dir=parent)
+        probe = tempfile.NamedTemporaryFile(  # noqa: SIM115 -- opened only to prove it can be, closed below
+            prefix=f".{path.name}.{TEMP_TAG}-{os.getpid()}-", suffix=".tmp", dir=parent
+        )
     except OSError as error:
         raise _write_error(path, error) from None
     probe.close()

@@ -162,7 +162,7 @@ def load_model(path: Path, require_plugin: bool = True) -> onnx.ModelProto:
         raise DeployError(f"ONNX file {path} not found (write it with `alexnet-deploy export`)")
     try:
         model = onnx.load(str(path))
-    except Exception as error:  # protobuf raises several types for a foreign file
+    except Exception as error:  # noqa: BLE001 -- protobuf raises several types for a foreign file
         raise DeployError(f"{path} is not an ONNX model ({error.__class__.__name__})") from None
     check_alexnet_graph(model, str(path), require_plugin=require_plugin)
     return model

@@ -104,7 +104,7 @@ class LayerTable:
             for row in self.rows
         ]
         totals = (f"{self.parameters:,}", f"{self.macs:,}", f"{self.activation_bytes:,}")
-        return rows + [("total", "", "", "", "", "", "", *totals)]
+        return [*rows, ("total", "", "", "", "", "", "", *totals)]
 
     def to_dict(self) -> dict:
         return {

@@ -107,7 +107,7 @@ def main() -> None:
         entry.runner.infer(batch)  # warm-up at the timed batch (torch.compile compiles here)
     gemm_run()
 
-    timed = entries + [gemm]
+    timed = [*entries, gemm]
     for round_index in range(args.rounds):
         shift = round_index % len(timed)
         for entry in timed[shift:] + timed[:shift]:

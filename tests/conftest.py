@@ -9,6 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+# The serving fixtures (a served export, held-out PNGs, reference logits) for every test
+# module that asks for them by name.
+pytest_plugins = ["serving_fixtures"]
+
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 

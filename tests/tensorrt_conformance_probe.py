@@ -203,7 +203,7 @@ def static_desc(dtype, dims):
 def record(observations: dict, key: str, action):
     try:
         observations[key] = {"ok": True, "value": action()}
-    except Exception as error:  # the test reports exactly what TensorRT's code raised
+    except Exception as error:  # noqa: BLE001 -- the test reports exactly what TensorRT's code raised
         observations[key] = {
             "ok": False,
             "error": f"{error.__class__.__name__}: {error}",

@@ -798,7 +798,7 @@ def test_adversarial_train_input(case: Case, tmp_path, finished_runs):
         assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
         assert case.fragment in lines[0], lines[0]
     assert {name: _digest(ws.path(name)) for name in case.protect} == before
-    assert not [p for p in work.rglob("*.tmp")], "temporary files left behind"
+    assert not list(work.rglob("*.tmp")), "temporary files left behind"
     assert not Path("/tmp/alexnet-deploy-pwned").exists()
 
 

@@ -486,9 +486,10 @@ def test_batch_above_the_engine_profile_is_one_line_before_any_timing(
 
 def test_a_runner_refuses_a_batch_above_its_maximum_mid_run(tiny_checkpoint, onnx_dir, tmp_path, monkeypatch):
     """The backstop when only the loaded runner knows its limit."""
-    limited = lambda context, precision: planning.Planned(
-        "tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4)
-    )
+
+    def limited(context, precision):
+        return planning.Planned("tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4))
+
     monkeypatch.setitem(planning.PLANNERS, "tensorrt", limited)
     config = BenchConfig(
         batches=(2, 8), backends=("tensorrt",), onnx=onnx_dir / "alexnet.onnx", checkpoint=tiny_checkpoint, max_images=4

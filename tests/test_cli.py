@@ -118,7 +118,7 @@ def test_export_writes_validated_onnx(tiny_checkpoint, tmp_path):
 def test_export_rejects_bad_input_without_partial_files(tiny_checkpoint, tmp_path, args, fragment):
     (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not torch")
     defaults = {"--checkpoint": str(tiny_checkpoint), "--output": str(tmp_path / "out.onnx")}
-    given = dict(zip(args[::2], [a.format(tmp=tmp_path) for a in args[1::2]]))
+    given = dict(zip(args[::2], [a.format(tmp=tmp_path) for a in args[1::2]], strict=True))
     result = run("export", *[x for kv in (defaults | given).items() for x in kv])
     assert_one_line_error(result, fragment)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp"))

@@ -71,7 +71,7 @@ def test_image_folder_reads_classes_in_sorted_order(tmp_path):
 def test_image_folder_rejects_corrupt_image(tmp_path):
     write_image_folder(tmp_path)
     (tmp_path / "class_0" / "broken.jpg").write_bytes(b"not an image at all")
-    with pytest.raises(DeployError, match="cannot read image .*broken.jpg"):
+    with pytest.raises(DeployError, match=r"cannot read image .*broken.jpg"):
         load_image_folder(tmp_path)
 
 

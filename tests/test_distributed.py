@@ -48,7 +48,9 @@ def torchrun_train(output: Path, *args: str, processes: int = 2) -> subprocess.C
         "--limit", str(LIMIT), "--width", str(WIDTH), "--batch-size", str(BATCH // processes),
         "--no-augment", "--dropout", "0", "--workers", "0", *args,
     ]  # fmt: skip
-    result = subprocess.run(command, env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    result = subprocess.run(
+        command, env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -129,7 +131,7 @@ def test_a_rendezvous_that_never_completes_is_one_error_line(tmp_path):
     }
     command = [sys.executable, "-m", "alexnet_deploy", "train", "--output", str(tmp_path / "x.pt"), "--limit", "40",
                "--width", str(WIDTH), "--device", "cpu", "--dist-timeout", "2"]  # fmt: skip
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: rank 0: rendezvous failed") and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
@@ -137,11 +139,14 @@ def test_a_rendezvous_that_never_completes_is_one_error_line(tmp_path):
 
 def test_a_peer_failing_in_a_collective_is_one_error_naming_the_rank():
     context = distributed.DistributedContext(rank=1, world_size=2)
-    with pytest.raises(
-        DeployError, match=r"^rank 1: another rank failed or timed out \(DistBackendError: Connection closed by peer\)$"
+    with (
+        pytest.raises(
+            DeployError,
+            match=r"^rank 1: another rank failed or timed out \(DistBackendError: Connection closed by peer\)$",
+        ),
+        distributed.peer_failures_as_errors(context),
     ):
-        with distributed.peer_failures_as_errors(context):
-            raise torch.distributed.DistBackendError("Connection closed by peer\n[C++ backtrace ...]")
+        raise torch.distributed.DistBackendError("Connection closed by peer\n[C++ backtrace ...]")
 
 
 def test_without_torchrun_variables_training_is_one_process():

@@ -198,7 +198,7 @@ def test_validation_rejects_an_onnx_that_disagrees_with_torch(tiny_checkpoint, r
     model = load_checkpoint(tiny_checkpoint).build_model()
     torch.manual_seed(1)
     other = export_model(AlexNet(model.config).eval())
-    with pytest.raises(DeployError, match="export validation failed: output 'logits' .* max"):
+    with pytest.raises(DeployError, match=r"export validation failed: output 'logits' .* max"):
         validate(model, other, real_images[:8], "test images")
 
 

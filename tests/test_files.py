@@ -42,10 +42,12 @@ def test_artifacts_get_the_umask_mode_not_mkstemps_0600(tmp_path, umask, mode):
 def test_an_oserror_while_writing_is_one_line_naming_the_path_and_leaves_nothing(tmp_path):
     target = tmp_path / "model.onnx"
     target.write_text("good")
-    with pytest.raises(DeployError, match=rf"cannot write {target}: No space left on device"):
-        with atomic_output(target) as tmp:
-            tmp.write_text("half")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with (
+        pytest.raises(DeployError, match=rf"cannot write {target}: No space left on device"),
+        atomic_output(target) as tmp,
+    ):
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
@@ -79,7 +81,7 @@ def test_a_symlink_is_followed_its_target_replaced_and_the_link_kept(tmp_path):
 
 
 def test_an_unwritable_special_folder_is_one_line(tmp_path):
-    with pytest.raises(DeployError, match="/proc/x.pt"):
+    with pytest.raises(DeployError, match=r"/proc/x.pt"):
         write_text_atomic(Path("/proc/x.pt"), "x")
 
 
@@ -138,7 +140,7 @@ def test_outputs_may_not_be_inputs_or_each_other_but_devices_are_exempt(tmp_path
     model = tmp_path / "m.onnx"
     model.write_text("x")
     (tmp_path / "link.json").symlink_to(model)
-    with pytest.raises(DeployError, match="--json .*link.json is the same file as --onnx"):
+    with pytest.raises(DeployError, match=r"--json .*link.json is the same file as --onnx"):
         check_distinct_paths({"--onnx": model}, {"--json": tmp_path / "link.json"})
     with pytest.raises(DeployError, match="--json and --plot are the same file"):
         check_distinct_paths({}, {"--json": tmp_path / "r", "--plot": tmp_path / "." / "r"})

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from serving_fixtures import held_out_pngs, reference_logits, served_onnx  # noqa: F401
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
@@ -18,13 +17,13 @@ from alexnet_deploy.serve.predict import decode, local_classifier, open_runner, 
 
 
 @pytest.fixture()
-def image_dir(tmp_path, held_out_pngs):  # noqa: F811
+def image_dir(tmp_path, held_out_pngs):
     for index, data in enumerate(held_out_pngs):
         (tmp_path / f"digit{index:02d}.png").write_bytes(data)
     return tmp_path
 
 
-def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_onnx, reference_logits, tiny_checkpoint):  # noqa: F811
+def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_onnx, reference_logits, tiny_checkpoint):
     runner, info = open_runner("onnxruntime", "fp32", served_onnx, image_dir, tiny_checkpoint)
     with runner:
         report = predict_files(
@@ -32,7 +31,7 @@ def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_o
         )
     assert report.errors == []
     assert [p.source for p in report.predictions] == [str(image_dir / f"digit{i:02d}.png") for i in range(16)]
-    for prediction, logits in zip(report.predictions, reference_logits):
+    for prediction, logits in zip(report.predictions, reference_logits, strict=True):
         # Preprocessing read back from the ONNX metadata (JSON) vs the checkpoint's own
         # floats: equal to the last bits or so, hence a tolerance, not bit-equality.
         np.testing.assert_allclose(prediction.logits, logits, rtol=0, atol=1e-5)
@@ -43,7 +42,7 @@ def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_o
         assert prediction.top[0][0] == info.classes[int(np.argmax(logits))]  # top-1 agrees with the runner
 
 
-def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(image_dir, served_onnx):  # noqa: F811
+def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(image_dir, served_onnx):
     (image_dir / "notes.txt").write_text("not an image")
     (image_dir / "empty.png").write_bytes(b"")
     whole = (image_dir / "digit00.png").read_bytes()
@@ -81,7 +80,7 @@ def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(imag
     assert sum(f"{image_dir / 'digit'}" in line for line in result.stdout.splitlines()) == 16
 
 
-def test_globs_pick_the_matching_files_only(image_dir, served_onnx):  # noqa: F811
+def test_globs_pick_the_matching_files_only(image_dir, served_onnx):
     result = CliRunner().invoke(
         app, ["predict", str(image_dir / "digit0*.png"), "--onnx", str(served_onnx), "--top", "1"]
     )
@@ -89,7 +88,7 @@ def test_globs_pick_the_matching_files_only(image_dir, served_onnx):  # noqa: F8
     assert len(result.stdout.splitlines()) == 10
 
 
-def test_decode_is_the_checkpoints_preprocessing(held_out_pngs):  # noqa: F811
+def test_decode_is_the_checkpoints_preprocessing(held_out_pngs):
     import io
 
     from PIL import Image
@@ -98,11 +97,11 @@ def test_decode_is_the_checkpoints_preprocessing(held_out_pngs):  # noqa: F811
     tensor = decode(held_out_pngs[0], preprocessing)
     assert tensor.shape == (3, 57, 57) and tensor.dtype == np.float32
     np.testing.assert_array_equal(tensor, preprocessing(Image.open(io.BytesIO(held_out_pngs[0]))))
-    with pytest.raises(DeployError, match="x.png: empty image"):
+    with pytest.raises(DeployError, match=r"x.png: empty image"):
         decode(b"", preprocessing, "x.png")
 
 
-def test_unknown_backend_and_missing_export_are_one_line_errors(tmp_path, served_onnx):  # noqa: F811
+def test_unknown_backend_and_missing_export_are_one_line_errors(tmp_path, served_onnx):
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "--backend", "tflite", "--onnx", str(served_onnx)])
     # an Enum option: Typer refuses it as a usage error (exit 2), naming the choices
     assert result.exit_code == 2 and result.stderr.count("\n") == 1

@@ -150,7 +150,10 @@ def test_build_writes_both_int8_graphs_with_their_runtime_and_calibration(fp32_o
 
 def test_a_cache_without_the_output_ranges_is_recalibrated(fp32_onnx, fp32_model, tmp_path):
     calibration = tmp_path / "cal"
-    run = lambda **extra: build(BuildConfig(onnx=fp32_onnx, precisions=("int8",), calibration_dir=calibration, **extra))
+
+    def run(**extra):
+        return build(BuildConfig(onnx=fp32_onnx, precisions=("int8",), calibration_dir=calibration, **extra))
+
     run(calib_from_data=True)
     cache_file = calibration / "scales.entropy.json"
     cache = json.loads(cache_file.read_text())

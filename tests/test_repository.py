@@ -11,7 +11,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
-from serving_fixtures import held_out_pngs, reference_logits, served_onnx  # noqa: F401
 from tritonclient.grpc import model_config_pb2 as pb
 from typer.testing import CliRunner
 
@@ -43,7 +42,7 @@ def configs(root: Path) -> dict[str, pb.ModelConfig]:
 
 
 @pytest.fixture(scope="module")
-def stock(served_onnx, tmp_path_factory):  # noqa: F811
+def stock(served_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     fake_engine(root / "engines", "fp16", 32)
     result = write_repository(served_onnx, root / "model_repository", root / "engines")
@@ -83,7 +82,9 @@ def test_ensemble_wiring_names_dims_and_dtypes_agree(stock, tiny_checkpoint):
             data_type, shape = produced[wire]
             assert data_type == inputs[own].data_type
             expected = full_shape(model, inputs[own])
-            assert len(shape) == len(expected) and all(a == b or -1 in (a, b) for a, b in zip(shape, expected)), (
+            assert len(shape) == len(expected) and all(
+                a == b or -1 in (a, b) for a, b in zip(shape, expected, strict=True)
+            ), (
                 own,
                 shape,
                 expected,
@@ -106,7 +107,7 @@ def test_labels_are_the_checkpoints_classes(stock, tiny_checkpoint):
     assert json.loads(parsed["alexnet"].parameters["classes"].string_value) == classes
 
 
-def test_onnx_twin_in_the_repository_runs_in_onnxruntime(stock, held_out_pngs, reference_logits, tiny_checkpoint):  # noqa: F811
+def test_onnx_twin_in_the_repository_runs_in_onnxruntime(stock, held_out_pngs, reference_logits, tiny_checkpoint):
     import io
 
     from PIL import Image
@@ -121,7 +122,7 @@ def test_onnx_twin_in_the_repository_runs_in_onnxruntime(stock, held_out_pngs, r
     np.testing.assert_array_equal(logits, reference_logits)
 
 
-def test_local_flavour_runs_our_runners_in_the_python_backend(served_onnx, tmp_path):  # noqa: F811
+def test_local_flavour_runs_our_runners_in_the_python_backend(served_onnx, tmp_path):
     """The wheel's Triton has only the python backend: the ONNX twin runs in our
     onnxruntime runner, each engine (plan + sidecar) in our TensorRT runner."""
     fake_engine(tmp_path / "engines", "int8", 16)
@@ -145,7 +146,7 @@ def test_local_flavour_runs_our_runners_in_the_python_backend(served_onnx, tmp_p
     assert result.skipped == []
 
 
-def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, tmp_path):  # noqa: F811
+def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, tmp_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "keep.txt").write_text("data")
     result = CliRunner().invoke(app, ["repository", "--onnx", str(served_onnx), "--output", str(tmp_path / "precious")])
@@ -169,7 +170,7 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, t
         (["--backend", "tensorrt"], "--backend tensorrt: TensorRT is not installed"),
     ],
 )
-def test_serve_refuses_a_backend_it_cannot_run_before_starting(served_onnx, args, fragment):  # noqa: F811
+def test_serve_refuses_a_backend_it_cannot_run_before_starting(served_onnx, args, fragment):
     from alexnet_deploy.tensorrt.availability import runner_unavailable_reason
 
     if "tensorrt" in args and runner_unavailable_reason() is None:

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from serving_fixtures import held_out_pngs, reference_logits, served_onnx  # noqa: F401
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
@@ -21,7 +20,7 @@ from alexnet_deploy.serve.server import TritonServer
 
 
 @pytest.fixture(scope="module")
-def server(served_onnx, tmp_path_factory):  # noqa: F811
+def server(served_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("triton")
     repository = write_repository(
         served_onnx, root / "repo", config=RepositoryConfig(flavour="local", preprocess_instances=1)
@@ -36,7 +35,7 @@ def url(server, protocol: str) -> str:
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_served_logits_equal_the_in_process_onnxruntime_runner(server, protocol, held_out_pngs, reference_logits):  # noqa: F811
+def test_served_logits_equal_the_in_process_onnxruntime_runner(server, protocol, held_out_pngs, reference_logits):
     with TritonClassifier(url(server, protocol), protocol) as client:
         served = np.stack([client.logits(f"digit{i}", data) for i, data in enumerate(held_out_pngs)])
         assert client.classes() == [str(c) for c in range(10)]
@@ -44,7 +43,7 @@ def test_served_logits_equal_the_in_process_onnxruntime_runner(server, protocol,
     assert (served.argmax(1) == reference_logits.argmax(1)).all()
 
 
-def test_concurrent_requests_are_dynamically_batched(server, held_out_pngs, reference_logits):  # noqa: F811
+def test_concurrent_requests_are_dynamically_batched(server, held_out_pngs, reference_logits):
     def executions_and_inferences() -> tuple[int, int]:
         with TritonClassifier(server.grpc_url, "grpc") as client:
             stats = client.statistics("alexnet_onnx")
@@ -77,7 +76,7 @@ def test_concurrent_requests_are_dynamically_batched(server, held_out_pngs, refe
     assert executions < inferences, f"{executions} executions for {inferences} requests: no batching happened"
 
 
-def good_request_still_served(server, held_out_pngs, reference_logits) -> None:  # noqa: F811
+def good_request_still_served(server, held_out_pngs, reference_logits) -> None:
     with TritonClassifier(server.http_url) as client:
         assert np.abs(client.logits("digit0", held_out_pngs[0]) - reference_logits[0]).max() <= 1e-5
 
@@ -100,8 +99,14 @@ def good_request_still_served(server, held_out_pngs, reference_logits) -> None: 
 )
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
-    server, protocol, model, inputs, message, held_out_pngs, reference_logits
-):  # noqa: F811
+    server,
+    protocol,
+    model,
+    inputs,
+    message,
+    held_out_pngs,
+    reference_logits,
+):
     with TritonClassifier(url(server, protocol), protocol) as client, pytest.raises(DeployError) as caught:
         client.infer_raw(inputs, model=model)
     assert message in str(caught.value), str(caught.value)
@@ -109,7 +114,7 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
     good_request_still_served(server, held_out_pngs, reference_logits)
 
 
-def test_predict_url_prints_what_in_process_predict_prints(server, served_onnx, held_out_pngs, tmp_path):  # noqa: F811
+def test_predict_url_prints_what_in_process_predict_prints(server, served_onnx, held_out_pngs, tmp_path):
     for index, data in enumerate(held_out_pngs[:4]):
         (tmp_path / f"digit{index}.png").write_bytes(data)
     local = CliRunner().invoke(app, ["predict", str(tmp_path), "--onnx", str(served_onnx), "--top", "3"])
@@ -203,14 +208,14 @@ def test_sigterm_stops_the_server_cleanly(server):
         TritonClassifier(server.http_url, timeout_s=2).logits("x", b"\x89PNG")
 
 
-def test_serve_refuses_a_stock_repository_this_triton_cannot_run(served_onnx, tmp_path):  # noqa: F811
+def test_serve_refuses_a_stock_repository_this_triton_cannot_run(served_onnx, tmp_path):
     write_repository(served_onnx, tmp_path / "stock")
     result = CliRunner().invoke(app, ["serve", "--repository", str(tmp_path / "stock"), "--http-port", "0"])
     assert result.exit_code == 1
     assert "alexnet_onnx needs the onnxruntime backend" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_serve_command_runs_until_sigterm_then_exits_cleanly(served_onnx, tmp_path, held_out_pngs, reference_logits):  # noqa: F811
+def test_serve_command_runs_until_sigterm_then_exits_cleanly(served_onnx, tmp_path, held_out_pngs, reference_logits):
     import os
     import re
     import signal

@@ -72,7 +72,7 @@ def test_resume_rejects_checkpoint_of_another_architecture(tmp_path):
         checkpoint.build_model()
 
 
-TINY = dict(limit=64, width=0.0625, batch_size=16)
+TINY = {"limit": 64, "width": 0.0625, "batch_size": 16}
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_bf16_training_computes_in_bf16_and_keeps_an_fp32_checkpoint(tmp_path):
 
 
 def test_fp16_is_refused_without_cuda(tmp_path):
-    with pytest.raises(DeployError, match="^--precision fp16 needs a CUDA device"):
+    with pytest.raises(DeployError, match=r"^--precision fp16 needs a CUDA device"):
         train(TrainConfig(output=tmp_path / "x.pt", precision="fp16", device="cpu"))
     assert not (tmp_path / "x.pt").exists()
 

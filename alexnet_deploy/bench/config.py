@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..artifacts import ENGINES_DIR, ArtifactLayout
+from ..artifacts import DEFAULT_LAYOUT, ENGINES_DIR, ArtifactLayout
 from ..choices import BenchBackend, BenchPrecision, Choice, DeviceChoice
 from ..errors import DeployError
 
@@ -44,9 +44,9 @@ class BenchConfig:
     duration_s: float | None = None
     warmup: int = DEFAULT_WARMUP
     cuda_graphs: bool = False
-    onnx: Path = ArtifactLayout().onnx()  # the FP32 export (the reference); its twins sit beside it
+    onnx: Path = DEFAULT_LAYOUT.export_onnx  # the FP32 export (the reference); its twins sit beside it
     engines_dir: Path = ENGINES_DIR
-    checkpoint: Path = ArtifactLayout().checkpoint
+    checkpoint: Path = DEFAULT_LAYOUT.checkpoint
     device: DeviceChoice | str = DeviceChoice.AUTO
     max_images: int = DEFAULT_MAX_IMAGES
 

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import CALIBRATION_DIR, ENGINES_DIR, PRECISIONS, ArtifactLayout
+from ..artifacts import CALIBRATION_DIR, DEFAULT_LAYOUT, ENGINES_DIR, PRECISIONS, ArtifactLayout
 from ..choices import CalibrationMethod
 from ..errors import DeployError
 from ..tensorrt.config import EngineBuildConfig
@@ -17,14 +17,13 @@ from ..tensorrt.config import EngineBuildConfig
 DEFAULT_PERCENTILE = 99.99
 THROUGHPUT_BATCH = 128  # --compare-methods times every model at this batch (the bench default)
 THROUGHPUT_ROUNDS = 3  # timed calls per model, interleaved across the models
-DEFAULT_ONNX = ArtifactLayout().onnx()
 
 
 @dataclass
 class BuildConfig:
     """``precisions`` and ``calib_method`` take the enums' members or their values."""
 
-    onnx: Path = DEFAULT_ONNX
+    onnx: Path = DEFAULT_LAYOUT.export_onnx
     precisions: tuple[str, ...] = PRECISIONS
     calibration_dir: Path = CALIBRATION_DIR
     calib_from_data: bool = False

@@ -41,8 +41,8 @@ def choice_list(values: Sequence[str]) -> str:
 def parse_batches(text: str) -> tuple[int, ...]:
     """``"128"`` or ``"1,8,32,128"`` -> positive batch sizes, in the given order."""
     batches = []
-    for part in text.split(","):
-        part = part.strip()
+    for raw in text.split(","):
+        part = raw.strip()
         if not part.isdigit() or int(part) <= 0:
             raise DeployError(f"--batch takes positive integers such as 128 or 1,8,32,128; got {part or text!r}")
         batches.append(int(part))

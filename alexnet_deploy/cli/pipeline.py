@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..artifacts import ORT_INT8, ArtifactLayout, Precision
+from ..artifacts import DEFAULT_LAYOUT, ORT_INT8, ArtifactLayout, Precision
 from ..bench.config import DEFAULT_ITERATIONS, BenchConfig
 from ..build.config import BuildConfig
 from ..choices import (
@@ -34,8 +34,6 @@ from .options import (
     parse_batches,
     parse_choices,
 )
-
-LAYOUT = ArtifactLayout()  # the default file names, when an option names none
 
 
 @one_line_errors
@@ -167,8 +165,10 @@ def train(
 
 @one_line_errors
 def export(
-    checkpoint: Checkpoint = LAYOUT.checkpoint,
-    output: Annotated[Path, typer.Option(help="ONNX file to write (only after it validates).")] = LAYOUT.onnx(),
+    checkpoint: Checkpoint = DEFAULT_LAYOUT.checkpoint,
+    output: Annotated[
+        Path, typer.Option(help="ONNX file to write (only after it validates).")
+    ] = DEFAULT_LAYOUT.export_onnx,
     opset: Annotated[int, typer.Option(help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}).")] = MIN_OPSET,
     lrn: Annotated[
         LrnExport, typer.Option(help="plugin: LRN as our TensorRT plugin's custom op; native: ONNX's LRN.")

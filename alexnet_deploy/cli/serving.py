@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..artifacts import MODEL_REPOSITORY_DIR, ArtifactLayout, Precision
+from ..artifacts import DEFAULT_LAYOUT, MODEL_REPOSITORY_DIR, Precision
 from ..choices import (
     PredictBackend,
     Protocol,
@@ -35,8 +35,6 @@ from .options import (
     ServerProtocol,
 )
 
-LAYOUT = ArtifactLayout()  # the default file names, when an option names none
-
 
 @one_line_errors
 def predict(
@@ -51,9 +49,9 @@ def predict(
         str | None, typer.Option(help="Ask a running Triton server (host:port) instead of running in process.")
     ] = None,
     protocol: ServerProtocol = Protocol.HTTP,
-    onnx: Onnx = LAYOUT.onnx(),
-    engines: Engines = LAYOUT.engines_dir,
-    checkpoint: Checkpoint = LAYOUT.checkpoint,
+    onnx: Onnx = DEFAULT_LAYOUT.export_onnx,
+    engines: Engines = DEFAULT_LAYOUT.engines_dir,
+    checkpoint: Checkpoint = DEFAULT_LAYOUT.checkpoint,
 ) -> None:
     """Classify images: top-k class names and probabilities."""
     from ..files import write_text_atomic
@@ -87,10 +85,12 @@ def predict(
 @one_line_errors
 def repository(
     output: Annotated[Path, typer.Option(help="Model repository folder (replaced as a whole).")] = MODEL_REPOSITORY_DIR,
-    onnx: Annotated[Path, typer.Option(help="FP32 export; its standard-op twin becomes alexnet_onnx.")] = LAYOUT.onnx(),
+    onnx: Annotated[
+        Path, typer.Option(help="FP32 export; its standard-op twin becomes alexnet_onnx.")
+    ] = DEFAULT_LAYOUT.export_onnx,
     engines: Annotated[
         Path, typer.Option(help="Each alexnet.<precision>.plan here becomes alexnet_tensorrt_<precision>.")
-    ] = LAYOUT.engines_dir,
+    ] = DEFAULT_LAYOUT.engines_dir,
     target: Annotated[str, typer.Option(help="The model the `alexnet` ensemble classifies with.")] = ONNX_MODEL,
     max_batch: Annotated[
         int, typer.Option(help="alexnet_onnx's max_batch_size (engines take their profile's).")
@@ -126,12 +126,14 @@ def serve(
             help="A repository for the local server; default: one written from --onnx into a temporary folder."
         ),
     ] = None,
-    onnx: Annotated[Path, typer.Option(help="FP32 export served when no --repository is given.")] = LAYOUT.onnx(),
+    onnx: Annotated[
+        Path, typer.Option(help="FP32 export served when no --repository is given.")
+    ] = DEFAULT_LAYOUT.export_onnx,
     backend: Annotated[
         ServedBackend, typer.Option(help="Runner behind the `alexnet` ensemble when no --repository is given.")
     ] = ServedBackend.ONNXRUNTIME,
     precision: Annotated[Precision, typer.Option(help="Engine precision with --backend tensorrt.")] = Precision.FP32,
-    engines: Engines = LAYOUT.engines_dir,
+    engines: Engines = DEFAULT_LAYOUT.engines_dir,
     http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: any free port).")] = TRITON_HTTP_PORT,
     grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1 (0: any free port).")] = TRITON_GRPC_PORT,
     metrics_port: Annotated[

@@ -89,7 +89,7 @@ def _file_loader(path: Path):
         try:
             with Image.open(path) as image:
                 return image.convert("RGB")
-        except Exception as error:  # PIL raises many types for a damaged file
+        except Exception as error:  # noqa: BLE001 -- PIL raises many types for a damaged file
             raise _image_error(path, error) from None
 
     return load
@@ -102,7 +102,7 @@ def _check_image_header(path: Path) -> None:
     try:
         with Image.open(path) as image:
             image.verify()
-    except Exception as error:  # PIL raises many types for a damaged file
+    except Exception as error:  # noqa: BLE001 -- PIL raises many types for a damaged file
         raise _image_error(path, error) from None
 
 

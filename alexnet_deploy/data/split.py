@@ -53,8 +53,8 @@ class Split:
         parts: dict[str, list[int]] = {"train": [], "val": [], "calibration": []}
         for label in np.unique(labels[pool]):
             members = rng.permutation(pool[labels[pool] == label])
-            n_val = int(round(len(members) * self.val_fraction))
-            n_cal = int(round(len(members) * self.calibration_fraction))
+            n_val = round(len(members) * self.val_fraction)
+            n_cal = round(len(members) * self.calibration_fraction)
             parts["val"] += members[:n_val].tolist()
             parts["calibration"] += members[n_val : n_val + n_cal].tolist()
             parts["train"] += members[n_val + n_cal :].tolist()

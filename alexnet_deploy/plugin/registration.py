@@ -37,6 +37,8 @@ kernel is compiled for (compute capability, the PTX version its driver JITs) com
 imports this module (the engine build and the runner call ``register_lrn_plugin``).
 """
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -44,8 +46,6 @@ from ..cuda_driver import cuda_device, max_ptx_version
 from ..errors import BackendUnavailable
 from ..lrn import LRNParams
 from . import MIN_TENSORRT, PLUGIN_ID, parse_version
-
-_registered = False
 
 
 def _import_tensorrt_plugin():
@@ -65,18 +65,16 @@ def _import_tensorrt_plugin():
     return trt, trtp
 
 
+@functools.cache  # once per process: TensorRT's registry refuses a second definition
 def register_lrn_plugin() -> None:
     """Register the LRN plugin with TensorRT (idempotent). Call before parsing an ONNX
     file that contains the plugin node, and before deserialising an engine.
 
-    Raises BackendUnavailable when TensorRT is missing or older than ``MIN_TENSORRT``.
+    Raises BackendUnavailable when TensorRT is missing or older than ``MIN_TENSORRT``
+    (a failed call is not cached: the next one tries again).
     """
-    global _registered
-    if _registered:
-        return
     trt, trtp = _import_tensorrt_plugin()
     _define_plugin(trt, trtp)
-    _registered = True
 
 
 # Errors raised inside the plugin's callbacks surface in TensorRT's C++ layer, which

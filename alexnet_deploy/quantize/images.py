@@ -86,7 +86,7 @@ def load_calibration_set(directory: Path, preprocessing: Preprocessing, count: i
         try:
             with Image.open(files[index]) as image:
                 batch.append(preprocessing(image.convert("RGB")))
-        except Exception as error:  # PIL raises many types for a damaged file
+        except Exception as error:  # noqa: BLE001 -- PIL raises many types for a damaged file
             raise DeployError(f"cannot read calibration image {files[index]}: {error.__class__.__name__}") from None
     images = np.stack(batch)
     fingerprint = hashlib.sha256(images.tobytes()).hexdigest()[:16]

@@ -42,7 +42,7 @@ class Runner(ABC):
     @abstractmethod
     def _infer(self, images: np.ndarray) -> np.ndarray: ...
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027 -- an optional hook, not an abstract method
         """Release what ``_load`` acquired; backends holding nothing extra keep this."""
 
     def load(self) -> Runner:

@@ -146,7 +146,7 @@ class TorchRunner(Runner):
         if self._compiled is not None:
             try:
                 return self._compiled(x).float()
-            except Exception as error:  # inductor/dynamo failures come in many types
+            except Exception as error:  # noqa: BLE001 -- inductor/dynamo failures come in many types
                 first_line = (str(error).strip().splitlines() or [""])[0][:120]
                 self.notes.append(f"torch.compile failed ({error.__class__.__name__}: {first_line}); ran eager")
                 self._compiled = None

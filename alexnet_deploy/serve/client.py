@@ -52,7 +52,7 @@ class TritonClassifier:
             return function(*args, **kwargs)
         except InferenceServerException as error:
             raise DeployError(f"{what}: {error.message()}") from None
-        except Exception as error:  # connection refused, DNS, timeouts: many types
+        except Exception as error:  # noqa: BLE001 -- connection refused, DNS, timeouts: many types
             raise DeployError(
                 f"{what}: cannot reach Triton at {self.url} ({error.__class__.__name__}: {error})"
             ) from None

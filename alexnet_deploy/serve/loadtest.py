@@ -27,7 +27,7 @@ from .config import ENSEMBLE, IMAGE_INPUT, LoadConfig
 
 def parse_levels(text: str) -> tuple[int, ...]:
     levels = tuple(int(p) for p in text.split(",") if p.strip().isdigit() and int(p) > 0)
-    if len(levels) != len([p for p in text.split(",")]) or not levels:
+    if len(levels) != len(text.split(",")) or not levels:
         raise DeployError(f"--concurrency takes positive integers such as 1,4,16; got {text!r}")
     return levels
 

@@ -168,7 +168,7 @@ class TritonServer:
             f"--exit-timeout-secs={int(self.config.shutdown_timeout_s)}",
             "--strict-readiness=true",
         ]
-        self._log_handle = open(self.log_path, "wb")
+        self._log_handle = open(self.log_path, "wb")  # noqa: SIM115 -- the server's stdout for its life; stop() closes it
         started = time.perf_counter()
         self.process = subprocess.Popen(
             command,

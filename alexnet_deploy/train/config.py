@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import ArtifactLayout
+from ..artifacts import DEFAULT_LAYOUT
 from ..choices import DeviceChoice, Schedule, TrainingPrecision
 from ..data.augmentation import Augmentation
 from ..data.split import Split
@@ -23,7 +23,7 @@ DEFAULT_GROUPS, DEFAULT_WIDTH, DEFAULT_DROPOUT = 2, 1.0, 0.5
 @dataclass
 class TrainConfig:
     data: str = "digits"
-    output: Path = ArtifactLayout().checkpoint
+    output: Path = DEFAULT_LAYOUT.checkpoint
     epochs: int = 3
     batch_size: int = 32
     lr: float = 0.01

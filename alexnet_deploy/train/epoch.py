@@ -70,9 +70,9 @@ def train_one_epoch(
     model.train()
     stats = Accuracy()
     scaler = scaler or precision.grad_scaler()
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
-        labels = labels.to(device, non_blocking=True)
+    for host_images, host_labels in loader:
+        images = host_images.to(device, non_blocking=True, memory_format=precision.memory_format)
+        labels = host_labels.to(device, non_blocking=True)
         with precision.autocast():
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels)
@@ -94,8 +94,8 @@ def train_one_epoch(
 def evaluate(model: torch.nn.Module, loader, device: torch.device) -> Accuracy:
     model.eval()
     stats = Accuracy()
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
+    for host_images, host_labels in loader:
+        images, labels = host_images.to(device), host_labels.to(device)
         logits = model(images)
         stats.update(logits, labels, F.cross_entropy(logits, labels))
     return stats
