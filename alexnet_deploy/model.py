@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -146,12 +147,23 @@ class AlexNet(nn.Module):
 
     feature_map_size = staticmethod(feature_map_size)
 
+    @property
+    def conv1(self) -> nn.Conv2d:
+        """The first convolution: its kernels are the paper's Figure 3 (``info --filters``)."""
+        return cast(nn.Conv2d, self.features.conv1)
+
+    @property
+    def fc8(self) -> nn.Linear:
+        """The classifier's last layer, one output per class."""
+        return cast(nn.Linear, self.classifier.fc8)
+
     def _initialise(self) -> None:
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-        nn.init.normal_(self.classifier.fc8.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.fc8.weight, std=0.01)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.features(images)

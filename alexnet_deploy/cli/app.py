@@ -15,7 +15,7 @@ from ..console import console
 try:  # typer >= 0.24 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # older typer: click itself
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment,no-redef]
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
 
 
 class _OneLineUsageErrors(typer.core.TyperGroup):

@@ -56,7 +56,7 @@ def info(
         write_info_json(report, json_path)
         console.print(f"wrote {json_path}")
     if filters is not None:
-        weight = report.model.features.conv1.weight
+        weight = report.model.conv1.weight
         image = save_filter_grid(weight, filters)
         count, channels, height, width = weight.shape
         source = (

@@ -66,7 +66,7 @@ def _already_batched(batch):
 class _BatchLoader(torch.utils.data.DataLoader):
     """A DataLoader that turns a worker's :class:`LoadFailure` back into a DeployError."""
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator:  # type: ignore[override]  # a generator over the base loader's iterator
         for batch in super().__iter__():
             if isinstance(batch, LoadFailure):
                 raise DeployError(batch.message)

@@ -5,7 +5,9 @@ training split, and the held-out images later steps judge on."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -55,8 +57,8 @@ class Preprocessing:
         return cls(
             resize=int(data["resize"]),
             crop=int(data["crop"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
+            mean=_rgb(data["mean"]),
+            std=_rgb(data["std"]),
             max_aspect=float(data.get("max_aspect", cls.max_aspect)),
         )
 
@@ -70,7 +72,7 @@ class Preprocessing:
             width, height = image.size
         scale = self.resize / min(width, height)
         size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
-        return np.asarray(image.convert("RGB").resize(size, Image.BILINEAR))
+        return np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR))
 
     def normalise(
         self, pixels: np.ndarray, out: np.ndarray | None = None, shift: np.ndarray | None = None
@@ -125,8 +127,8 @@ def fit_normalisation(images: ImageSet, preprocessing: Preprocessing, sample: in
     return Preprocessing(
         preprocessing.resize,
         preprocessing.crop,
-        tuple(round(float(v), 6) for v in mean),
-        tuple(round(float(v), 6) for v in std),
+        _rgb(round(float(v), 6) for v in mean),
+        _rgb(round(float(v), 6) for v in std),
         preprocessing.max_aspect,
     )
 
@@ -140,3 +142,8 @@ def held_out_images(
     if limit is not None:
         images = images.subset(range(min(limit, len(images))))
     return preprocess_all(images, preprocessing)
+
+
+def _rgb(values: Iterable[float]) -> tuple[float, float, float]:
+    """Per-channel values as floats; ``Preprocessing`` checks there are three."""
+    return cast("tuple[float, float, float]", tuple(float(v) for v in values))

@@ -49,7 +49,7 @@ class ImageSet:
     def image(self, index: int) -> Image.Image:
         return self._loaders[index]()
 
-    def subset(self, indices: Sequence[int]) -> ImageSet:
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         indices = list(indices)
         return ImageSet(self.source, self.classes, self.labels[indices], [self._loaders[i] for i in indices])
 

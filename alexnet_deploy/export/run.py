@@ -32,6 +32,7 @@ from ..errors import DeployError
 from .config import MAX_OPSET, MIN_OPSET
 from ..files import atomic_output, check_distinct_paths, check_writable_destination
 from ..graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn, weights_digest
+from ..model import AlexNet
 from ..lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from ..metrics import FP32_TOLERANCE, compare_logits
 from ..runners.onnxruntime import OnnxRuntimeRunner
@@ -76,7 +77,7 @@ class ExportResult:
     validation: Validation
 
 
-def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: LrnExport | str = LrnExport.PLUGIN) -> onnx.ModelProto:
+def export_model(model: AlexNet, opset: int = MIN_OPSET, lrn: LrnExport | str = LrnExport.PLUGIN) -> onnx.ModelProto:
     """Trace ``model`` (eval mode) into ONNX with a dynamic batch axis."""
     if lrn not in LrnExport.values():
         raise DeployError(f"unknown --lrn {lrn!r}; choose one of {', '.join(LrnExport.values())}")
@@ -101,6 +102,8 @@ def export_model(model: nn.Module, opset: int = MIN_OPSET, lrn: LrnExport | str 
             verbose=False,
         )
     registry_logger.setLevel(previous_level)
+    if program is None:  # torch.onnx.export returns None only for its legacy exporter
+        raise DeployError("the ONNX exporter returned no program")
     proto = program.model_proto
     # the exporter names the dynamic axis after its symbol; give it a readable name
     for value in (*proto.graph.input, *proto.graph.output):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -63,15 +63,15 @@ class DistributedContext:
 
 def from_environment(environ: dict[str, str] | None = None) -> DistributedContext:
     """The context torchrun's variables describe; the single process if they are absent."""
-    environ = os.environ if environ is None else environ
-    if not all(name in environ for name in TORCHRUN_VARIABLES):
+    variables: Mapping[str, str] = os.environ if environ is None else environ
+    if not all(name in variables for name in TORCHRUN_VARIABLES):
         return DistributedContext()
     try:
         return DistributedContext(
-            rank=int(environ["RANK"]),
-            world_size=int(environ["WORLD_SIZE"]),
-            local_rank=int(environ["LOCAL_RANK"]),
-            local_world_size=int(environ.get("LOCAL_WORLD_SIZE", environ["WORLD_SIZE"])),
+            rank=int(variables["RANK"]),
+            world_size=int(variables["WORLD_SIZE"]),
+            local_rank=int(variables["LOCAL_RANK"]),
+            local_world_size=int(variables.get("LOCAL_WORLD_SIZE", variables["WORLD_SIZE"])),
         )
     except ValueError:
         raise DeployError(f"torchrun variables {TORCHRUN_VARIABLES} must be integers") from None

@@ -104,7 +104,8 @@ def _train(
         preprocessing = fit_normalisation(parts["train"], Preprocessing())
 
     seed_everything(config.seed)
-    model = AlexNet(model_config).to(device, memory_format=precision.memory_format)
+    # Module.to takes memory_format (torch docs); torch's stubs leave it out of the overloads
+    model = AlexNet(model_config).to(device, memory_format=precision.memory_format)  # type: ignore[call-overload]
     if context.enabled:  # the same initial weights everywhere, but each rank its own dropout masks
         torch.manual_seed(config.seed + context.rank)
     optimizer = torch.optim.SGD(

@@ -19,6 +19,7 @@ import json
 import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -48,7 +49,8 @@ def write_epoch_outputs(
 
 
 def _rng_state(device: torch.device) -> dict:
-    name, keys, position, has_gauss, gauss = np.random.get_state()
+    # the legacy generator's state is a tuple (numpy types it as tuple | dict)
+    name, keys, position, has_gauss, gauss = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
@@ -168,6 +170,7 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
     for contradicts, message in contradictions:
         if contradicts:
             raise DeployError(f"cannot --resume {output}: {message}")
+    saved_epoch: int | None = None
     if output.exists():
         on_disk = load_checkpoint(output)
         saved_epoch = on_disk.metrics.get("epoch")
@@ -175,6 +178,6 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
             raise DeployError(
                 f"cannot --resume {output}: it is at epoch {saved_epoch} but {state_path} at epoch {epoch}"
             )
-    if not output.exists() or saved_epoch < epoch:
+    if saved_epoch is None or saved_epoch < epoch:
         write_epoch_outputs(output, checkpoint, history, on_epoch)  # the pair was cut between its two writes
     return Resume(state_path, checkpoint, history, state)
