@@ -45,6 +45,44 @@ def test_even_size_window_leans_forward_unlike_pytorch(activations):
     assert not torch.allclose(ours, pytorch)
 
 
+GRADIENT_CASES = {
+    "paper": LRNParams(),
+    "even-size-4": LRNParams(size=4, alpha=0.1, beta=0.6, bias=1.5),
+    "size-1": LRNParams(size=1, alpha=0.3, beta=0.9, bias=1.0),
+    "window-wider-than-channels": LRNParams(size=9, alpha=0.2, beta=0.75, bias=1.0),
+}
+
+
+@pytest.mark.parametrize("params", GRADIENT_CASES.values(), ids=GRADIENT_CASES.keys())
+def test_hand_written_gradient_is_the_derivative_of_the_forward(params):
+    """torch.autograd.gradcheck: the backward against finite differences of the forward,
+    in float64, with alpha large enough that the window term carries real weight."""
+    x = torch.from_numpy(np.abs(np.random.default_rng(1).normal(0, 2, (2, 6, 3, 3)))).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, params), (x,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("params", GRADIENT_CASES.values(), ids=GRADIENT_CASES.keys())
+def test_hand_written_gradient_matches_autograd_through_the_textbook_formula(params):
+    """An independent route to the same gradient: autograd through LRN written as in the
+    ONNX specification, one channel window at a time."""
+    x = torch.from_numpy(np.abs(np.random.default_rng(2).normal(0, 30, (2, 7, 4, 5))).astype(np.float32))
+    upstream = torch.from_numpy(np.random.default_rng(3).normal(0, 1, x.shape).astype(np.float32))
+
+    def textbook(t: torch.Tensor) -> torch.Tensor:
+        channels = t.shape[1]
+        sums = [
+            t[:, max(0, c - params.window_before) : min(channels, c + params.window_after + 1)].square().sum(1)
+            for c in range(channels)
+        ]
+        return t / (params.bias + params.alpha / params.size * torch.stack(sums, 1)) ** params.beta
+
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (local_response_norm(ours, params) * upstream).sum().backward()
+    (textbook(theirs) * upstream).sum().backward()
+    assert ours.grad is not None and theirs.grad is not None
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_half_input_accumulates_in_float32_without_overflow():
     x = torch.full((1, 5, 2, 2), 300.0)  # 300**2 = 90000 > float16 max 65504
     y = local_response_norm(x.half())
