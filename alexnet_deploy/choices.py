@@ -29,8 +29,16 @@ class DeviceChoice(Choice):
 
 
 class Schedule(Choice):
+    COSINE = "cosine"  # linear warm-up, then cosine decay to 0, stepped every batch
     PLATEAU = "plateau"  # divide lr by 10 when val loss stalls (the paper)
     STEP = "step"  # divide lr by 10 every --step-size epochs
+
+
+class Recipe(Choice):
+    """A named set of training defaults (``train.recipe``); any option given overrides it."""
+
+    FAST = "fast"  # converges in a few epochs: warm-up + cosine, Nesterov, label smoothing
+    PAPER = "paper"  # Krizhevsky et al. 2012, Section 5: lr 0.01, /10 on plateau, 90 epochs
 
 
 class TrainingPrecision(Choice):

@@ -10,6 +10,7 @@ import torch
 from conftest import assert_one_line_error, write_image_folder
 from typer.testing import CliRunner
 
+from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.cli import app
 
 runner = CliRunner()
@@ -40,6 +41,11 @@ def test_train_writes_a_loadable_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     assert output.is_file() and "val top-1" in result.stdout
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    checkpoint = load_checkpoint(output)  # loadable: checked, built, and the run's own
+    model = checkpoint.build_model()
+    assert checkpoint.config.width == 0.0625 and checkpoint.split.limit == 64
+    assert model.fc8.out_features == len(checkpoint.classes) == 10
+    assert f"val top-1 {checkpoint.metrics['val_top1']:.2%}" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -161,7 +167,7 @@ def test_fp16_training_on_cpu_is_one_error_line(tmp_path):
 @pytest.mark.parametrize(
     "command, choices",
     [
-        ("train", ["<plateau|step>", "<auto|cpu|cuda>", "<fp32|bf16|fp16>"]),
+        ("train", ["<fast|paper>", "<cosine|plateau|step>", "<auto|cpu|cuda>", "<fp32|bf16|fp16>"]),
         ("export", ["<plugin|native>"]),
         ("build", ["<max|percentile|entropy>"]),
         ("bench", ["<auto|cpu|cuda>", "tensorrt, onnxruntime, torch, torch-compile", "fp32, fp16, bf16, int8"]),

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,6 @@ from alexnet_deploy.data.augmentation import Augmentation
 from alexnet_deploy.data.loading import EvalDataset, batch_loader
 from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.data.split import Split
-from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export.run import export
 from alexnet_deploy.metrics import FP32_TOLERANCE
 from alexnet_deploy.train import distributed
@@ -63,11 +63,14 @@ def single_config(output: Path, epochs: int, resume: bool = False) -> TrainConfi
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Equal up to float32 summation order: 1e-5 of each tensor's largest weight, and at
+    least 1e-7 (biases start at 0 and stay ~1e-3 after ten steps, where the gradient
+    all-reduce's other order of additions shows at ~1e-8)."""
     assert a.keys() == b.keys()
     for name in a:
         scale = float(a[name].abs().max()) or 1.0
         difference = float((a[name] - b[name]).abs().max())
-        assert difference <= 1e-5 * scale, f"{name}: max |Δ| {difference:.3g} vs max |w| {scale:.3g}"
+        assert difference <= 1e-5 * scale + 1e-7, f"{name}: max |Δ| {difference:.3g} vs max |w| {scale:.3g}"
 
 
 @pytest.fixture(scope="module")
@@ -137,16 +140,43 @@ def test_a_rendezvous_that_never_completes_is_one_error_line(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_a_peer_failing_in_a_collective_is_one_error_naming_the_rank():
-    context = distributed.DistributedContext(rank=1, world_size=2)
-    with (
-        pytest.raises(
-            DeployError,
-            match=r"^rank 1: another rank failed or timed out \(DistBackendError: Connection closed by peer\)$",
-        ),
-        distributed.peer_failures_as_errors(context),
-    ):
-        raise torch.distributed.DistBackendError("Connection closed by peer\n[C++ backtrace ...]")
+def test_a_peer_dying_mid_training_stops_the_survivor_with_one_error_naming_it(tmp_path):
+    """A real peer failure: two ranks train, rank 1 is SIGKILLed once rank 0 has written
+    epoch 1, and rank 0's next collective fails; rank 0 stops with one line naming itself."""
+    output = tmp_path / "run.pt"
+    env = run_env() | {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    env["MASTER_PORT"] = str(free_port())
+    command = [sys.executable, "-m", "alexnet_deploy", "train", "--output", str(output), "--device", "cpu",
+               "--limit", str(LIMIT), "--width", str(WIDTH), "--batch-size", str(BATCH // 2), "--epochs", "500",
+               "--workers", "0", "--dist-timeout", "60"]  # fmt: skip
+    ranks = [
+        subprocess.Popen(
+            command,
+            env=env | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        metrics = output.with_suffix(".metrics.jsonl")
+        deadline = time.monotonic() + TIMEOUT_S
+        while not metrics.exists() and ranks[0].poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert metrics.exists(), "rank 0 never finished epoch 1"
+        ranks[1].kill()
+        ranks[1].wait(timeout=TIMEOUT_S)
+        _, stderr = ranks[0].communicate(timeout=TIMEOUT_S)
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+    assert ranks[0].returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]  # the rest: progress lines
+    assert len(errors) == 1 and errors[0].startswith("error: rank 0: another rank failed or timed out ("), stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == errors[0]
 
 
 def test_without_torchrun_variables_training_is_one_process():

@@ -6,49 +6,63 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_deploy.checkpoint import load_checkpoint
+from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet_deploy.data.augmentation import Augmentation
-from alexnet_deploy.data.loading import EvalDataset, batch_loader
-from alexnet_deploy.data.preprocessing import Preprocessing
+from alexnet_deploy.data.preprocessing import Preprocessing, held_out_images
 from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.progress import SilentProgress
 from alexnet_deploy.train.config import TrainConfig
-from alexnet_deploy.train.epoch import evaluate, train_one_epoch
 from alexnet_deploy.train.loop import train
 from alexnet_deploy.train.precision import Precision
 
 
-def test_a_short_training_run_lowers_the_loss():
-    torch.manual_seed(0)
-    model = AlexNet(AlexNetConfig(num_classes=10, width=0.125, dropout=0.0))
-    dataset = EvalDataset(load_digits().subset(range(64)), Preprocessing())
-    loader = batch_loader(dataset, 16)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
-    before = evaluate(model, loader, torch.device("cpu")).loss
-    for _ in range(6):
-        train_one_epoch(model, loader, optimizer, torch.device("cpu"), SilentProgress())
-    after = evaluate(model, loader, torch.device("cpu")).loss
-    assert after < 0.5 * before
-
-
-def test_checkpoint_round_trip_gives_identical_logits(tiny_checkpoint):
+def test_the_shared_test_model_has_learned(tiny_checkpoint):
+    """The fixture every agreement test runs on knows the digits: >= 90% top-1 on the
+    held-out val split it never trained on, with predictions spread over every class (a
+    model at chance predicts one class for everything, and no agreement test on it can
+    fail)."""
     checkpoint = load_checkpoint(tiny_checkpoint)
-    model = checkpoint.build_model()
-    images = torch.randn(3, 3, 227, 227)
-    reloaded = load_checkpoint(tiny_checkpoint).build_model()
+    images, labels = held_out_images(checkpoint.data_source, checkpoint.split, checkpoint.preprocessing, "val")
     with torch.no_grad():
-        assert torch.equal(model(images), reloaded(images))
-    assert checkpoint.classes == [str(i) for i in range(10)]
-    assert checkpoint.config.width == 0.125 and checkpoint.config.groups == 2
-    assert 0 <= checkpoint.metrics["val_top1"] <= 1
+        predicted = checkpoint.build_model()(torch.from_numpy(images)).argmax(1).numpy()
+    top1 = float((predicted == labels).mean())
+    assert len(labels) >= 250 and top1 >= 0.90, f"held-out top-1 {top1:.2%} on {len(labels)} images"
+    counts = np.bincount(predicted, minlength=10)
+    assert (counts >= 0.5 * len(labels) / 10).all(), f"predictions per class: {counts.tolist()}"
+    assert checkpoint.metrics["val_top1"] == pytest.approx(top1)  # what training reported is what it is
+
+
+def test_a_short_training_run_generalises_to_images_it_never_saw(tmp_path):
+    """Learning, not memorising: 2 epochs of the default recipe, judged on the held-out val
+    split (measured 84-85% on AVX-512 and AVX2 kernels; chance is 10%)."""
+    result = train(TrainConfig(output=tmp_path / "short.pt", epochs=2, width=0.125))
+    first, last = result.history[0], result.history[-1]
+    assert last.val_top1 >= 0.7, f"val top-1 {last.val_top1:.2%} after 2 epochs (chance 10%)"
+    assert last.val_loss < first.val_loss < np.log(10)
+
+
+def test_checkpoint_round_trip_gives_the_logits_of_the_model_that_was_saved(tmp_path):
+    torch.manual_seed(0)
+    model = AlexNet(AlexNetConfig(num_classes=10, width=0.125)).eval()
+    images = torch.randn(3, 3, 227, 227)
+    with torch.no_grad():
+        before = model(images)
+    saved = Checkpoint(model.config, model.state_dict(), [str(i) for i in range(10)], Preprocessing(), "digits")
+    save_checkpoint(saved, tmp_path / "model.pt")
+    checkpoint = load_checkpoint(tmp_path / "model.pt")
+    with torch.no_grad():
+        assert torch.equal(checkpoint.build_model()(images), before)
+    assert checkpoint.classes == saved.classes and checkpoint.config == model.config
+    assert checkpoint.preprocessing == saved.preprocessing and checkpoint.split == saved.split
 
 
 def test_training_logs_metrics_per_epoch(tiny_checkpoint):
     lines = tiny_checkpoint.with_suffix(".metrics.jsonl").read_text().splitlines()
-    record = json.loads(lines[-1])
-    assert record["epoch"] == 1 and {"train_loss", "val_top1", "val_top5", "lr"} <= record.keys()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
+    assert {"train_loss", "val_top1", "val_top5", "lr"} <= records[-1].keys()
+    assert load_checkpoint(tiny_checkpoint).metrics["val_top1"] == records[-1]["val_top1"]
 
 
 def test_resume_continues_to_the_requested_epoch(tmp_path):
@@ -82,14 +96,39 @@ def uninterrupted(tmp_path_factory):
     return train(TrainConfig(output=output, epochs=2, **TINY)), load_checkpoint(output)
 
 
+def killed_after_epoch(epoch: int):
+    """An ``on_epoch`` callback that stops the run once ``epoch``'s files are all written,
+    as a kill would at the start of the next epoch."""
+
+    def on_epoch(history) -> None:
+        if history[-1].epoch == epoch:
+            raise KeyboardInterrupt
+
+    return on_epoch
+
+
 def test_resume_continues_bit_for_bit_like_an_uninterrupted_run(tmp_path, uninterrupted):
     whole, whole_checkpoint = uninterrupted
-    train(TrainConfig(output=tmp_path / "cut.pt", epochs=1, **TINY))
-    resumed = train(TrainConfig(output=tmp_path / "cut.pt", epochs=2, resume=True, **TINY))
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(output=tmp_path / "cut.pt", epochs=2, **TINY), on_epoch=killed_after_epoch(1))
+    resumed = train(TrainConfig(output=tmp_path / "cut.pt", resume=True, **TINY))  # to the run's own 2 epochs
+    assert [m.epoch for m in resumed.history] == [1, 2]
+    assert [m.lr for m in resumed.history] == [m.lr for m in whole.history]  # the same place in one schedule
     assert resumed.history[1].train_loss == whole.history[1].train_loss
     assert resumed.history[1].val_loss == whole.history[1].val_loss
     checkpoint = load_checkpoint(tmp_path / "cut.pt")
     assert all(torch.equal(checkpoint.state_dict[k], v) for k, v in whole_checkpoint.state_dict.items())
+
+
+def test_resume_keeps_the_runs_recipe_and_refuses_another(tmp_path):
+    output = tmp_path / "paper.pt"
+    train(TrainConfig(output=output, recipe="paper", epochs=1, **TINY))
+    with pytest.raises(DeployError, match=r"cannot --resume .*: the run has --recipe paper, not fast"):
+        train(TrainConfig(output=output, recipe="fast", epochs=2, resume=True, **TINY))
+    with pytest.raises(DeployError, match=r"the run has --lr 0\.01, not 0\.05"):
+        train(TrainConfig(output=output, epochs=2, lr=0.05, resume=True, **TINY))
+    resumed = train(TrainConfig(output=output, epochs=2, resume=True, **TINY))  # the paper's plateau schedule
+    assert [m.lr for m in resumed.history] == [0.01, 0.01]
 
 
 def test_a_kill_between_state_and_checkpoint_loses_nothing(tmp_path, monkeypatch, uninterrupted):
@@ -135,11 +174,10 @@ def test_a_checkpoint_with_nan_weights_is_refused(tiny_checkpoint):
         checkpoint.build_model()
 
 
-def test_the_limit_is_stored_and_held_out_images_never_were_training_images(tiny_checkpoint):
-    from alexnet_deploy.data.preprocessing import held_out_images
-    from alexnet_deploy.data.sources import load_digits
+def test_the_limit_is_stored_and_held_out_images_never_were_training_images(tmp_path):
 
-    checkpoint = load_checkpoint(tiny_checkpoint)
+    train(TrainConfig(output=tmp_path / "limited.pt", epochs=1, limit=160, width=0.0625, batch_size=16))
+    checkpoint = load_checkpoint(tmp_path / "limited.pt")
     assert checkpoint.split.limit == 160
     parts = checkpoint.split.indices(load_digits().labels)
     assert not set(parts["train"].tolist()) & (set(parts["val"].tolist()) | set(parts["calibration"].tolist()))

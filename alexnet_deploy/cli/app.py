@@ -15,7 +15,9 @@ from ..console import console
 try:  # typer >= 0.24 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # older typer: click itself
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+    # mypy sees the other branch's classes as redefined (typer < 0.24) or as different
+    # types (typer >= 0.24, where click is installed too); either way one name, one role.
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef,assignment,unused-ignore]
 
 
 class _OneLineUsageErrors(typer.core.TyperGroup):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -12,11 +12,18 @@ import numpy as np
 class Augmentation:
     """The paper's training augmentation (Section 4.1), each part switchable:
     random ``crop``-sized patches of the resized image, horizontal flips, and PCA
-    colour jitter (alpha ~ N(0, ``pca_std``) along the RGB principal components)."""
+    colour jitter (alpha ~ N(0, ``pca_std``) along the RGB principal components).
+
+    ``horizontal_flip`` None means "where the data allows": on for images whose class
+    survives a mirror, off for the embedded digits (``ImageSet.mirror_safe``)."""
 
     random_crop: bool = True
-    horizontal_flip: bool = True
+    horizontal_flip: bool | None = None
     pca_std: float = 0.1  # 0 disables the colour jitter
+
+    def for_data(self, mirror_safe: bool) -> Augmentation:
+        """This augmentation with an unset ``horizontal_flip`` decided by the data."""
+        return self if self.horizontal_flip is not None else replace(self, horizontal_flip=mirror_safe)
 
 
 class PCAColourJitter:

@@ -107,11 +107,12 @@ def loader_options(workers: int, device: torch.device, prefetch_factor: int = 2)
 
 
 class TrainingDataset(_BatchedDataset):
-    """Training view: random crop, flip and PCA jitter per ``augmentation``."""
+    """Training view: random crop, flip and PCA jitter per ``augmentation`` (flips, when
+    left unset, as ``images`` allow)."""
 
     def __init__(self, images: ImageSet, preprocessing: Preprocessing, augmentation: Augmentation, seed: int) -> None:
         super().__init__(images, preprocessing)
-        self.augmentation = augmentation
+        self.augmentation = augmentation.for_data(images.mirror_safe)
         self.seed = seed
         # In shared memory, so that persistent loader workers (which hold a copy of
         # this dataset made when they started) see the epoch the trainer sets.

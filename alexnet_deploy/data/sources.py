@@ -42,6 +42,11 @@ class ImageSet:
     classes: list[str]
     labels: np.ndarray  # int64, one per image
     _loaders: Sequence  # callables returning a PIL image
+    # Whether a mirrored image still shows its class, i.e. whether horizontal flips are
+    # a label-preserving augmentation: true of photos (the paper's ImageNet), not of
+    # handwritten digits (a mirrored 2 is no 2, and flipping them cost 5 points of val
+    # top-1 in the main job, docs/training.md).
+    mirror_safe: bool = True
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,7 +56,9 @@ class ImageSet:
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         indices = list(indices)
-        return ImageSet(self.source, self.classes, self.labels[indices], [self._loaders[i] for i in indices])
+        return ImageSet(
+            self.source, self.classes, self.labels[indices], [self._loaders[i] for i in indices], self.mirror_safe
+        )
 
     def fingerprint(self) -> str:
         """Hash of source, classes and labels (for caches keyed by data)."""
@@ -75,6 +82,7 @@ def load_digits() -> ImageSet:
         [str(name) for name in bunch.target_names],
         bunch.target.astype(np.int64),
         [_digit_loader(img) for img in grey],
+        mirror_safe=False,
     )
 
 

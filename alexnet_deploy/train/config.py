@@ -5,31 +5,45 @@ Light on purpose (no torch): the CLI takes its defaults from here."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..artifacts import DEFAULT_LAYOUT
-from ..choices import DeviceChoice, Schedule, TrainingPrecision
+from ..choices import DeviceChoice, Recipe, Schedule, TrainingPrecision
 from ..data.augmentation import Augmentation
 from ..data.split import Split
 from ..errors import DeployError
+from .recipe import recipe_defaults
 
 DEFAULT_DIST_TIMEOUT_S = 600.0  # torchrun's rendezvous and every collective, before failing
 
 
 DEFAULT_GROUPS, DEFAULT_WIDTH, DEFAULT_DROPOUT = 2, 1.0, 0.5
 
+# What a recipe supplies, besides epochs: a resumed run keeps its own values of these
+# unless they are given again, and refuses different ones (a resumed lr schedule must be
+# the one the optimizer state belongs to). Epochs may grow on resume (Resume.continue_run).
+RECIPE_OPTIONS = ("recipe", "lr", "schedule", "warmup", "nesterov", "label_smoothing")
+
 
 @dataclass
 class TrainConfig:
+    """One run's options. ``recipe`` and the options it supplies (:data:`RECIPE_OPTIONS`)
+    are None until set: :meth:`with_recipe` fills the unset ones from the recipe (``fast``
+    unless given), and ``--resume`` first takes them from the run it continues."""
+
     data: str = "digits"
     output: Path = DEFAULT_LAYOUT.checkpoint
-    epochs: int = 3
+    recipe: Recipe | str | None = None  # None: fast, or with resume the run's own
+    epochs: int | None = None
     batch_size: int = 32
-    lr: float = 0.01
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: Schedule | str = Schedule.PLATEAU  # paper: divide lr by 10 when val error stops improving
+    schedule: Schedule | str | None = None
+    warmup: float | None = None  # fraction of all steps, for --schedule cosine
+    nesterov: bool | None = None
+    label_smoothing: float | None = None
     step_size: int = 10  # epochs between lr drops for --schedule step
     gamma: float = 0.1
     device: DeviceChoice | str = DeviceChoice.AUTO
@@ -47,41 +61,64 @@ class TrainConfig:
     )  # autocast dtype: fp32, bf16 or fp16 (CUDA); weights stay fp32
     dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S  # rendezvous and collectives under torchrun
 
+    def with_recipe(self) -> TrainConfig:
+        """This config with every recipe option left unset taken from ``recipe``."""
+        recipe = Recipe.FAST if self.recipe is None else self.recipe
+        if recipe not in Recipe.values():
+            raise DeployError(f"unknown --recipe {str(recipe)!r}; choose one of {', '.join(Recipe.values())}")
+        defaults = recipe_defaults(recipe)
+        return replace(
+            self,
+            recipe=Recipe(recipe),
+            epochs=defaults.epochs if self.epochs is None else self.epochs,
+            lr=defaults.lr if self.lr is None else self.lr,
+            schedule=defaults.schedule if self.schedule is None else self.schedule,
+            warmup=defaults.warmup if self.warmup is None else self.warmup,
+            nesterov=defaults.nesterov if self.nesterov is None else self.nesterov,
+            label_smoothing=defaults.label_smoothing if self.label_smoothing is None else self.label_smoothing,
+        )
+
     def check(self) -> None:
-        """Every option's range, before any data is read: a bad value must not cost an epoch."""
+        """Every option's range (the recipe's filled in), before any data is read: a bad
+        value must not cost an epoch."""
+        config = self.with_recipe()
+        epochs, lr, warmup, smoothing = config.epochs, config.lr, config.warmup, config.label_smoothing
+        assert epochs is not None and lr is not None and warmup is not None and smoothing is not None  # filled
         checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite positive number, got {self.lr}"),
+            (epochs >= 1, f"--epochs must be at least 1, got {epochs}"),
+            (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+            (math.isfinite(lr) and lr > 0, f"--lr must be a finite positive number, got {lr}"),
+            (0 <= warmup < 1, f"--warmup must be a fraction of the steps in [0, 1), got {warmup}"),
+            (0 <= smoothing < 1, f"--label-smoothing must be in [0, 1), got {smoothing}"),
             (
-                math.isfinite(self.momentum) and 0 <= self.momentum < 1,
-                f"momentum must be in [0, 1), got {self.momentum}",
+                math.isfinite(config.momentum) and 0 <= config.momentum < 1,
+                f"momentum must be in [0, 1), got {config.momentum}",
             ),
             (
-                math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
+                math.isfinite(config.weight_decay) and config.weight_decay >= 0,
+                f"--weight-decay must be a finite number >= 0, got {config.weight_decay}",
             ),
             (
-                self.schedule in Schedule.values(),
-                f"unknown --schedule {str(self.schedule)!r}; choose one of {', '.join(Schedule.values())}",
+                config.schedule in Schedule.values(),
+                f"unknown --schedule {str(config.schedule)!r}; choose one of {', '.join(Schedule.values())}",
             ),
-            (self.step_size >= 1, f"--step-size must be at least 1, got {self.step_size}"),
-            (math.isfinite(self.gamma) and 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
-            (0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}"),
-            (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
-            (self.groups in (None, 1, 2), f"--groups must be 1 or 2, got {self.groups}"),
-            (self.width is None or 0 < self.width <= 1, f"--width must be in (0, 1], got {self.width}"),
-            (self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
-            (self.workers is None or self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
+            (config.step_size >= 1, f"--step-size must be at least 1, got {config.step_size}"),
+            (math.isfinite(config.gamma) and 0 < config.gamma <= 1, f"gamma must be in (0, 1], got {config.gamma}"),
+            (0 <= config.seed < 2**32, f"--seed must be in [0, 2**32), got {config.seed}"),
+            (config.limit is None or config.limit >= 1, f"--limit must be at least 1, got {config.limit}"),
+            (config.groups in (None, 1, 2), f"--groups must be 1 or 2, got {config.groups}"),
+            (config.width is None or 0 < config.width <= 1, f"--width must be in (0, 1], got {config.width}"),
+            (config.dropout is None or 0 <= config.dropout < 1, f"--dropout must be in [0, 1), got {config.dropout}"),
+            (config.workers is None or config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
             (
-                self.precision in TrainingPrecision.values(),
-                f"unknown --precision {str(self.precision)!r}; choose one of {', '.join(TrainingPrecision.values())}",
+                config.precision in TrainingPrecision.values(),
+                f"unknown --precision {str(config.precision)!r}; choose one of {', '.join(TrainingPrecision.values())}",
             ),
             (
-                math.isfinite(self.dist_timeout_s) and self.dist_timeout_s > 0,
-                f"--dist-timeout must be a finite number of seconds > 0, got {self.dist_timeout_s}",
+                math.isfinite(config.dist_timeout_s) and config.dist_timeout_s > 0,
+                f"--dist-timeout must be a finite number of seconds > 0, got {config.dist_timeout_s}",
             ),
-            (0 <= self.augment.pca_std < 10, f"PCA jitter std must be in [0, 10), got {self.augment.pca_std}"),
+            (0 <= config.augment.pca_std < 10, f"PCA jitter std must be in [0, 10), got {config.augment.pca_std}"),
         ]
         for ok, message in checks:
             if not ok:

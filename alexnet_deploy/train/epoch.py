@@ -4,6 +4,7 @@ with the running loss/top-1/top-5 both use."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,11 +62,15 @@ def train_one_epoch(
     progress: ProgressReporter,
     precision: Precision = Precision(),
     scaler: torch.amp.GradScaler | None = None,
+    label_smoothing: float = 0.0,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[Accuracy, int]:
     """One pass over ``loader``; returns the running accuracy and images seen.
 
     ``scaler`` carries fp16 loss scaling across epochs; by default ``precision``'s own
-    (a pass-through except for fp16).
+    (a pass-through except for fp16). The loss is cross-entropy against targets
+    smoothed by ``label_smoothing`` (Szegedy et al. 2016); the reported train loss is
+    that loss. ``after_step`` runs after every optimizer step (a per-step lr schedule).
     """
     model.train()
     stats = Accuracy()
@@ -75,7 +80,7 @@ def train_one_epoch(
         labels = host_labels.to(device, non_blocking=True)
         with precision.autocast():
             logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
             raise DeployError(
                 f"training diverged: the loss became {float(loss.detach())} after {stats.count} images of this epoch; "
@@ -85,6 +90,8 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if after_step is not None:
+            after_step()
         stats.update(logits.detach(), labels, loss.detach())
         progress.advance(len(labels), loss=stats.loss, top1=stats.top1)
     return stats, stats.count

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import asdict, dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import cast
 
@@ -29,10 +30,11 @@ from ..checkpoint import Checkpoint, checkpoint_from_payload, load_checkpoint, l
 from ..data.sources import ImageSet
 from ..errors import DeployError
 from ..files import atomic_output, write_text_atomic
-from .config import TrainConfig
+from .config import RECIPE_OPTIONS, TrainConfig
 from .results import EpochCallback, EpochMetrics
 
-STATE_FORMAT = "alexnet-deploy/train-state/3"  # 3: no sampler generator (the order is a function of seed and epoch)
+# 3: no sampler generator (the order is a function of seed and epoch); 4: the recipe's options
+STATE_FORMAT = "alexnet-deploy/train-state/4"
 
 
 def write_epoch_outputs(
@@ -60,6 +62,7 @@ def _rng_state(device: torch.device) -> dict:
 
 
 def save_resume(
+    config: TrainConfig,
     output: Path,
     checkpoint: Checkpoint,
     optimizer,
@@ -72,6 +75,7 @@ def save_resume(
     state = {
         "format": STATE_FORMAT,
         "epoch": history[-1].epoch,
+        "options": {name: _plain(getattr(config, name)) for name in (*RECIPE_OPTIONS, "epochs")},
         "checkpoint": checkpoint.to_payload(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -84,6 +88,11 @@ def save_resume(
         torch.save(state, tmp)
 
 
+def _plain(value):
+    """An option as a plain value (an Enum's string), so the state unpickles without our classes."""
+    return value.value if isinstance(value, Enum) else value
+
+
 @dataclass
 class Resume:
     """A checked resume state: the checkpoint it holds and what restores the rest."""
@@ -92,6 +101,22 @@ class Resume:
     checkpoint: Checkpoint
     history: list[EpochMetrics]
     state: dict
+
+    def continue_run(self, config: TrainConfig) -> TrainConfig:
+        """``config`` with the recipe options it leaves unset taken from the run; one it
+        sets to another value than the run's is refused. ``epochs`` left unset is the
+        run's planned total (an interrupted run is finished as planned); a larger one
+        extends it, and a per-step schedule is then re-planned over the new total."""
+        options = self.state["options"]
+        taken = {} if config.epochs is not None else {"epochs": options["epochs"]}
+        for name in RECIPE_OPTIONS:
+            given, own = _plain(getattr(config, name)), options[name]
+            if given is None:
+                taken[name] = own
+            elif given != own:
+                flag = "--" + name.replace("_", "-")
+                raise DeployError(f"cannot --resume {config.output}: the run has {flag} {own}, not {given}")
+        return replace(config, **taken)
 
     def restore(self, optimizer, scheduler, scaler: torch.amp.GradScaler, device: torch.device) -> None:
         try:
@@ -132,6 +157,9 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
         history = [EpochMetrics(**m) for m in state["history"]]
         epoch = int(state["epoch"])
         fingerprint = str(state["data_fingerprint"])
+        options = state["options"]
+        if not isinstance(options, dict) or set(options) != {*RECIPE_OPTIONS, "epochs"}:
+            raise ValueError(f"its training options are {options!r}")
     except (KeyError, TypeError, ValueError) as error:
         raise DeployError(f"{state_path} is a damaged resume state: {error}") from None
     if not history or [m.epoch for m in history] != list(range(1, epoch + 1)):
