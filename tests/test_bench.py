@@ -22,7 +22,7 @@ from alexnet_deploy.bench import planning
 from alexnet_deploy.bench.config import BACKENDS, BenchConfig
 from alexnet_deploy.bench.inputs import Rotation
 from alexnet_deploy.bench.run import run_bench
-from alexnet_deploy.bench.timing import HarnessCheck, harness_overhead, time_iterations
+from alexnet_deploy.bench.timing import HarnessCheck, harness_overhead, median_interval, time_iterations
 from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet_deploy.cli import app
 from alexnet_deploy.cli.options import parse_batches, parse_choices
@@ -181,22 +181,89 @@ def test_timed_loop_by_duration_runs_at_least_once():
     assert timing.iterations == 1
 
 
+def test_timed_loop_by_default_budget_stops_at_the_time_but_not_below_the_minimum():
+    runner = CountingRunner().load()
+    batches = [np.zeros((1, 1), np.float32)]
+    timing = time_iterations(runner, batches, warmup=0, iterations=10, duration_s=1e-9, min_iterations=3)
+    assert timing.iterations == 3
+    assert time_iterations(runner, batches, warmup=0, iterations=10, duration_s=60, min_iterations=3).iterations == 10
+
+
 def test_harness_check_feeds_bench_loop_and_bare_call_the_same_inputs():
     runner, bare_inputs = CountingRunner().load(), []
     batches = [np.full((4, 1), i, np.float32) for i in range(3)]
-    check = harness_overhead(runner, bare_inputs.append, batches, iterations=4)
+    check = harness_overhead(runner, bare_inputs.append, batches, min_pairs=4, max_pairs=4)
     assert [int(b[0, 0]) for b in runner.seen] == [int(b[0, 0]) for b in bare_inputs] == [0, 1, 2, 0]
     assert check.batch == 4 and check.iterations == 4 and check.bench_ips > 0 and check.bare_ips > 0
 
 
-def test_harness_check_verdict_is_the_median_paired_ratio_within_two_percent():
+def pairs(ratios: list[float]) -> HarnessCheck:
+    """A check whose bare/bench pair ratios are ``ratios`` (bench calls of 100 ms)."""
+    return HarnessCheck(128, bench_ms=tuple(100.0 for _ in ratios), bare_ms=tuple(100.0 * r for r in ratios))
+
+
+def test_median_interval_is_the_binomial_order_statistic_interval():
+    # n = 10: P(B(10, 1/2) <= 1) = 11/1024, so [x(2), x(9)] covers the median with 97.9%;
+    # [x(3), x(8)] would leave 2 * 56/1024 = 10.9% outside, more than 5%.
+    assert median_interval(list(range(10))) == (1, 8)
+    assert median_interval(list(range(6))) == (0, 5)  # 6 pairs: the range, 96.9%
+    assert median_interval(list(range(5))) is None  # 5: even the range covers only 93.8%
+    assert median_interval(list(range(20))) == (5, 14)  # the textbook [x(6), x(15)]
+
+
+def test_harness_verdict_needs_the_whole_interval_on_one_side_of_the_target():
+    assert pairs([0.99, 0.995, 1.0, 1.01, 0.985, 1.0]).verdict == "holds"
+    assert pairs([0.96, 0.97, 0.965, 0.95, 0.975, 0.96]).verdict == "FAILS"
+    noisy = pairs([0.936, 1.02, 0.99, 0.95, 1.01, 0.97])  # the issue's 0.936 is one of them
+    assert noisy.verdict == "inconclusive" and not noisy.holds
+    assert "95% interval 0.936-1.020" in noisy.summary() and "inconclusive" in noisy.summary()
+    assert pairs([0.99, 1.0, 1.0]).verdict == "inconclusive"  # too few pairs for any interval
+    assert pairs([0.99, 1.0, 1.0]).to_dict()["interval95"] is None
+
+
+def test_harness_check_verdict_is_the_median_paired_ratio():
     steady = HarnessCheck(128, bench_ms=(101.0, 100.0, 102.0), bare_ms=(100.0, 99.0, 100.0))
-    assert steady.ratio == pytest.approx(0.99) and steady.holds  # pairs: 0.990, 0.990, 0.980
+    assert steady.ratio == pytest.approx(0.99)  # pairs: 0.990, 0.990, 0.980
     slow = HarnessCheck(128, bench_ms=(103.0, 103.0, 103.0), bare_ms=(100.0, 100.0, 100.0))
-    assert not slow.holds and "median bare/bench time 0.971" in slow.summary()
+    assert "median bare/bench time 0.971" in slow.summary()
     spiked = HarnessCheck(128, bench_ms=(100.0, 150.0, 100.0), bare_ms=(100.0, 100.0, 100.0))
-    assert spiked.holds and spiked.bench_ips < spiked.bare_ips  # one spike moves the totals, not the verdict
+    assert spiked.ratio == 1.0 and spiked.bench_ips < spiked.bare_ips  # one spike moves the totals, not the median
     assert steady.bench_ips == pytest.approx(128 * 3 / 0.303)
+
+
+class ScriptedHarness:
+    """A bench runner and a bare call whose times follow a script: the harness check's
+    stopping rule seen without a clock (``time.perf_counter`` is replaced)."""
+
+    def __init__(self, bench_ms: float, bare_ms: list[float]) -> None:
+        self.now, self.bench_ms, self.bare_ms = 0.0, bench_ms, list(bare_ms)
+
+    def clock(self) -> float:
+        return self.now
+
+    def bare(self, _batch) -> None:
+        self.now += self.bare_ms.pop(0) / 1e3
+
+
+def test_harness_check_stops_once_the_verdict_is_settled_and_goes_on_while_it_is_not(monkeypatch):
+    import alexnet_deploy.bench.timing as timing_module
+
+    def run(bare_ms: list[float]) -> HarnessCheck:
+        script = ScriptedHarness(100.0, bare_ms)
+        runner = CountingRunner().load()
+        original_infer = runner.infer
+
+        def timed_infer(batch):
+            script.now += script.bench_ms / 1e3
+            return original_infer(batch)
+
+        monkeypatch.setattr(runner, "infer", timed_infer)
+        monkeypatch.setattr(timing_module.time, "perf_counter", script.clock)
+        return harness_overhead(runner, script.bare, [np.zeros((4, 1), np.float32)], min_pairs=6, max_pairs=12)
+
+    assert run([100.0] * 12).iterations == 6  # quiet: settled at the minimum
+    noisy = run([93.6, 102.0, 99.0, 95.0, 101.0, 97.0] * 2)
+    assert noisy.iterations == 12 and noisy.verdict == "inconclusive"  # up to the cap, then said so
 
 
 # ---------------------------------------------------------------- options
@@ -385,10 +452,11 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
 def test_fp16_onnx_is_measured_and_a_missing_int8_is_a_skipped_row(tiny_checkpoint, onnx_dir_with_fp16, tmp_path):
     config = BenchConfig(
         batches=(4,), backends=("onnxruntime",), iterations=1, warmup=0, onnx=onnx_dir_with_fp16 / "alexnet.onnx",
-        engines_dir=tmp_path, checkpoint=tiny_checkpoint, max_images=8,
+        engines_dir=tmp_path, checkpoint=tiny_checkpoint, max_images=64,
     )  # fmt: skip
     rows = {r.precision: r for r in run_bench(config).rows}
-    assert rows["fp16"].skipped is None and rows["fp16"].max_abs_diff < 0.05 and rows["fp16"].top1_agreement >= 0.75
+    # FP16 on the learned test model: |Δ| 2e-3 of logits up to 7 measured (test_precision_accuracy.py)
+    assert rows["fp16"].skipped is None and rows["fp16"].max_abs_diff < 1e-2 and rows["fp16"].top1_agreement >= 0.98
     assert (
         rows["int8"].skipped
         == f"{onnx_dir_with_fp16 / 'alexnet.int8-ort.onnx'} not found; run `alexnet-deploy build --int8`"

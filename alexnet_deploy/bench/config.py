@@ -14,7 +14,12 @@ from ..errors import DeployError
 
 BACKENDS = BenchBackend.values()
 PRECISIONS = BenchPrecision.values()
-DEFAULT_ITERATIONS = 10  # full AlexNet at batch 128 runs ~1-2 s an iteration on 2 CPU cores
+# Without --iterations or --duration a row stops after DEFAULT_ITERATIONS or, once it has
+# DEFAULT_MIN_ITERATIONS, after DEFAULT_ROW_SECONDS: full AlexNet at batch 128 runs ~1-2 s
+# an iteration on 2 CPU cores, and the main job's ten-odd rows must fit its time budget.
+DEFAULT_ITERATIONS = 10
+DEFAULT_ROW_SECONDS = 8.0
+DEFAULT_MIN_ITERATIONS = 3
 DEFAULT_WARMUP = 2
 DEFAULT_MAX_IMAGES = 512
 MAX_DURATION_S = 3600.0  # per row and batch: a bound, so a typo cannot run for ever
@@ -59,8 +64,22 @@ class BenchConfig:
         return self.precisions or PRECISIONS
 
     @property
+    def defaults_bound_rows(self) -> bool:
+        """Neither --iterations nor --duration: rows run to DEFAULT_ITERATIONS or DEFAULT_ROW_SECONDS."""
+        return self.iterations is None and self.duration_s is None
+
+    @property
     def timed_iterations(self) -> int | None:
-        return self.iterations if self.iterations is not None or self.duration_s is not None else DEFAULT_ITERATIONS
+        return DEFAULT_ITERATIONS if self.defaults_bound_rows else self.iterations
+
+    @property
+    def timed_duration_s(self) -> float | None:
+        return DEFAULT_ROW_SECONDS if self.defaults_bound_rows else self.duration_s
+
+    @property
+    def min_iterations(self) -> int:
+        """The fewest timed iterations a duration may stop a row at."""
+        return DEFAULT_MIN_ITERATIONS if self.defaults_bound_rows else 1
 
     def check(self) -> None:
         if not self.batches or any(not isinstance(b, int) or b <= 0 for b in self.batches):

@@ -38,7 +38,14 @@ def _measure_row(
 ) -> tuple[BenchRow, Timing]:
     """Time one batch size; judge parity on the timed outputs, completed by untimed runs
     of any rotated batch the timed loop did not reach."""
-    timing = time_iterations(runner, rotation.batches, config.warmup, config.timed_iterations, config.duration_s)
+    timing = time_iterations(
+        runner,
+        rotation.batches,
+        config.warmup,
+        config.timed_iterations,
+        config.timed_duration_s,
+        config.min_iterations,
+    )
     rest = [runner.infer(b) for b in rotation.batches[len(timing.outputs) :]]
     logits = rotation.per_image(timing.outputs + rest, len(reference))
     match = parity(reference, logits, labels)
@@ -157,10 +164,10 @@ def _run_planned(
         check_batches(runner.max_batch, batches, f"{runner.name}'s")
         rows = []
         for batch, rotation in rotations.items():
-            row, timing = _measure_row(runner, planned, rotation, context.config, reference, labels)
+            row, _ = _measure_row(runner, planned, rotation, context.config, reference, labels)
             rows.append(row)
             if planned.harness_check and isinstance(runner, OnnxRuntimeRunner):
-                harness.append(harness_overhead(runner, runner.run_bare, rotation.batches, timing.iterations))
+                harness.append(harness_overhead(runner, runner.run_bare, rotation.batches))
             progress.advance(1, row=f"{planned.backend}/{planned.precision} @ {batch}")
         return rows
     finally:

@@ -1,5 +1,6 @@
-"""The pipeline's commands, in its order: ``train``, ``export``, ``build``, ``bench``.
-Each parses, calls its stage's one library function, and renders the result."""
+"""The pipeline's commands after training, in its order: ``export``, ``build``, ``bench``
+(``train`` is in ``training``). Each parses, calls its stage's one library function, and
+renders the result."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..artifacts import DEFAULT_LAYOUT, ORT_INT8, ArtifactLayout, Precision
-from ..bench.config import DEFAULT_ITERATIONS, BenchConfig
+from ..bench.config import DEFAULT_ITERATIONS, DEFAULT_MIN_ITERATIONS, DEFAULT_ROW_SECONDS, BenchConfig
 from ..build.config import BuildConfig
 from ..choices import (
     BenchBackend,
@@ -18,15 +19,11 @@ from ..choices import (
     CalibrationMethod,
     DeviceChoice,
     LrnExport,
-    Schedule,
-    TrainingPrecision,
 )
 from ..console import RichProgress, console, one_line_errors, table
 from ..export.config import MAX_OPSET, MIN_OPSET
-from ..train.config import TrainConfig
 from .options import (
     Checkpoint,
-    Device,
     Engines,
     JsonReport,
     Onnx,
@@ -34,133 +31,6 @@ from .options import (
     parse_batches,
     parse_choices,
 )
-
-
-@one_line_errors
-def train(
-    data: Annotated[
-        str, typer.Option(help="'digits' (embedded, no download) or an ImageFolder directory.")
-    ] = TrainConfig.data,
-    epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: up to this many).")] = TrainConfig.epochs,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            help="Images per SGD step and process (32 gives enough steps for the 3-epoch default on digits); under torchrun the effective batch is this x world size."
-        ),
-    ] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = TrainConfig.lr,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay (paper: 5e-4).")] = TrainConfig.weight_decay,
-    schedule: Annotated[
-        Schedule,
-        typer.Option(help="plateau: divide lr by 10 when val loss stalls (the paper); step: every --step-size epochs."),
-    ] = Schedule(TrainConfig.schedule),
-    step_size: Annotated[
-        int, typer.Option(help="Epochs between lr drops with --schedule step.")
-    ] = TrainConfig.step_size,
-    device: Device = DeviceChoice(TrainConfig.device),
-    output: Annotated[
-        Path, typer.Option(help="Checkpoint path; its resume state, metrics and curves go beside it.")
-    ] = TrainConfig.output,
-    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")] = TrainConfig.seed,
-    limit: Annotated[
-        int | None, typer.Option(help="Use at most this many images (smoke runs); the split is made among them.")
-    ] = None,
-    groups: Annotated[
-        int | None, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")
-    ] = None,
-    width: Annotated[
-        float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")
-    ] = None,
-    augment: Annotated[
-        bool, typer.Option(help="Random crops, flips and PCA colour jitter (paper, Section 4.1).")
-    ] = True,
-    dropout: Annotated[
-        float | None,
-        typer.Option(
-            help="Dropout before fc6 and fc7 (default 0.5, the paper's; with --resume the run's own).",
-            show_default=False,
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Data-loading worker processes per training process (unset: 0 for the in-memory digits, min(4, cores) for an ImageFolder).",
-            show_default=False,
-        ),
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            help="Continue the run saved at --output (same --data; --limit, --groups, --width, --dropout default to the run's)."
-        ),
-    ] = False,
-    precision: Annotated[
-        TrainingPrecision,
-        typer.Option(
-            help="bf16: autocast, CPU or CUDA; fp16: autocast + gradient scaler, CUDA only. Weights stay fp32."
-        ),
-    ] = TrainingPrecision(TrainConfig.precision),
-    dist_timeout: Annotated[
-        float,
-        typer.Option(help="Under torchrun: seconds to wait for the rendezvous and for any collective before failing."),
-    ] = TrainConfig.dist_timeout_s,
-) -> None:
-    """Train AlexNet and write the checkpoint (weights + classes + preprocessing).
-
-    Under torchrun (`torchrun --nproc-per-node N $(which alexnet-deploy) train ...`)
-    it trains data-parallel with DistributedDataParallel; rank 0 writes the files.
-    """
-    from ..data.augmentation import Augmentation
-    from ..plots import curves_writer
-    from ..train.loop import train as run_training
-
-    config = TrainConfig(
-        data=data,
-        output=output,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        step_size=step_size,
-        device=device,
-        seed=seed,
-        limit=limit,
-        groups=groups,
-        width=width,
-        augment=Augmentation() if augment else Augmentation(False, False, 0.0),
-        dropout=dropout,
-        workers=workers,
-        resume=resume,
-        precision=precision,
-        dist_timeout_s=dist_timeout,
-    )
-    # the curves are drawn beside the checkpoint after every epoch (rank 0)
-    result = run_training(config, RichProgress(), on_epoch=curves_writer(ArtifactLayout.from_checkpoint(output).curves))
-    if not result.is_main:
-        return  # rank 0 reports for every rank
-    rows = [
-        (m.epoch, m.lr, m.train_loss, m.train_top1, m.val_loss, m.val_top1, m.val_top5, f"{m.train_images_per_s:.1f}")
-        for m in result.history
-    ]
-    console.print(
-        table(
-            "training",
-            ["epoch", "lr", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "img/s"],
-            rows,
-        )
-    )
-    last = result.history[-1]
-    console.print(
-        f"checkpoint {result.checkpoint}  val top-1 {last.val_top1:.2%} (chance {1 / result.num_classes:.0%})  "
-        f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}"
-        + (
-            f"  ({result.world_size} processes, effective batch {batch_size * result.world_size})"
-            if result.world_size > 1
-            else ""
-        ),
-        soft_wrap=True,
-    )
 
 
 @one_line_errors
@@ -292,7 +162,12 @@ def bench(
         ),
     ] = None,
     iterations: Annotated[
-        int | None, typer.Option(help=f"Timed iterations per row (default {DEFAULT_ITERATIONS} unless --duration).")
+        int | None,
+        typer.Option(
+            help=f"Timed iterations per row. Default, without --duration: {DEFAULT_ITERATIONS}, or fewer "
+            f"(at least {DEFAULT_MIN_ITERATIONS}) once a row has run {DEFAULT_ROW_SECONDS:g} s.",
+            show_default=False,
+        ),
     ] = None,
     duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = BenchConfig.warmup,
@@ -361,7 +236,10 @@ def bench(
         if path is not None:
             check_writable_destination(path)  # before minutes of timing, not after
     report = run_bench(config, RichProgress())
-    timed = f"{config.duration_s:g} s" if config.duration_s else f"{config.timed_iterations} iterations"
+    if config.defaults_bound_rows:
+        timed = f"up to {config.timed_iterations} iterations or {config.timed_duration_s:g} s"
+    else:
+        timed = f"{config.duration_s:g} s" if config.duration_s else f"{config.timed_iterations} iterations"
     title = (
         f"bench: {timed} after {config.warmup} warm-up per row, {report.images} {report.image_source} "
         f"(rotated); parity vs {report.reference}"
