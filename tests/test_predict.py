@@ -80,6 +80,27 @@ def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(imag
     assert sum(f"{image_dir / 'digit'}" in line for line in result.stdout.splitlines()) == 16
 
 
+def test_predict_names_the_right_digit_for_held_out_images_of_a_known_class(tiny_checkpoint, served_onnx, tmp_path):
+    """What a user relies on: ten held-out 7s (never trained on) through the CLI; at least
+    nine are called 7 (the test model's held-out top-1 is ~95%, test_train.py)."""
+    from alexnet_deploy.checkpoint import load_checkpoint
+    from alexnet_deploy.data.sources import load_images
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    val = checkpoint.split.apply(load_images(checkpoint.data_source))["val"]
+    sevens = [i for i in range(len(val)) if val.classes[int(val.labels[i])] == "7"][:10]
+    assert len(sevens) == 10
+    for n, index in enumerate(sevens):
+        val.image(index).save(tmp_path / f"seven{n}.png")
+    json_path = tmp_path / "predictions.json"
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "seven*.png"), "--onnx", str(served_onnx), "--json", str(json_path)]
+    )
+    assert result.exit_code == 0, result.output
+    answers = [p["top"][0]["class"] for p in json.loads(json_path.read_text())["predictions"]]
+    assert len(answers) == 10 and answers.count("7") >= 9, answers
+
+
 def test_globs_pick_the_matching_files_only(image_dir, served_onnx):
     result = CliRunner().invoke(
         app, ["predict", str(image_dir / "digit0*.png"), "--onnx", str(served_onnx), "--top", "1"]

@@ -132,7 +132,8 @@ def test_int8_build_writes_qdq_onnx_and_a_scale_cache(fp32_onnx, tmp_path):
     assert cache["method"] == "entropy" and len(cache["model_sha256"]) == 64
     assert all(entry["scale"] == pytest.approx(entry["amax"] / INT8_MAX) for entry in cache["tensors"].values())
     row = report.accuracy[0]
-    assert row.precision == "int8" and 0.0 <= row.top1 <= 1.0 and row.top1_agreement > 0.5
+    # the shared test model has learned (test_train.py): INT8 must keep what it knows
+    assert row.precision == "int8" and row.top1 >= 0.9 and row.top1_agreement >= 0.98
     assert report.engine_note and report.engine_note.startswith("no TensorRT engine built")
 
 

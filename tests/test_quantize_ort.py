@@ -119,8 +119,9 @@ def test_onnxruntime_graph_agrees_with_fp32_on_held_out_images(fp32_model, ort_m
     with OnnxRuntimeRunner(ort_model, "int8") as runner:
         quantized = runner.infer_all(images)
     max_abs_diff, agreement = compare_logits(reference, quantized)
-    assert agreement >= 0.95, f"top-1 agreement {agreement:.2%} on {len(images)} images"
-    assert 0 < max_abs_diff < 0.1 * np.abs(reference).max()  # quantized, yet close
+    assert agreement >= 0.98, f"top-1 agreement {agreement:.2%} on {len(images)} images"
+    # quantized, yet close: measured 2.4% of the largest logit on the learned test model
+    assert 0 < max_abs_diff < 0.05 * np.abs(reference).max(), f"max |Δ| {max_abs_diff:.3g}"
 
 
 def test_build_writes_both_int8_graphs_with_their_runtime_and_calibration(fp32_onnx, tmp_path):

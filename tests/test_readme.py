@@ -13,8 +13,14 @@ def readme_commands() -> list[str]:
 def test_readme_opens_with_exactly_two_setup_commands():
     commands = readme_commands()
     assert len(commands) == 2
-    assert commands[0].endswith("alexnet-deploy train") or "alexnet-deploy" in commands[0]
-    assert commands[1].endswith("pytest")
+    # the first sets up and runs the main job end to end, its steps in the pipeline's order
+    steps = [step.strip() for step in commands[0].split("&&")]
+    pipeline = [step for step in steps if step.startswith("alexnet-deploy ")]
+    assert [step.split()[1] for step in pipeline] == ["train", "export", "build", "bench"], steps
+    assert pipeline[0] == "alexnet-deploy train"  # the main job trains with the defaults the README quotes
+    assert any(step.startswith("pip install") for step in steps[: steps.index(pipeline[0])])
+    # the second sets up and runs the tests
+    assert commands[1].split("&&")[-1].strip() == "pytest"
 
 
 def test_ci_runs_the_readme_test_command():

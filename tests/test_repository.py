@@ -122,9 +122,12 @@ def test_onnx_twin_in_the_repository_runs_in_onnxruntime(stock, held_out_pngs, r
     np.testing.assert_array_equal(logits, reference_logits)
 
 
-def test_local_flavour_runs_our_runners_in_the_python_backend(served_onnx, tmp_path):
-    """The wheel's Triton has only the python backend: the ONNX twin runs in our
-    onnxruntime runner, each engine (plan + sidecar) in our TensorRT runner."""
+def test_local_flavour_wires_our_runners_into_the_python_backend(served_onnx, tmp_path):
+    """The wheel's Triton has only the python backend: the local repository hands the ONNX
+    twin to our onnxruntime runner and each engine (plan + sidecar) to our TensorRT runner.
+    What this proves is the wiring (configs, model.py, copied plan and sidecar); the
+    onnxruntime model runs in a real Triton server in test_serve.py, the TensorRT one
+    needs TensorRT and a GPU."""
     fake_engine(tmp_path / "engines", "int8", 16)
     result = write_repository(
         served_onnx,

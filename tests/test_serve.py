@@ -19,13 +19,16 @@ from alexnet_deploy.serve.repository import write_repository
 from alexnet_deploy.serve.server import TritonServer
 
 
-@pytest.fixture(scope="module")
-def server(served_onnx, tmp_path_factory):
-    root = tmp_path_factory.mktemp("triton")
+def start_server(served_onnx, root) -> TritonServer:
     repository = write_repository(
         served_onnx, root / "repo", config=RepositoryConfig(flavour="local", preprocess_instances=1)
     ).path
-    running = TritonServer(ServerConfig(repository, startup_timeout_s=180, log=root / "server.log")).start()
+    return TritonServer(ServerConfig(repository, startup_timeout_s=180, log=root / "server.log")).start()
+
+
+@pytest.fixture(scope="module")
+def server(served_onnx, tmp_path_factory):
+    running = start_server(served_onnx, tmp_path_factory.mktemp("triton"))
     yield running
     running.stop()
 
@@ -198,7 +201,10 @@ def test_loadtest_cli_writes_json_and_rejects_bad_options(server, tmp_path):
     )
 
 
-def test_sigterm_stops_the_server_cleanly(server):
+def test_sigterm_stops_the_server_cleanly(served_onnx, tmp_path):
+    """Its own server, so stopping it leaves the module's server to the other tests
+    whatever order they run in."""
+    server = start_server(served_onnx, tmp_path)
     log = server.config.log
     started = time.perf_counter()
     assert server.stop() == 0
