@@ -1,8 +1,11 @@
 """Training throughput, measured so that variants can be compared: our loop
 (``train.train_one_epoch``) against a bare PyTorch loop (forward, loss, backward,
 step; nothing else) on the same loader, the same loop on tensors already in memory
-(the compute ceiling), our loop under bf16 autocast, and 2 processes under torchrun
-(DDP, Gloo) against 1, all in one run.
+(the compute ceiling), our loop as it was before the speed-ups of 2026-12 (SGD's
+per-parameter loop instead of the fused kernel, LRN through autograd of its textbook
+formulation instead of the hand-written gradient, the contiguous layout), our loop in the
+contiguous layout alone, our loop
+under bf16 autocast, and 2 processes under torchrun (DDP, Gloo) against 1, all in one run.
 
 Method (an earlier version gave one 1-batch warm-up to whichever variant ran first
 and reported each variant's best run, and so put our loop *above* its own ceiling):
@@ -25,6 +28,7 @@ and reported each variant's best run, and so put our loop *above* its own ceilin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -41,6 +45,7 @@ from alexnet_deploy.data.augmentation import Augmentation
 from alexnet_deploy.data.loading import TrainingDataset, batch_loader
 from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.data.sources import load_digits
+from alexnet_deploy.lrn import LocalResponseNorm, LRNParams
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.progress import SilentProgress
 from alexnet_deploy.train import distributed
@@ -88,11 +93,13 @@ class Bench:
     timed_batches: list
 
     def fresh(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # undo channels-last
         self.model.load_state_dict(self.initial)
         return self.model, sgd(self.model)
 
     def bare(self, in_memory: bool) -> Timing:
         model, optimizer = self.fresh()
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as our loop trains
         warmup, timed = (
             (self.warmup_batches, self.timed_batches) if in_memory else (self.warmup_loader, self.timed_loader)
         )
@@ -101,8 +108,16 @@ class Bench:
         seen = bare_loop(model, optimizer, timed)
         return Timing(seen / (time.perf_counter() - started))
 
-    def ours(self, precision: Precision) -> Timing:
+    def ours(self, precision: Precision, before_speedups: bool = False) -> Timing:
+        if before_speedups:
+            with autograd_lrn():
+                model, _ = self.fresh()
+                return self._ours(model, sgd(model, fused=False), precision)
         model, optimizer = self.fresh()
+        return self._ours(model, optimizer, precision)
+
+    def _ours(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, precision: Precision) -> Timing:
+        model = model.to(memory_format=precision.memory_format)  # type: ignore[call-overload]  # torch stubs omit it
         train_one_epoch(model, self.warmup_loader, optimizer, CPU, SilentProgress(), precision)
         timed = TimedLoader(self.timed_loader)
         started = time.perf_counter()
@@ -124,8 +139,38 @@ class Bench:
         return Timing(**json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+def sgd(model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
+    """The training's optimizer (``train.loop.make_optimizer``: Nesterov SGD, fused), at a
+    small lr; ``fused=False`` is torch's default per-parameter implementation."""
+    return torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4, nesterov=True, fused=fused)
+
+
+def textbook_lrn(x: torch.Tensor, params: LRNParams) -> torch.Tensor:
+    """LRN as this project computed it before its hand-written gradient: square, pad,
+    average over a channel window with ``avg_pool3d``, and autograd through all of it."""
+    squares = F.pad(x.float().square().unsqueeze(1), (0, 0, 0, 0, params.window_before, params.window_after))
+    mean_square = F.avg_pool3d(squares, (params.size, 1, 1), stride=1).squeeze(1)
+    return (x.float() / (params.bias + params.alpha * mean_square).pow(params.beta)).to(x.dtype)
+
+
+@contextlib.contextmanager
+def autograd_lrn() -> Iterator[None]:
+    """Every ``LocalResponseNorm`` computes :func:`textbook_lrn` while inside."""
+    original = LocalResponseNorm.forward
+    LocalResponseNorm.forward = lambda self, x: textbook_lrn(x, self.params)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        LocalResponseNorm.forward = original  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class Contiguous(Precision):
+    """fp32 in the contiguous (NCHW) layout, which training used on the CPU before 2026-12."""
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.contiguous_format
 
 
 def bare_loop(model, optimizer, batches) -> int:
@@ -133,7 +178,7 @@ def bare_loop(model, optimizer, batches) -> int:
     model.train()
     seen = 0
     for images, labels in batches:
-        loss = F.cross_entropy(model(images), labels)
+        loss = F.cross_entropy(model(images.to(memory_format=torch.channels_last)), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -234,6 +279,12 @@ def main() -> None:
         Variant("ceiling", "bare loop, tensors in memory (ceiling)", lambda: bench.bare(in_memory=True)),
         Variant("bare", "bare loop, augmenting loader", lambda: bench.bare(in_memory=False)),
         Variant("ours", "our loop, fp32, 1 process", lambda: bench.ours(Precision("fp32"))),
+        Variant(
+            "before",
+            "our loop before the speed-ups (unfused SGD, autograd LRN)",
+            lambda: bench.ours(Contiguous("fp32"), before_speedups=True),
+        ),
+        Variant("nchw", "our loop, fp32, contiguous (NCHW)", lambda: bench.ours(Contiguous("fp32"))),
     ]
     if not args.no_bf16:
         variants.append(Variant("bf16", "our loop, bf16 autocast, 1 process", lambda: bench.ours(Precision("bf16"))))
@@ -267,6 +318,8 @@ def main() -> None:
     comparisons = [
         ("ours", "bare", "ours / bare loop, same loader (target >= 0.95)"),
         ("ours", "ceiling", "ours / in-memory ceiling"),
+        ("ours", "before", "ours / ours before the speed-ups"),
+        ("ours", "nchw", "channels-last (ours) / contiguous"),
     ]
     if "bf16" in by_name:
         comparisons.append(("bf16", "ours", "bf16 / fp32"))

@@ -151,9 +151,13 @@ def bench(
     batch: Annotated[str, typer.Option(help="Batch size, or a comma list for a sweep: 1,8,32,128.")] = ",".join(
         map(str, BenchConfig.batches)
     ),
-    backends: Annotated[str, typer.Option(help=f"Comma list of {choice_list(BenchConfig.backends)}.")] = ",".join(
-        BenchConfig.backends
-    ),
+    backends: Annotated[
+        str,
+        typer.Option(
+            help=f"Comma list of {choice_list(BenchBackend.values())}; torch-compile only when named "
+            "(it compiles for ~30 s per precision on 2 CPU cores)."
+        ),
+    ] = ",".join(BenchConfig.backends),
     precisions: Annotated[
         str | None,
         typer.Option(

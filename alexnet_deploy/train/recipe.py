@@ -31,7 +31,7 @@ class RecipeDefaults:
 
 RECIPES: dict[Recipe, RecipeDefaults] = {
     Recipe.FAST: RecipeDefaults(
-        epochs=6, lr=0.01, schedule=Schedule.COSINE, warmup=0.05, nesterov=True, label_smoothing=0.1
+        epochs=5, lr=0.01, schedule=Schedule.COSINE, warmup=0.05, nesterov=True, label_smoothing=0.1
     ),
     Recipe.PAPER: RecipeDefaults(
         epochs=90, lr=0.01, schedule=Schedule.PLATEAU, warmup=0.0, nesterov=False, label_smoothing=0.0
