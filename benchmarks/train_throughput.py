@@ -21,7 +21,7 @@ and reported each variant's best run, and so put our loop *above* its own ceilin
 * The loader-bound share of a step is timed directly in our loop: the time spent
   waiting for the next batch over the time of the whole timed run.
 
-    python benchmarks/train_throughput.py [--batch-size 32] [--steps 8] [--warmup 2] [--rounds 3]
+    python benchmarks/train_throughput.py [--batch-size 16] [--steps 8] [--warmup 2] [--rounds 3]
                                           [--width 1.0] [--no-ddp] [--no-bf16]
 """
 
@@ -51,6 +51,7 @@ from alexnet_deploy.progress import SilentProgress
 from alexnet_deploy.train import distributed
 from alexnet_deploy.train.epoch import train_one_epoch
 from alexnet_deploy.train.precision import Precision
+from alexnet_deploy.train.recipe import recipe_defaults
 
 CPU = torch.device("cpu")
 
@@ -260,7 +261,12 @@ def paired(a: Variant, b: Variant) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch (split across processes)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=recipe_defaults("fast").batch_size,
+        help="global batch (split across processes); default: the main job's",
+    )
     parser.add_argument("--steps", type=int, default=8, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before every timed run")
     parser.add_argument("--rounds", type=int, default=3)

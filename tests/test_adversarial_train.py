@@ -39,7 +39,9 @@ from alexnet_deploy.cli import app
 from alexnet_deploy.plots import curves_writer
 from alexnet_deploy.train.config import TrainConfig
 from alexnet_deploy.train.loop import train
+from alexnet_deploy.train.recipe import recipe_defaults
 
+FAST = recipe_defaults("fast")
 TINY = ("--limit", "64", "--width", "0.0625", "--batch-size", "16", "--epochs", "1")
 TRAIN = ("train", "--output", "{run}", *TINY)  # a bad option appended overrides
 FRESH = ("train", "--output", "{tmp}/new.pt", *TINY)
@@ -425,7 +427,8 @@ CASES = [
     Case("resume-state-history-gap", RESUME, 1, "damaged resume state", state(sets("epoch", value=3))),
     Case("resume-state-options-garbage", RESUME, 1, "damaged resume state", state(sets("options", value="fast"))),
     Case("resume-state-options-missing", RESUME, 1, "damaged resume state", state(deletes("options"))),
-    Case("resume-another-lr", (*RESUME, "--lr", "0.5"), 1, "the run has --lr 0.01, not 0.5"),
+    Case("resume-another-lr", (*RESUME, "--lr", "0.5"), 1, f"the run has --lr {FAST.lr:g}, not 0.5"),
+    Case("resume-another-batch-size", (*RESUME, "--batch-size", "8"), 1, "the run has --batch-size 16, not 8"),
     Case("resume-another-recipe", (*RESUME, "--recipe", "paper"), 1, "the run has --recipe fast, not paper"),
     Case("resume-another-schedule", (*RESUME, "--schedule", "step"), 1, "the run has --schedule cosine, not step"),
     Case(

@@ -127,6 +127,8 @@ def test_resume_keeps_the_runs_recipe_and_refuses_another(tmp_path):
         train(TrainConfig(output=output, recipe="fast", epochs=2, resume=True, **TINY))
     with pytest.raises(DeployError, match=r"the run has --lr 0\.01, not 0\.05"):
         train(TrainConfig(output=output, epochs=2, lr=0.05, resume=True, **TINY))
+    with pytest.raises(DeployError, match=r"the run has --batch-size 16, not 8"):
+        train(TrainConfig(output=output, epochs=2, resume=True, **{**TINY, "batch_size": 8}))
     resumed = train(TrainConfig(output=output, epochs=2, resume=True, **TINY))  # the paper's plateau schedule
     assert [m.lr for m in resumed.history] == [0.01, 0.01]
 

@@ -37,12 +37,17 @@ def train(
         ),
     ] = None,
     batch_size: Annotated[
-        int,
-        typer.Option(help="Images per SGD step and process; under torchrun the effective batch is this x world size."),
-    ] = TrainConfig.batch_size,
+        int | None,
+        typer.Option(
+            help="(recipe) Images per SGD step and process; under torchrun the effective batch is this x world size.",
+            show_default=False,
+        ),
+    ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help="(recipe) Peak learning rate (SGD, momentum 0.9), for batch 32.", show_default=False),
+        typer.Option(
+            help="(recipe) Peak learning rate (SGD, momentum 0.9), for the recipe's batch.", show_default=False
+        ),
     ] = None,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay (paper: 5e-4).")] = TrainConfig.weight_decay,
     schedule: Annotated[
@@ -182,7 +187,7 @@ def train(
         f"checkpoint {result.checkpoint}  val top-1 {last.val_top1:.2%} (chance {1 / result.num_classes:.0%})  "
         f"top-5 {last.val_top5:.2%}  metrics {result.metrics_log}"
         + (
-            f"  ({result.world_size} processes, effective batch {batch_size * result.world_size})"
+            f"  ({result.world_size} processes, effective batch {result.batch_size * result.world_size})"
             if result.world_size > 1
             else ""
         ),

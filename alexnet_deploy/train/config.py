@@ -23,7 +23,7 @@ DEFAULT_GROUPS, DEFAULT_WIDTH, DEFAULT_DROPOUT = 2, 1.0, 0.5
 # What a recipe supplies, besides epochs: a resumed run keeps its own values of these
 # unless they are given again, and refuses different ones (a resumed lr schedule must be
 # the one the optimizer state belongs to). Epochs may grow on resume (Resume.continue_run).
-RECIPE_OPTIONS = ("recipe", "lr", "schedule", "warmup", "nesterov", "label_smoothing")
+RECIPE_OPTIONS = ("recipe", "batch_size", "lr", "schedule", "warmup", "nesterov", "label_smoothing")
 
 
 @dataclass
@@ -36,7 +36,7 @@ class TrainConfig:
     output: Path = DEFAULT_LAYOUT.checkpoint
     recipe: Recipe | str | None = None  # None: fast, or with resume the run's own
     epochs: int | None = None
-    batch_size: int = 32
+    batch_size: int | None = None  # per process
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -71,6 +71,7 @@ class TrainConfig:
             self,
             recipe=Recipe(recipe),
             epochs=defaults.epochs if self.epochs is None else self.epochs,
+            batch_size=defaults.batch_size if self.batch_size is None else self.batch_size,
             lr=defaults.lr if self.lr is None else self.lr,
             schedule=defaults.schedule if self.schedule is None else self.schedule,
             warmup=defaults.warmup if self.warmup is None else self.warmup,
@@ -82,11 +83,13 @@ class TrainConfig:
         """Every option's range (the recipe's filled in), before any data is read: a bad
         value must not cost an epoch."""
         config = self.with_recipe()
-        epochs, lr, warmup, smoothing = config.epochs, config.lr, config.warmup, config.label_smoothing
-        assert epochs is not None and lr is not None and warmup is not None and smoothing is not None  # filled
+        epochs, batch, lr, warmup = config.epochs, config.batch_size, config.lr, config.warmup
+        smoothing = config.label_smoothing
+        assert epochs is not None and batch is not None and lr is not None  # filled
+        assert warmup is not None and smoothing is not None
         checks = [
             (epochs >= 1, f"--epochs must be at least 1, got {epochs}"),
-            (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+            (batch >= 1, f"--batch-size must be at least 1, got {batch}"),
             (math.isfinite(lr) and lr > 0, f"--lr must be a finite positive number, got {lr}"),
             (0 <= warmup < 1, f"--warmup must be a fraction of the steps in [0, 1), got {warmup}"),
             (0 <= smoothing < 1, f"--label-smoothing must be in [0, 1), got {smoothing}"),

@@ -139,13 +139,11 @@ def _train(
     # without torchrun): a pure function of (seed, epoch), so a resumed run needs no
     # saved shuffling state, and independent of the world size.
     sampler = distributed.train_sampler(train_set, context, config.seed, drop_last=True)
-    loader = batch_loader(
-        train_set, config.batch_size, sampler=sampler, drop_last=len(sampler) > config.batch_size, **options
-    )
+    batch_size = config.batch_size
+    assert batch_size is not None  # with_recipe
+    loader = batch_loader(train_set, batch_size, sampler=sampler, drop_last=len(sampler) > batch_size, **options)
     val_set = EvalDataset(parts["val"], preprocessing)
-    val_loader = batch_loader(
-        val_set, config.batch_size, sampler=distributed.StridedShard(len(val_set), context), **options
-    )
+    val_loader = batch_loader(val_set, batch_size, sampler=distributed.StridedShard(len(val_set), context), **options)
     assert config.epochs is not None and config.schedule is not None and config.warmup is not None  # with_recipe
     assert config.label_smoothing is not None
     schedule = LrSchedule(
@@ -176,9 +174,7 @@ def _train(
         train_set.epoch = epoch
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        progress.begin(
-            f"epoch {epoch}/{config.epochs}", len(loader) * config.batch_size if loader.drop_last else len(sampler)
-        )
+        progress.begin(f"epoch {epoch}/{config.epochs}", len(loader) * batch_size if loader.drop_last else len(sampler))
         started = time.perf_counter()
         train_stats, _ = train_one_epoch(
             trained,
@@ -236,4 +232,6 @@ def _train(
     # Nobody tears the process group down while rank 0 still writes the last epoch's
     # files: a rank leaving early aborted now and then in Gloo's shutdown.
     distributed.barrier(context)
-    return TrainResult(output, log_path, history, model_config.num_classes, context.world_size, context.is_main)
+    return TrainResult(
+        output, log_path, history, model_config.num_classes, context.world_size, context.is_main, batch_size
+    )

@@ -32,3 +32,4 @@ class TrainResult:
     num_classes: int
     world_size: int = 1
     is_main: bool = True  # rank 0 (or the only process): the one that wrote the files
+    batch_size: int = 0  # per process, as the run trained (the recipe's unless given)

@@ -33,8 +33,9 @@ from ..files import atomic_output, write_text_atomic
 from .config import RECIPE_OPTIONS, TrainConfig
 from .results import EpochCallback, EpochMetrics
 
-# 3: no sampler generator (the order is a function of seed and epoch); 4: the recipe's options
-STATE_FORMAT = "alexnet-deploy/train-state/4"
+# 3: no sampler generator (the order is a function of seed and epoch); 4: the recipe's options;
+# 5: the batch size among them
+STATE_FORMAT = "alexnet-deploy/train-state/5"
 
 
 def write_epoch_outputs(
