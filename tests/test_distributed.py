@@ -29,6 +29,8 @@ from alexnet_deploy.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT, BATCH, WIDTH = 120, 16, 0.0625  # 84 training digits: 5 SGD steps of 16 per epoch
+# the lr these tolerances were sized on (the recipe's default may move; this test must not)
+LR = 0.01
 TIMEOUT_S = 180
 
 
@@ -46,7 +48,7 @@ def torchrun_train(output: Path, *args: str, processes: int = 2) -> subprocess.C
         "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", f"--rdzv-id={output.stem}", "--max-restarts=0",
         "-m", "alexnet_deploy", "train", "--output", str(output), "--device", "cpu", "--dist-timeout", "60",
         "--limit", str(LIMIT), "--width", str(WIDTH), "--batch-size", str(BATCH // processes),
-        "--no-augment", "--dropout", "0", "--workers", "0", *args,
+        "--lr", str(LR), "--no-augment", "--dropout", "0", "--workers", "0", *args,
     ]  # fmt: skip
     result = subprocess.run(
         command, env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
@@ -57,7 +59,7 @@ def torchrun_train(output: Path, *args: str, processes: int = 2) -> subprocess.C
 
 def single_config(output: Path, epochs: int, resume: bool = False) -> TrainConfig:
     return TrainConfig(
-        output=output, epochs=epochs, resume=resume, device="cpu", limit=LIMIT, width=WIDTH, batch_size=BATCH,
+        output=output, epochs=epochs, resume=resume, device="cpu", limit=LIMIT, width=WIDTH, batch_size=BATCH, lr=LR,
         augment=Augmentation(False, False, 0.0), dropout=0.0, workers=0,
     )  # fmt: skip
 

@@ -62,6 +62,8 @@ def test_image_folder_trains_exports_builds_and_benches(tmp_path, mixed):
         "4",
         "--batch-size",
         "4",
+        "--lr",
+        "0.01",  # the run this test was sized on: 4 epochs at batch 4 learn the 2 classes
         "--width",
         "0.125",
         "--output",
