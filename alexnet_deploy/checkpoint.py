@@ -8,15 +8,17 @@ calibration/val images held out, the LRN convention and the validation accuracy.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, BinaryIO, cast
 
 import torch
 
 from .data.preprocessing import Preprocessing
 from .data.split import Split
 from .errors import DeployError
-from .files import atomic_output, sha256_file
+from .files import atomic_output, require_file, sha256_file
 from .lrn import CONVENTION
 from .model import AlexNet, AlexNetConfig, expected_shapes
 
@@ -90,23 +92,110 @@ class Checkpoint:
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     with atomic_output(Path(path)) as tmp:
-        torch.save(checkpoint.to_payload(), tmp)
+        save_payload(checkpoint.to_payload(), tmp)
+
+
+class _RecordedWrites:
+    """The file object ``save_payload`` hands ``torch.save``: it keeps the first
+    OSError a write met. torch's zip writer swallows that error and fails later with a
+    RuntimeError about a file position ("unexpected pos"), so a full disk or a
+    file-size limit would otherwise surface as a traceback rather than as itself."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+
+def save_payload(payload: object, path: Path) -> None:
+    """``torch.save`` into ``path`` (an ``atomic_output`` temporary); a failed write
+    is raised as the OSError it was ("No space left on device"), which
+    ``atomic_output`` turns into one line naming the destination."""
+    with open(path, "wb") as handle:
+        writes = _RecordedWrites(handle)
+        try:
+            torch.save(payload, cast("IO[bytes]", writes))  # it calls only write() and flush()
+        except RuntimeError:
+            if writes.error is None:
+                raise
+            raise writes.error from None
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
     path = Path(path)
-    if not path.is_file():
-        raise DeployError(f"checkpoint {path} not found (train one with `alexnet-deploy train`)")
+    require_file(path, "checkpoint", "train one with `alexnet-deploy train`")
     return checkpoint_from_payload(load_payload(path, "an alexnet-deploy checkpoint"), path)
 
 
+# What a checkpoint's (or resume state's) pickle may weigh. It holds the config, the
+# class names and references to the tensors, which torch stores beside it: 100,000
+# classes (info.MAX_CLASSES) of up to 64 characters come to 8 MiB. torch's weights_only
+# unpickler is pure Python, about 1 µs per item (measured: 1e6 class names in 0.9 s), so
+# this bound is also what a crafted file can cost before it is refused, a few seconds,
+# instead of the minutes a claimed 2e8 class names would take to unpickle.
+MAX_PICKLE_BYTES = 8 << 20
+
+
+def _check_archive(path: Path, what: str) -> None:
+    """The cost of loading ``path`` bounded before any of it is paid: a zip archive as
+    ``torch.save`` writes one (every entry stored, so nothing unpacks to more than the
+    file holds) whose pickle is at most :data:`MAX_PICKLE_BYTES`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise DeployError(f"{path} is not {what} (not a zip archive as torch.save writes)") from None
+    compressed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise DeployError(f"{path} is not {what} ({compressed[0]} is compressed; torch.save stores every entry)")
+    pickles = [e for e in entries if e.filename.rsplit("/", 1)[-1] == "data.pkl"]
+    if len(pickles) != 1:
+        raise DeployError(f"{path} is not {what} (expected one data.pkl, found {len(pickles)})")
+    if pickles[0].file_size > MAX_PICKLE_BYTES:
+        raise DeployError(
+            f"{path} is not {what}: its pickled metadata is {pickles[0].file_size / 2**20:.0f} MiB, more than the "
+            f"{MAX_PICKLE_BYTES >> 20} MiB 100,000 class names need (refused before unpickling)"
+        )
+
+
 def load_payload(path: Path, what: str) -> object:
-    """``torch.load`` with ``weights_only=True`` (no code runs from the file); any
-    failure to read it becomes one line saying ``path`` is not ``what``."""
+    """``torch.load`` with ``weights_only=True`` (no code runs from the file), after
+    :func:`_check_archive` bounded what it can cost; any failure to read it becomes one
+    line saying ``path`` is not ``what``."""
+    _check_archive(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch raises many types for a foreign or truncated file
         raise DeployError(f"{path} is not {what} ({error.__class__.__name__})") from None
+
+
+def _typed(payload: dict, key: str, kind: type):
+    """``payload[key]`` if it is a ``kind``. What is read back from a file is checked,
+    not coerced: ``str()`` or ``dict()`` would turn a damaged entry into a plausible one."""
+    value = payload[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"{key} is a {type(value).__name__}, expected a {kind.__name__}")
+    return value
+
+
+def _class_names(value: object) -> list[str]:
+    """A list of non-empty names; a string would otherwise be split into characters."""
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise TypeError(f"classes must be a list of class names, got {str(value)[:60]!r}")
+    return value
 
 
 def checkpoint_from_payload(payload: object, path: Path) -> Checkpoint:
@@ -116,14 +205,14 @@ def checkpoint_from_payload(payload: object, path: Path) -> Checkpoint:
         raise DeployError(f"{path} is not an alexnet-deploy checkpoint (expected format {FORMAT!r})")
     try:
         checkpoint = Checkpoint(
-            config=AlexNetConfig.from_dict(payload["config"]),
+            config=AlexNetConfig.from_dict(_typed(payload, "config", dict)),
             state_dict=payload["state_dict"],
-            classes=[str(name) for name in payload["classes"]],
-            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
-            data_source=str(payload["data_source"]),
-            split=Split(**payload["split"]),
-            metrics=dict(payload.get("metrics", {})),
-            lrn_convention=payload["lrn_convention"],
+            classes=_class_names(payload["classes"]),
+            preprocessing=Preprocessing.from_dict(_typed(payload, "preprocessing", dict)),
+            data_source=_typed(payload, "data_source", str),
+            split=Split(**_typed(payload, "split", dict)),
+            metrics=_typed({"metrics": {}} | payload, "metrics", dict),  # optional
+            lrn_convention=_typed(payload, "lrn_convention", str),
         )
     except (KeyError, TypeError, ValueError, AttributeError, DeployError) as error:
         raise DeployError(f"{path} is a damaged alexnet-deploy checkpoint: {error}") from None

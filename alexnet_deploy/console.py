@@ -8,6 +8,7 @@ import functools
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .errors import DeployError
+from .errors import DeployError, Skipped
 
 if TYPE_CHECKING:
     from .bench.report import BenchReport
@@ -60,14 +61,34 @@ def _sigterm_as_exception():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _skipped_as_warning_lines():
+    """Each :class:`~alexnet_deploy.errors.Skipped` the command issues (an input left
+    out) becomes one ``warning:`` line on stderr, every time; other warnings keep
+    Python's own rendering."""
+    with warnings.catch_warnings():  # restores showwarning and the filters afterwards
+        warnings.simplefilter("always", Skipped)
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, Skipped):
+                error_console.print(f"warning: {message}", soft_wrap=True, markup=False, highlight=False)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def one_line_errors(command: F) -> F:
     """Turn a DeployError, Ctrl-C and SIGTERM into one line on stderr and exit code
-    1, 130 or 143 (128 + the signal number, as a shell reports a killed command)."""
+    1, 130 or 143 (128 + the signal number, as a shell reports a killed command), and
+    a Skipped warning into one ``warning:`` line."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            with _sigterm_as_exception():
+            with _sigterm_as_exception(), _skipped_as_warning_lines():
                 return command(*args, **kwargs)
         except DeployError as error:
             # soft_wrap keeps the message on one line however narrow the terminal is

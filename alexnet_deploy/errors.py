@@ -1,5 +1,6 @@
 """The two exceptions library code raises for the user: DeployError (one clear line on
-stderr, non-zero exit) and BackendUnavailable (bench reports the row as skipped)."""
+stderr, non-zero exit) and BackendUnavailable (bench reports the row as skipped), and the
+one warning it issues: Skipped (an input left out, one ``warning:`` line)."""
 
 
 class DeployError(Exception):
@@ -14,4 +15,13 @@ class BackendUnavailable(Exception):
     """This backend cannot run here (package or GPU missing); the message says why.
 
     Bench lists such a backend as skipped with the message instead of failing.
+    """
+
+
+class Skipped(UserWarning):
+    """Library code left an input out (a FIFO or a dangling link named like an image
+    in a folder it walked) and goes on; the message says which and why.
+
+    Issued with :func:`warnings.warn`, so library code never prints: ``cli`` shows each
+    as one ``warning:`` line on stderr, other callers get Python's warning machinery.
     """

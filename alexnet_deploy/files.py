@@ -110,9 +110,26 @@ def check_distinct_paths(inputs: Mapping[str, Path | None], outputs: Mapping[str
 
 def check_png_path(path: Path, option: str) -> None:
     """Pictures are written as PNG only; a path naming another format would get PNG
-    bytes under a misleading suffix, so it is refused instead."""
-    if Path(path).suffix.lower() != ".png" and not is_special_file(destination(Path(path))):
+    bytes under a misleading suffix, so it is refused instead. A folder is refused as
+    a folder, whatever its name ends in."""
+    target = destination(Path(path))
+    if target.is_dir():
+        raise DeployError(f"output path {target} is a directory, expected a file path")
+    if Path(path).suffix.lower() != ".png" and not is_special_file(target):
         raise DeployError(f"{option} {path}: pictures are written as PNG; give a path ending in .png")
+
+
+def require_file(path: Path, what: str, hint: str) -> None:
+    """``path`` is an existing regular file (a symlink to one counts) to read as
+    ``what``; otherwise the message says what it is instead of "not found" for all."""
+    path = Path(path)
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise DeployError(f"{what} {path} is a directory, not a file ({hint})")
+    if path.exists():
+        raise DeployError(f"{what} {path} is not a regular file (a device, FIFO or socket)")
+    raise DeployError(f"{what} {path} not found ({hint})")
 
 
 def _umask() -> int:

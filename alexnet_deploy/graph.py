@@ -9,7 +9,6 @@ cheapest route (no copy of ~240 MB of weights through a graph library's IR).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from .artifacts import PRECISIONS, Precision
 from .data.preprocessing import Preprocessing
 from .data.split import Split
+from .digests import read_metadata, verify_metadata, verify_weights
 from .errors import DeployError
+from .files import require_file
 from .plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 INPUT_NAME = "images"
@@ -108,10 +109,6 @@ def to_standard_lrn(model: onnx.ModelProto, half_precision: bool = False) -> onn
     return result
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def _metadata_value(model: onnx.ModelProto, key: str, source: str = "model", required: bool = True):
     """A JSON-encoded metadata entry written by our export; missing is a DeployError
     (None if not ``required``). Readers use :func:`export_metadata`."""
@@ -124,14 +121,6 @@ def _metadata_value(model: onnx.ModelProto, key: str, source: str = "model", req
         return json.loads(value)
     except json.JSONDecodeError:  # plain strings (precision, data_source) are stored as is
         return value
-
-
-def set_metadata(model: onnx.ModelProto, values: dict[str, object]) -> None:
-    existing = read_metadata(model) | {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
-    del model.metadata_props[:]
-    for key, value in existing.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
@@ -158,8 +147,7 @@ def check_alexnet_graph(model: onnx.ModelProto, source: str, require_plugin: boo
 def load_model(path: Path, require_plugin: bool = True) -> onnx.ModelProto:
     """Load and check one of our ONNX files; every failure is one DeployError line."""
     path = Path(path)
-    if not path.is_file():
-        raise DeployError(f"ONNX file {path} not found (write it with `alexnet-deploy export`)")
+    require_file(path, "ONNX file", "write it with `alexnet-deploy export`")
     try:
         model = onnx.load(str(path))
     except Exception as error:  # noqa: BLE001 -- protobuf raises several types for a foreign file
@@ -168,43 +156,12 @@ def load_model(path: Path, require_plugin: bool = True) -> onnx.ModelProto:
     return model
 
 
-# ------------------------------------------------------------- weights digest
-
-WEIGHTS_DIGEST_KEY = "weights_sha256"
-
-
-def weights_digest(model: onnx.ModelProto) -> str:
-    """sha256 over every initializer and Constant tensor (name, type, shape, values),
-    in name order: what the model computes with, independent of metadata and of how
-    protobuf happens to lay the bytes out."""
-    tensors = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.TENSOR:
-                    tensors[f"{node.output[0]}/{attribute.name}"] = attribute.t
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        array = numpy_helper.to_array(tensors[name])
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def verify_weights(model: onnx.ModelProto, source: str) -> None:
-    """The weights must be the ones the export (or build) recorded; a file changed
-    since would otherwise become its own reference and pass every parity check."""
-    recorded = read_metadata(model).get(WEIGHTS_DIGEST_KEY)
-    if recorded is None:
-        raise DeployError(
-            f"{source} has no weights digest (written by an older alexnet-deploy, or not by us); "
-            "re-run `alexnet-deploy export` (and `build`)"
-        )
-    if weights_digest(model) != recorded:
-        raise DeployError(
-            f"{source}: its weights do not match the digest recorded when it was written (the file was modified); "
-            "re-run `alexnet-deploy export` (and `build`)"
-        )
+def load_verified(path: Path, require_plugin: bool = False) -> onnx.ModelProto:
+    """:func:`load_model`, its weights then checked against the digest written with
+    them (its metadata is checked where it is read, by :func:`export_metadata`)."""
+    model = load_model(path, require_plugin=require_plugin)
+    verify_weights(model, str(path))
+    return model
 
 
 # ---------------------------------------------------------- export metadata
@@ -316,7 +273,8 @@ def _calibration(model: onnx.ModelProto, source: str) -> CalibrationProvenance |
 
 
 def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
-    """The checked metadata of one of our ONNX files (see :class:`ExportMetadata`)."""
+    """The checked metadata of one of our ONNX files (see :class:`ExportMetadata`),
+    verified against the digest written with it."""
     precision = _metadata_value(model, "precision", source)
     if precision not in PRECISIONS:
         raise DeployError(
@@ -343,6 +301,9 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     if target_runtime is not None and not isinstance(target_runtime, str):
         raise DeployError(f"{source}: metadata 'target_runtime' is not a runtime name")
     checkpoint_sha256 = read_metadata(model).get("checkpoint_sha256")  # raw: a hex digest, never JSON
+    calibration = _calibration(model, source)
+    # last: an entry that is invalid gets its own message above, a valid but edited one this
+    verify_metadata(model, source)
     return ExportMetadata(
         Precision(precision),
         classes,
@@ -350,7 +311,7 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
         split,
         data_source,
         target_runtime,
-        _calibration(model, source),
+        calibration,
         checkpoint_sha256,
     )
 

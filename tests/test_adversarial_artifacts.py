@@ -33,8 +33,8 @@ from alexnet_deploy.build.config import BuildConfig
 from alexnet_deploy.build.run import build
 from alexnet_deploy.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_deploy.cli import app
+from alexnet_deploy.digests import read_metadata, set_metadata
 from alexnet_deploy.export.run import export
-from alexnet_deploy.graph import read_metadata, set_metadata
 
 cli = CliRunner()
 FAST_BENCH = ["--iterations", "1", "--warmup", "0", "--max-images", "4"]
@@ -304,12 +304,12 @@ CASES = [
     Case("export-output-is-directory", export_args("--output", "{dir}"), 1, "is a directory", ["ckpt"]),
     Case("export-output-missing-dir", export_args("--output", "{dir}/no/a.onnx"), 1, "does not exist", ["ckpt"]),
     Case("export-checkpoint-missing", ["export", "--checkpoint", "{dir}/none.pt", "--output", "{dir}/a.onnx"], 1, "not found"),
-    Case("export-checkpoint-is-directory", ["export", "--checkpoint", "{dir}", "--output", "{dir}/a.onnx"], 1, "not found"),
+    Case("export-checkpoint-is-directory", ["export", "--checkpoint", "{dir}", "--output", "{dir}/a.onnx"], 1, "is a directory, not a file"),
     Case("export-checkpoint-is-onnx", ["export", "--checkpoint", "{onnx}", "--output", "{dir}/a.onnx"], 1,
          "is not an alexnet-deploy checkpoint", ["onnx"]),
     Case("export-checkpoint-empty", ["export", "--checkpoint", "{dir}/e.pt", "--output", "{dir}/a.onnx"], 1,
          "is not an alexnet-deploy checkpoint", [], write("e.pt", b"")),
-    Case("export-checkpoint-dev-null", ["export", "--checkpoint", "/dev/null", "--output", "{dir}/a.onnx"], 1, "not found"),
+    Case("export-checkpoint-dev-null", ["export", "--checkpoint", "/dev/null", "--output", "{dir}/a.onnx"], 1, "is not a regular file"),
     Case("export-opset-99", export_args("--output", "{dir}/a.onnx", "--opset", "99"), 1, "needs opset 18 to 23", ["ckpt"]),
     Case("export-lrn-bogus", export_args("--output", "{dir}/a.onnx", "--lrn", "bogus"), 2, "'bogus' is not one of 'plugin', 'native'", ["ckpt"]),
     Case("export-output-dev-full", export_args("--output", "/dev/full"), 1, "cannot write /dev/full: No space left on device",
@@ -358,7 +358,7 @@ CASES = [
          write("r.onnx", bytes(range(256)) * 64)),
     Case("build-empty-onnx", build_args("--onnx", "{dir}/e.onnx"), 1, "expected one input 'images'", [], write("e.onnx", b"")),
     Case("build-onnx-missing", build_args("--onnx", "{dir}/none.onnx"), 1, "not found"),
-    Case("build-onnx-is-directory", build_args("--onnx", "{dir}"), 1, "not found"),
+    Case("build-onnx-is-directory", build_args("--onnx", "{dir}"), 1, "is a directory, not a file"),
     # ---- build: outputs
     Case("build-json-is-onnx", build_args("--fp16", "--json", "{onnx}"), 1, "is the same file as --onnx", ["onnx"]),
     Case("build-json-is-int8-output", build_args("--int8", "--json", "{dir}/export/alexnet.int8.onnx"), 1,

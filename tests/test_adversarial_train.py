@@ -290,7 +290,7 @@ CASES = [
     ),
     # --- data folders
     Case("data-missing", (*DATA, "--data", "{tmp}/missing"), 1, "does not exist"),
-    Case("data-is-a-file", (*DATA, "--data", "{run}"), 1, "does not exist"),
+    Case("data-is-a-file", (*DATA, "--data", "{run}"), 1, "is a file, not a folder of class sub-folders"),
     Case(
         "data-empty",
         DATA,
@@ -714,7 +714,7 @@ CASES = [
         lambda ws: shutil.copy(ws.path("state"), ws.path("ckpt")),
         CKPT,
     ),
-    Case("ckpt-a-folder", ("info", "--checkpoint", "{tmp}"), 1, "not found"),
+    Case("ckpt-a-folder", ("info", "--checkpoint", "{tmp}"), 1, "is a directory, not a file"),
     Case(
         "export-ckpt-num-classes-2e8",
         ("export", "--checkpoint", "{ckpt}", "--output", "{tmp}/a.onnx"),

@@ -14,7 +14,7 @@ from ..artifacts import ORT_INT8, PRECISIONS, ArtifactLayout, Precision
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..errors import DeployError
 from ..files import sha256_file
-from ..graph import export_metadata, load_model, verify_weights
+from ..graph import export_metadata, load_verified
 from ..runners.base import Runner
 from .config import BenchConfig
 
@@ -98,13 +98,6 @@ def _plan_onnxruntime(context: PlanContext, precision: str) -> Planned:
 
     planned.open = open_runner
     return planned
-
-
-def load_verified(path: Path) -> onnx.ModelProto:
-    """One of our ONNX files, its weights checked against the digest written with it."""
-    model = load_model(path, require_plugin=False)
-    verify_weights(model, str(path))
-    return model
 
 
 def _plan_torch(context: PlanContext, precision: str, compile: bool) -> Planned:

@@ -13,7 +13,8 @@ import numpy as np
 from ..data.preprocessing import held_out_images
 from ..doctor import machine_description
 from ..errors import BackendUnavailable, DeployError
-from ..graph import export_metadata
+from ..files import require_file
+from ..graph import export_metadata, load_verified
 from ..metrics import FP32_TOLERANCE, LatencyStats, parity
 from ..progress import ProgressReporter, SilentProgress
 from ..runners.base import Runner
@@ -25,7 +26,6 @@ from .planning import (
     Planned,
     check_batches,
     load_matching_checkpoint,
-    load_verified,
     plan_rows,
     resolve_devices,
 )
@@ -98,8 +98,7 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     progress = progress or SilentProgress()
     torch_device, onnxruntime_device = resolve_devices(config)
     reference_path = config.onnx
-    if not reference_path.is_file():
-        raise DeployError(f"reference ONNX {reference_path} not found; run `alexnet-deploy export` first")
+    require_file(reference_path, "reference ONNX", "run `alexnet-deploy export` first")
     reference_model = load_verified(reference_path)
     metadata = export_metadata(reference_model, str(reference_path))
     if metadata.precision != "fp32":
@@ -112,7 +111,9 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     plans = plan_rows(context)
 
     data_source = metadata.data_source
-    images, labels = held_out_images(data_source, metadata.split, metadata.preprocessing, "val", config.max_images)
+    images, labels = held_out_images(
+        data_source, metadata.split, metadata.preprocessing, "val", config.max_images, metadata.classes
+    )
     rotations = {b: Rotation.of(images, b) for b in config.batches}
     rows: list[BenchRow] = []
     harness: list[HarnessCheck] = []

@@ -20,6 +20,7 @@ import onnx
 
 from ..artifacts import ORT_INT8, ArtifactLayout, Precision
 from ..data.preprocessing import Preprocessing, held_out_images
+from ..digests import seal, set_metadata, verify_weights
 from ..errors import DeployError
 from ..files import (
     atomic_output,
@@ -27,16 +28,7 @@ from ..files import (
     check_writable_destination,
     sha256_file,
 )
-from ..graph import (
-    WEIGHTS_DIGEST_KEY,
-    CalibrationProvenance,
-    export_metadata,
-    load_model,
-    require_fp32_export,
-    set_metadata,
-    verify_weights,
-    weights_digest,
-)
+from ..graph import CalibrationProvenance, export_metadata, load_model, require_fp32_export
 from ..metrics import parity
 from ..progress import ProgressReporter, SilentProgress
 from ..quantize.baseline import onnxruntime_int8
@@ -237,7 +229,7 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
     preprocessing, split, data_source = metadata.preprocessing, metadata.split, metadata.data_source
     report = BuildReport()
 
-    images, labels = held_out_images(data_source, split, preprocessing, "val")
+    images, labels = held_out_images(data_source, split, preprocessing, "val", classes=metadata.classes)
     report.val_images = len(images)
     with OnnxRuntimeRunner(model) as reference_runner:
         reference = reference_runner.infer_all(images)
@@ -251,7 +243,7 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
         candidates.append(_Candidate("fp16", "fp16", to_fp16(model), config.layout.onnx(Precision.FP16), "fp16"))
     if Precision.INT8 in config.precisions:
         if config.calib_from_data:
-            count = fill_calibration_dir(config.calibration_dir, data_source, split)
+            count = fill_calibration_dir(config.calibration_dir, data_source, split, metadata.classes)
             report.calibration.append(f"wrote {count} held-out calibration images to {config.calibration_dir}")
         candidates += _int8_candidates(config, model, fp32_path, preprocessing, report, progress)
 
@@ -323,8 +315,9 @@ def _int8_candidates(
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
-    """Write a derived ONNX with the digest of its own weights, which bench verifies."""
-    set_metadata(model, {WEIGHTS_DIGEST_KEY: weights_digest(model)})
+    """Write a derived ONNX with the digests of its own weights and metadata, which
+    bench and predict verify."""
+    seal(model)
     with atomic_output(path) as tmp:
         onnx.save(model, str(tmp))
 

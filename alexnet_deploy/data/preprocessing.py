@@ -5,7 +5,7 @@ training split, and the held-out images later steps judge on."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -54,12 +54,17 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
+        """As ``to_dict`` wrote it. Read back from checkpoints and ONNX metadata, so each
+        field's type is checked rather than coerced (``int("256")``, ``int(256.9)``)."""
+        sizes, channels = (data["resize"], data["crop"]), (data["mean"], data["std"])
+        max_aspect = data.get("max_aspect", cls.max_aspect)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+            raise TypeError(f"preprocessing resize and crop must be integers, got {sizes}")
+        numbers = all(isinstance(v, (list, tuple)) and all(_real(x) for x in v) for v in channels)
+        if not numbers or not _real(max_aspect):
+            raise TypeError("preprocessing mean, std and max_aspect must be numbers")
         return cls(
-            resize=int(data["resize"]),
-            crop=int(data["crop"]),
-            mean=_rgb(data["mean"]),
-            std=_rgb(data["std"]),
-            max_aspect=float(data.get("max_aspect", cls.max_aspect)),
+            resize=sizes[0], crop=sizes[1], mean=_rgb(channels[0]), std=_rgb(channels[1]), max_aspect=float(max_aspect)
         )
 
     def resized(self, image: Image.Image) -> np.ndarray:
@@ -134,14 +139,24 @@ def fit_normalisation(images: ImageSet, preprocessing: Preprocessing, sample: in
 
 
 def held_out_images(
-    data_source: str, split: Split, preprocessing: Preprocessing, part: str = "val", limit: int | None = None
+    data_source: str,
+    split: Split,
+    preprocessing: Preprocessing,
+    part: str = "val",
+    limit: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The preprocessed ``part`` ("val" or "calibration") of the split a checkpoint was
-    trained with: images the model never saw. Raises DeployError if the data is gone."""
-    images = split.apply(load_images(data_source))[part]
+    trained with: images the model never saw. Raises DeployError if the data is gone,
+    or holds other ``classes`` than the model's (see :func:`load_images`)."""
+    images = split.apply(load_images(data_source, classes))[part]
     if limit is not None:
         images = images.subset(range(min(limit, len(images))))
     return preprocess_all(images, preprocessing)
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _rgb(values: Iterable[float]) -> tuple[float, float, float]:

@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DeployError
+from ..errors import DeployError, Skipped
 
 EMBEDDED_DIGITS = "digits"
 
@@ -24,14 +28,73 @@ EMBEDDED_DIGITS = "digits"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """The JPEG/PNG files in ``folder`` (and below it if ``recursive``), sorted.
+def not_a_regular_file(path: Path) -> str | None:
+    """None for a regular file (or a symlink to one), else what ``path`` is instead,
+    as a message fragment ("a FIFO", "a dangling symlink"...)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop"
+        if isinstance(error, FileNotFoundError):
+            return f"a dangling symlink (to {os.readlink(path)})" if path.is_symlink() else "gone"
+        return f"unreadable ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device"}
+    return kinds.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def folder_entries(folder: Path, what: str) -> list[Path]:
+    """``folder``'s entries, sorted; a folder that cannot be listed (no permission) is a
+    DeployError naming it as ``what``, never a traceback or a silently empty folder."""
+    try:
+        return sorted(Path(folder).iterdir())
+    except OSError as error:
+        raise DeployError(f"cannot read {what} {folder}: {error.strerror or error}") from None
+
+
+def scan_images(folder: Path, recursive: bool = False, what: str = "folder") -> tuple[list[Path], list[str]]:
+    """The JPEG/PNG files in ``folder`` (and in the folders below it if ``recursive``;
+    symlinked folders are not followed), sorted, and one ``"<path> (<why>)"`` per entry
+    named like an image that is not a regular file, so the caller can say it skipped it.
 
     Regular files only (a symlink to one counts): a FIFO, socket or device named
     ``x.png`` would block or read forever when opened as an image.
     """
-    candidates = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
-    return sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files: list[Path] = []
+    skipped: list[str] = []
+    for entry in folder_entries(folder, what):
+        if recursive and entry.is_dir() and not entry.is_symlink():
+            below, left_out = scan_images(entry, recursive, what)
+            files.extend(below)
+            skipped.extend(left_out)
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            kind = not_a_regular_file(entry)
+            if kind is None:
+                files.append(entry)
+            else:
+                skipped.append(f"{entry} ({kind})")
+    return sorted(files), skipped
+
+
+def skipped_summary(skipped: list[str], shown: int = 3) -> str:
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return ", ".join(skipped[:shown]) + more
+
+
+def warn_skipped(skipped: list[str], where: Path | str) -> None:
+    """One :class:`Skipped` warning for what a walk of ``where`` left out, if anything."""
+    if skipped:
+        entries = "1 entry" if len(skipped) == 1 else f"{len(skipped)} entries"
+        warnings.warn(Skipped(f"left out {entries} of {where}: {skipped_summary(skipped)}"), stacklevel=2)
+
+
+def image_files(folder: Path, recursive: bool = False, what: str = "folder") -> list[Path]:
+    """:func:`scan_images`'s files; what it left out is one :class:`Skipped` warning."""
+    files, skipped = scan_images(folder, recursive, what)
+    warn_skipped(skipped, folder)
+    return files
 
 
 @dataclass
@@ -114,12 +177,42 @@ def _check_image_header(path: Path) -> None:
         raise _image_error(path, error) from None
 
 
+# What not_a_regular_file says of an entry that might be a class folder or might not
+_UNKNOWABLE = ("a dangling symlink", "a symlink loop", "unreadable")
+
+
+def _class_folders(root: Path) -> tuple[list[Path], list[str]]:
+    """The class folders of ``root`` (hidden ones aside) and what else it holds, as
+    :func:`scan_images` reports it. A link that no longer leads to anything may have
+    been a class, so it is an error: training on the classes left would give a model
+    silently short of one."""
+    folders: list[Path] = []
+    skipped: list[str] = []
+    for entry in folder_entries(root, "data directory"):
+        if entry.name.startswith("."):
+            continue
+        kind = not_a_regular_file(entry)
+        if kind == "a folder":
+            folders.append(entry)
+        elif kind is not None and kind.startswith(_UNKNOWABLE):
+            raise DeployError(
+                f"cannot tell whether {entry} is a class folder: it is {kind}; restore its target or remove it"
+            )
+        else:
+            skipped.append(f"{entry} ({kind or 'a file'}, not a class folder)")
+    return folders, skipped
+
+
 def load_image_folder(root: Path) -> ImageSet:
-    """One sub-folder per class; every class must hold at least one JPEG/PNG."""
+    """One sub-folder per class; every class must hold at least one JPEG/PNG. What the
+    walk leaves out (files beside the class folders, entries named like images that are
+    not regular files) is one :class:`Skipped` warning, issued once the folder is found good."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DeployError(f"data directory {root} is a file, not a folder of class sub-folders")
     if not root.is_dir():
         raise DeployError(f"data directory {root} does not exist")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs, skipped = _class_folders(root)
     if not class_dirs:
         raise DeployError(f"data directory {root} has no class sub-folders (expected one folder per class)")
     if len(class_dirs) < 2:
@@ -127,18 +220,34 @@ def load_image_folder(root: Path) -> ImageSet:
     labels: list[int] = []
     loaders = []
     for label, class_dir in enumerate(class_dirs):
-        files = image_files(class_dir)
+        files, left_out = scan_images(class_dir, what="class folder")
         if not files:
-            raise DeployError(f"class folder {class_dir} has no images (regular {', '.join(IMAGE_SUFFIXES)} files)")
+            raise DeployError(
+                f"class folder {class_dir} has no images (regular {', '.join(IMAGE_SUFFIXES)} files)"
+                + (f"; skipped {skipped_summary(left_out)}" if left_out else "")
+            )
         for file in files:
             _check_image_header(file)
+        skipped += left_out
         labels += [label] * len(files)
         loaders += [_file_loader(f) for f in files]
+    warn_skipped(skipped, root)
     return ImageSet(str(root.resolve()), [d.name for d in class_dirs], np.asarray(labels, np.int64), loaders)
 
 
-def load_images(data: str | Path) -> ImageSet:
-    """``"digits"`` (embedded) or the path of an ImageFolder directory."""
-    if str(data) == EMBEDDED_DIGITS:
-        return load_digits()
-    return load_image_folder(Path(data))
+def load_images(data: str | Path, classes: Sequence[str] | None = None) -> ImageSet:
+    """``"digits"`` (embedded) or the path of an ImageFolder directory. With
+    ``classes`` (a model's, when its held-out images are read back) the data must hold
+    exactly those: a folder replaced since, or metadata naming another, would have a
+    model calibrated and scored on images whose labels mean other classes."""
+    images = load_digits() if str(data) == EMBEDDED_DIGITS else load_image_folder(Path(data))
+    if classes is not None and list(images.classes) != list(classes):
+        raise DeployError(
+            f"{data} holds {len(images.classes)} classes ({_first_names(images.classes)}) but the model was "
+            f"trained on {len(classes)} ({_first_names(classes)}): not the data it came from"
+        )
+    return images
+
+
+def _first_names(names: Sequence[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")

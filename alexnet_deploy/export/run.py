@@ -28,15 +28,15 @@ from ..artifacts import Precision
 from ..checkpoint import Checkpoint, checkpoint_hash, load_checkpoint
 from ..choices import LrnExport
 from ..data.preprocessing import held_out_images
+from ..digests import seal, set_metadata
 from ..errors import DeployError
-from .config import MAX_OPSET, MIN_OPSET
 from ..files import atomic_output, check_distinct_paths, check_writable_destination
-from ..graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, set_metadata, to_plugin_lrn, weights_digest
-from ..model import AlexNet
+from ..graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, to_plugin_lrn
 from ..lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from ..metrics import FP32_TOLERANCE, compare_logits
+from ..model import AlexNet
 from ..runners.onnxruntime import OnnxRuntimeRunner
-
+from .config import MAX_OPSET, MIN_OPSET
 
 
 @torch.library.custom_op("alexnet_deploy::lrn", mutates_args=())
@@ -116,7 +116,9 @@ def export_model(model: AlexNet, opset: int = MIN_OPSET, lrn: LrnExport | str = 
 def validation_images(checkpoint: Checkpoint, count: int = 64) -> tuple[np.ndarray, str]:
     """Held-out val images of the checkpoint's own data, or random ones if it is gone."""
     try:
-        images, _ = held_out_images(checkpoint.data_source, checkpoint.split, checkpoint.preprocessing, "val", count)
+        images, _ = held_out_images(
+            checkpoint.data_source, checkpoint.split, checkpoint.preprocessing, "val", count, checkpoint.classes
+        )
     except DeployError as error:
         size = checkpoint.config.input_size
         rng = np.random.default_rng(0)
@@ -143,7 +145,9 @@ def validate(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, 
     return result
 
 
-def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: LrnExport | str = LrnExport.PLUGIN) -> ExportResult:
+def export(
+    checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: LrnExport | str = LrnExport.PLUGIN
+) -> ExportResult:
     """Checkpoint -> validated ONNX at ``output`` (written only if validation passes)."""
     output = Path(output)
     check_distinct_paths({"--checkpoint": Path(checkpoint_path)}, {"--output": output})
@@ -166,9 +170,9 @@ def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: Lrn
             "data_source": checkpoint.data_source,
             "split": checkpoint.split.to_dict(),
             "alexnet_deploy_version": __version__,
-            "weights_sha256": weights_digest(proto),
         },
     )
+    seal(proto)
     onnx.checker.check_model(proto, full_check=True)
     check_alexnet_graph(proto, str(output), require_plugin=lrn == LrnExport.PLUGIN)
     images, source = validation_images(checkpoint)
@@ -176,4 +180,3 @@ def export(checkpoint_path: Path, output: Path, opset: int = MIN_OPSET, lrn: Lrn
     with atomic_output(output) as tmp:
         onnx.save(proto, str(tmp))
     return ExportResult(output, str(lrn), opset, validation)
-

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 
 from ..artifacts import Precision
-from ..graph import INPUT_NAME, set_metadata, to_plugin_lrn, to_standard_lrn
+from ..digests import set_metadata
+from ..graph import INPUT_NAME, to_plugin_lrn, to_standard_lrn
 from .int8 import QUANTIZED_OPS
 
 

@@ -12,7 +12,7 @@ import warnings
 import onnx
 
 from ..artifacts import Precision
-from ..graph import set_metadata
+from ..digests import set_metadata
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -4,6 +4,7 @@ calibration split written into it), preprocessed and fingerprinted."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.preprocessing import Preprocessing
-from ..data.sources import image_files, load_images
+from ..data.sources import image_files, load_images, scan_images
 from ..data.split import Split
 from ..errors import DeployError
 from ..files import atomic_output
@@ -27,20 +28,22 @@ class CalibrationSet:
     available: int
 
 
-def fill_calibration_dir(directory: Path, data_source: str, split: Split) -> int:
+def fill_calibration_dir(directory: Path, data_source: str, split: Split, classes: Sequence[str] | None = None) -> int:
     """Write the training data's held-out calibration split into ``directory`` as PNGs
     (``<class>/<index>.png``), unpreprocessed, so calibration applies the one
     preprocessing definition to them like to any user-supplied image.
 
     A folder that already holds other images is refused rather than mixed into the
     calibration set (calibration uses every image in the folder): only files of the
-    names this split writes may be there already, and they are rewritten."""
+    names this split writes may be there already, and they are rewritten. With
+    ``classes`` (the model's) the data source must still hold exactly those."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise DeployError(f"--calibration {directory} is a file, not a folder")
-    images = split.apply(load_images(data_source))["calibration"]
+    images = split.apply(load_images(data_source, classes))["calibration"]
     targets = [directory / images.classes[images.labels[i]] / f"{i:05d}.png" for i in range(len(images))]
-    foreign = sorted(set(image_files(directory, recursive=True)) - set(targets)) if directory.is_dir() else []
+    present = scan_images(directory, recursive=True, what="calibration folder")[0] if directory.is_dir() else []
+    foreign = sorted(set(present) - set(targets))
     if foreign:
         raise DeployError(
             f"calibration folder {directory} already holds {len(foreign)} other images (e.g. {foreign[0]}); "
@@ -63,7 +66,7 @@ def calibration_files(directory: Path) -> list[Path]:
         raise DeployError(f"--calibration {directory} is a file, not a folder of images")
     if not directory.is_dir():
         raise DeployError(f"calibration folder {directory} does not exist (add images, or use --calib-from-data)")
-    files = image_files(directory, recursive=True)
+    files = image_files(directory, recursive=True, what="calibration folder")
     if not files:
         raise DeployError(
             f"calibration folder {directory} has no images (add JPEG/PNG files, or use --calib-from-data)"

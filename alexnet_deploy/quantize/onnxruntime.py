@@ -45,8 +45,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..artifacts import Precision
+from ..digests import set_metadata
 from ..errors import DeployError
-from ..graph import is_plugin_lrn, is_standard_lrn, set_metadata, to_standard_lrn
+from ..graph import is_plugin_lrn, is_standard_lrn, to_standard_lrn
 from .int8 import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
 
 UINT8_MAX = 255

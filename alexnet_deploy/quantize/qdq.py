@@ -22,8 +22,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..artifacts import Precision
+from ..digests import set_metadata
 from ..errors import DeployError
-from ..graph import set_metadata
 from .int8 import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
 
 

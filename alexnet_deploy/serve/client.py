@@ -23,6 +23,23 @@ def _strip_scheme(url: str) -> str:
     return url
 
 
+def _client_module(protocol: str):
+    """tritonclient's module for ``protocol``. It is the ``serve`` extra, not a
+    default dependency, and each protocol needs its own extra packages (geventhttpclient,
+    grpcio): a missing one is the install hint, not an ImportError traceback."""
+    try:
+        if protocol == "http":
+            import tritonclient.http as module
+        else:
+            import tritonclient.grpc as module
+        import tritonclient.utils  # noqa: F401 -- _call and infer_raw import from it later
+    except ImportError as error:
+        raise DeployError(
+            f"talking to a Triton server needs tritonclient[{protocol}] ({error}); pip install -e '.[serve]'"
+        ) from None
+    return module
+
+
 @dataclass
 class TritonClassifier:
     url: str
@@ -33,15 +50,12 @@ class TritonClassifier:
     def __post_init__(self) -> None:
         if self.protocol not in Protocol.values():
             raise DeployError(f"unknown protocol {str(self.protocol)!r}; choose from {', '.join(Protocol.values())}")
+        module = _client_module(self.protocol)
         if self.protocol == "http":
-            import tritonclient.http as module
-
             self._client = module.InferenceServerClient(
                 _strip_scheme(self.url), connection_timeout=self.timeout_s, network_timeout=self.timeout_s
             )
         else:
-            import tritonclient.grpc as module
-
             self._client = module.InferenceServerClient(_strip_scheme(self.url))
         self._module = module
 

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..choices import PredictBackend
 from ..data.preprocessing import Preprocessing
+from ..data.sources import folder_entries, not_a_regular_file, warn_skipped
 from ..errors import DeployError
 from ..graph import export_metadata
 from ..runners.base import Runner
@@ -54,20 +55,51 @@ def decode(data: bytes, preprocessing: Preprocessing, source: str = "image") -> 
 
 def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
     """Files, directories (their files, sorted, not recursive) and glob patterns ->
-    (paths, one error message per item that matched nothing)."""
+    (paths, one error message per item that gives nothing to read).
+
+    A named input that is not a regular file (a FIFO, a device, a dangling link) is an
+    error, as is a folder that cannot be listed: the user asked for it. An entry of a
+    folder or a match of a pattern that is not a regular file is left out, and what
+    was left out is one :class:`~alexnet_deploy.errors.Skipped` warning."""
     paths: list[Path] = []
-    missing: list[str] = []
+    errors: list[str] = []
+    skipped: list[str] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
-            paths += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        elif path.is_file():
-            paths.append(path)
+        if path.exists() or path.is_symlink():
+            kind = not_a_regular_file(path)
+            if kind is None:
+                paths.append(path)
+            elif kind != "a folder":
+                errors.append(f"{item}: {kind}, not an image file")
+            else:
+                try:
+                    entries = [p for p in folder_entries(path, "folder") if not p.name.startswith(".")]
+                except DeployError as error:
+                    errors.append(str(error))
+                    continue
+                paths += _regular_files(entries, skipped)
         elif matches := sorted(glob.glob(item, recursive=True)):
-            paths += [Path(m) for m in matches if Path(m).is_file()]
+            found = _regular_files([Path(m) for m in matches], skipped)
+            if not found:
+                errors.append(f"{item}: matches no regular file")
+            paths += found
         else:
-            missing.append(f"{item}: no such file, directory or pattern match")
-    return paths, missing
+            errors.append(f"{item}: no such file, directory or pattern match")
+    warn_skipped(skipped, "the images given")
+    return paths, errors
+
+
+def _regular_files(entries: Sequence[Path], skipped: list[str]) -> list[Path]:
+    """The regular files among ``entries``; each other entry but a folder is added to ``skipped``."""
+    files = []
+    for entry in entries:
+        kind = not_a_regular_file(entry)
+        if kind is None:
+            files.append(entry)
+        elif kind != "a folder":
+            skipped.append(f"{entry} ({kind})")
+    return files
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -136,17 +168,18 @@ def open_runner(
 ) -> tuple[Runner, ModelInfo]:
     """The runner for ``backend``/``precision`` and the export's classes/preprocessing."""
     from ..artifacts import ArtifactLayout
-    from ..graph import load_model
+    from ..graph import load_verified
 
     if backend not in PredictBackend.values():
         raise DeployError(f"unknown backend {backend!r}; choose from {', '.join(PredictBackend.values())}")
-    reference = load_model(onnx_path, require_plugin=False)
+    # weights and metadata both verified: the class names printed are the ones exported with these weights
+    reference = load_verified(onnx_path)
     info = ModelInfo.of(reference, str(onnx_path))
     if backend == "onnxruntime":
         from ..runners.onnxruntime import OnnxRuntimeRunner
 
         path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(precision)
-        model = reference if precision == "fp32" else load_model(path, require_plugin=False)
+        model = reference if precision == "fp32" else load_verified(path)
         return OnnxRuntimeRunner(model, precision, "cpu"), info
     if backend == "torch":
         from ..checkpoint import load_checkpoint

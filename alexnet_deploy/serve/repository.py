@@ -35,7 +35,7 @@ from google.protobuf import text_format
 
 from ..artifacts import ENGINES_DIR, PRECISIONS, ArtifactLayout, sidecar_of
 from ..errors import DeployError
-from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
+from ..graph import INPUT_NAME, OUTPUT_NAME, load_verified, to_standard_lrn
 from ..tensorrt.sidecar import read_sidecar
 from .config import ENSEMBLE, IMAGE_INPUT, ONNX_MODEL, PREPROCESS, RepositoryConfig, tensorrt_model_name
 from .predict import ModelInfo
@@ -173,13 +173,16 @@ def write_repository(
         )
     if not output.parent.is_dir():
         raise DeployError(f"output directory {output.parent} does not exist (for {output})")
-    model = load_model(onnx_path, require_plugin=False)
+    model = load_verified(onnx_path)  # the served weights are the exported ones, as their metadata says
     info = ModelInfo.of(model, str(onnx_path))
     size = info.preprocessing.crop
     classes = list(info.classes)
     twin: onnx.ModelProto = to_standard_lrn(model)
     result = Repository(output)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    except OSError as error:
+        raise DeployError(f"cannot write {output}: {error.strerror or error}") from None
     try:
         local = {"model.py": _MODEL_PY.format(cls="OnnxModel").encode()} if config.flavour == "local" else {}
         _write_model(
@@ -208,6 +211,8 @@ def write_repository(
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)
+    except OSError as error:  # a full disk, a quota: one line; the staging folder is removed below
+        raise DeployError(f"cannot write {output}: {error.strerror or error}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

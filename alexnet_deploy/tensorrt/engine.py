@@ -27,7 +27,7 @@ from pathlib import Path
 from ..artifacts import Precision, build_log_of
 from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
-from ..files import atomic_output, check_writable_destination, sha256_file, write_text_atomic
+from ..files import atomic_output, check_writable_destination, require_file, sha256_file, write_text_atomic
 from ..plugin import PLUGIN_ID, PLUGIN_VERSION
 from ..plugin.registration import clear_plugin_errors, plugin_errors, register_lrn_plugin
 from ..progress import ProgressReporter, SilentProgress
@@ -96,8 +96,7 @@ def build_engine(
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     config = config or EngineBuildConfig()
     config.check()
-    if not onnx_path.is_file():
-        raise DeployError(f"ONNX file {onnx_path} not found (write it with `alexnet-deploy export`)")
+    require_file(onnx_path, "ONNX file", "write it with `alexnet-deploy export`")
     check_writable_destination(plan_path)
     reason = tensorrt_unavailable_reason()
     if reason is not None:

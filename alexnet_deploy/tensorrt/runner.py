@@ -19,6 +19,7 @@ import numpy as np
 
 from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
+from ..files import require_file
 from ..plugin.registration import register_lrn_plugin
 from ..runners.base import Runner, StageTiming
 from .availability import runner_unavailable_reason
@@ -66,8 +67,7 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         register_lrn_plugin()  # an engine with a plugin layer deserialises only once its creator is known
-        if not self.plan.is_file():
-            raise DeployError(f"engine {self.plan} not found (build it with `alexnet-deploy build`)")
+        require_file(self.plan, "engine", "build it with `alexnet-deploy build`")
         sidecar = read_sidecar(self.plan)
         device = cuda_device()
         problems = sidecar_mismatches(sidecar, trt.__version__, device)

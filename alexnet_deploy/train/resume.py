@@ -26,11 +26,20 @@ import numpy as np
 import torch
 
 from ..artifacts import ArtifactLayout
-from ..checkpoint import Checkpoint, checkpoint_from_payload, load_checkpoint, load_payload, save_checkpoint
+from ..checkpoint import (
+    Checkpoint,
+    checkpoint_from_payload,
+    load_checkpoint,
+    load_payload,
+    save_checkpoint,
+    save_payload,
+)
+from ..choices import Recipe
 from ..data.sources import ImageSet
 from ..errors import DeployError
 from ..files import atomic_output, write_text_atomic
 from .config import RECIPE_OPTIONS, TrainConfig
+from .recipe import recipe_defaults
 from .results import EpochCallback, EpochMetrics
 
 # 3: no sampler generator (the order is a function of seed and epoch); 4: the recipe's options;
@@ -86,7 +95,7 @@ def save_resume(
         "data_fingerprint": fingerprint,
     }
     with atomic_output(ArtifactLayout.from_checkpoint(output).resume_state) as tmp:
-        torch.save(state, tmp)
+        save_payload(state, tmp)
 
 
 def _plain(value):
@@ -156,11 +165,19 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
     checkpoint.check_weights()
     try:
         history = [EpochMetrics(**m) for m in state["history"]]
-        epoch = int(state["epoch"])
-        fingerprint = str(state["data_fingerprint"])
-        options = state["options"]
+        epoch, fingerprint, options = state["epoch"], state["data_fingerprint"], state["options"]
         if not isinstance(options, dict) or set(options) != {*RECIPE_OPTIONS, "epochs"}:
             raise ValueError(f"its training options are {options!r}")
+        # read back from a file: checked, not coerced (int("2"), bool("no"))
+        mistyped = [
+            f"{name} {value!r}" for name, value in options.items() if not _of_type(value, _option_example(name))
+        ]
+        mistyped += [f"epoch {m.epoch!r}" for m in history if not _of_type(m.epoch, 1)]
+        mistyped += [f"{k} {v!r}" for m in history for k, v in asdict(m).items() if not _of_type(v, 1.0)]
+        if not _of_type(epoch, 1) or not isinstance(fingerprint, str) or mistyped:
+            raise ValueError(
+                f"mistyped values: {', '.join(mistyped[:3]) or f'epoch {epoch!r}, fingerprint {fingerprint!r}'}"
+            )
     except (KeyError, TypeError, ValueError) as error:
         raise DeployError(f"{state_path} is a damaged resume state: {error}") from None
     if not history or [m.epoch for m in history] != list(range(1, epoch + 1)):
@@ -207,6 +224,49 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
             raise DeployError(
                 f"cannot --resume {output}: it is at epoch {saved_epoch} but {state_path} at epoch {epoch}"
             )
+        differences = _run_differences(on_disk, checkpoint, same_epoch=saved_epoch == epoch)
+        if differences:  # continuing would replace another run's checkpoint with this state's run
+            raise DeployError(
+                f"cannot --resume {output}: it and {state_path} come from different runs "
+                f"(checkpoint vs state: {', '.join(differences)}); give --output the checkpoint the state belongs to"
+            )
     if saved_epoch is None or saved_epoch < epoch:
         write_epoch_outputs(output, checkpoint, history, on_epoch)  # the pair was cut between its two writes
     return Resume(state_path, checkpoint, history, state)
+
+
+def _run_differences(on_disk: Checkpoint, saved: Checkpoint, same_epoch: bool) -> list[str]:
+    """How the checkpoint at --output differs from the one the state saved, as far as a
+    checkpoint of an earlier epoch of the same run may not (architecture, classes,
+    data, split, preprocessing); at the same epoch its weights must be the state's too."""
+    ours, theirs = on_disk.config.to_dict(), saved.config.to_dict()
+    differences = [f"{name} {ours[name]} vs {theirs.get(name)}" for name in ours if ours[name] != theirs.get(name)]
+    differences += [
+        name
+        for name in ("classes", "data_source", "split", "preprocessing")
+        if getattr(on_disk, name) != getattr(saved, name)
+    ]
+    if not differences and same_epoch:
+        weights = on_disk.state_dict
+        if any(
+            name not in weights or not torch.equal(weights[name], value) for name, value in saved.state_dict.items()
+        ):
+            differences.append("weights of the same epoch")
+    return differences
+
+
+def _option_example(name: str) -> object:
+    """A value of the type option ``name`` has: the default recipe's (a name for ``recipe``)."""
+    return Recipe.FAST.value if name == "recipe" else _plain(getattr(recipe_defaults(Recipe.FAST), name, None))
+
+
+def _of_type(value: object, example: object) -> bool:
+    """``value`` is of ``example``'s type (any, for None), an int counting as a float but
+    a bool as neither."""
+    if example is None:
+        return True
+    if isinstance(example, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(example, bool)
+    if isinstance(example, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(example))
