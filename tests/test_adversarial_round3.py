@@ -52,6 +52,7 @@ import torch
 from conftest import write_image_folder
 from onnx import numpy_helper
 from PIL import Image
+from test_adversarial_train import DATA  # the train catalogue's ImageFolder run
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
@@ -336,19 +337,6 @@ PREDICT_URL = ("predict", "{tmp}/img.png", "--url", "127.0.0.1:9", "--json", "{t
 LOADTEST = ("loadtest", "--url", "127.0.0.1:9", "--requests", "2", "--json", "{tmp}/l.json")
 NO_CLIENT = How.NO_TRITONCLIENT
 NO_DAC = How.NO_DAC
-DATA = (
-    "train",
-    "--data",
-    "{data}",
-    "--output",
-    "{tmp}/new.pt",
-    "--width",
-    "0.0625",
-    "--batch-size",
-    "4",
-    "--epochs",
-    "1",
-)
 CAL = (
     "build",
     "--onnx",
@@ -585,10 +573,12 @@ def _fill(folder: Path) -> None:
             except OSError as error:
                 assert error.errno == errno.ENOSPC
                 break
+        # then ever smaller writes, until not even one byte fits
         for size in (4096, 512, 1):
             try:
-                while filler.write(bytes(size)):
-                    pass
+                written = filler.write(bytes(size))
+                while written:
+                    written = filler.write(bytes(size))
             except OSError:
                 continue
 
