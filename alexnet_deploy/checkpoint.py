@@ -35,6 +35,13 @@ class Checkpoint:
     split: Split = field(default_factory=Split)
     metrics: dict = field(default_factory=dict)  # last epoch's val top-1/top-5 etc.
     lrn_convention: str = CONVENTION
+    # Dataset ids of the classes, where they have any (ImageNet's WordNet synsets for an
+    # imported model): a labelled folder may name its class folders by them. Empty for
+    # models trained here, whose class names are their folder names.
+    class_ids: list[str] = field(default_factory=list)
+    # Where an imported model came from (file, sha256, producer, opset, what was dropped);
+    # empty for models trained here.
+    origin: dict = field(default_factory=dict)
 
     def check_weights(self) -> None:
         """Names and shapes against the architecture (on the meta device, so before any
@@ -87,6 +94,8 @@ class Checkpoint:
             "split": self.split.to_dict(),
             "metrics": self.metrics,
             "lrn_convention": self.lrn_convention,
+            "class_ids": list(self.class_ids),
+            "origin": self.origin,
         }
 
 
@@ -198,6 +207,12 @@ def _class_names(value: object) -> list[str]:
     return value
 
 
+def _class_ids(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise TypeError(f"class_ids must be a list of ids, got {str(value)[:60]!r}")
+    return value
+
+
 def checkpoint_from_payload(payload: object, path: Path) -> Checkpoint:
     """The checkpoint a saved payload describes, every field checked; ``path`` names
     the file in messages."""
@@ -213,6 +228,9 @@ def checkpoint_from_payload(payload: object, path: Path) -> Checkpoint:
             split=Split(**_typed(payload, "split", dict)),
             metrics=_typed({"metrics": {}} | payload, "metrics", dict),  # optional
             lrn_convention=_typed(payload, "lrn_convention", str),
+            # optional: checkpoints written before imports existed have neither
+            class_ids=_class_ids(payload.get("class_ids", [])),
+            origin=_typed({"origin": {}} | payload, "origin", dict),
         )
     except (KeyError, TypeError, ValueError, AttributeError, DeployError) as error:
         raise DeployError(f"{path} is a damaged alexnet-deploy checkpoint: {error}") from None
@@ -222,6 +240,8 @@ def checkpoint_from_payload(payload: object, path: Path) -> Checkpoint:
         raise DeployError(
             f"{path} lists {len(checkpoint.classes)} classes but its model has {checkpoint.config.num_classes}"
         )
+    if checkpoint.class_ids and len(checkpoint.class_ids) != len(checkpoint.classes):
+        raise DeployError(f"{path} lists {len(checkpoint.class_ids)} class ids for {len(checkpoint.classes)} classes")
     if checkpoint.preprocessing.crop != checkpoint.config.input_size:
         raise DeployError(
             f"{path} crops images to {checkpoint.preprocessing.crop} but its model takes {checkpoint.config.input_size}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,7 @@ class ExportMetadata:
     target_runtime: str | None = None  # "tensorrt" or "onnxruntime" (INT8 files)
     calibration: CalibrationProvenance | None = None
     checkpoint_sha256: str | None = None  # the checkpoint it was exported from (FP32 export)
+    class_ids: list[str] = field(default_factory=list)  # ImageNet synsets of an imported model
 
 
 def _metadata_object(model: onnx.ModelProto, key: str, source: str) -> dict:
@@ -301,6 +302,11 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     if target_runtime is not None and not isinstance(target_runtime, str):
         raise DeployError(f"{source}: metadata 'target_runtime' is not a runtime name")
     checkpoint_sha256 = read_metadata(model).get("checkpoint_sha256")  # raw: a hex digest, never JSON
+    class_ids = _metadata_value(model, "class_ids", source, required=False) or []
+    if not isinstance(class_ids, list) or not all(isinstance(c, str) and c for c in class_ids):
+        raise DeployError(f"{source}: metadata 'class_ids' is not a list of class ids")
+    if class_ids and len(class_ids) != len(classes):
+        raise DeployError(f"{source}: metadata names {len(class_ids)} class ids for {len(classes)} classes")
     calibration = _calibration(model, source)
     # last: an entry that is invalid gets its own message above, a valid but edited one this
     verify_metadata(model, source)
@@ -313,6 +319,7 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
         target_runtime,
         calibration,
         checkpoint_sha256,
+        class_ids,
     )
 
 

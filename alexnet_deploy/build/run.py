@@ -229,7 +229,9 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
     preprocessing, split, data_source = metadata.preprocessing, metadata.split, metadata.data_source
     report = BuildReport()
 
-    images, labels = held_out_images(data_source, split, preprocessing, "val", classes=metadata.classes)
+    images, labels = held_out_images(
+        data_source, split, preprocessing, "val", classes=metadata.classes, class_ids=metadata.class_ids
+    )
     report.val_images = len(images)
     with OnnxRuntimeRunner(model) as reference_runner:
         reference = reference_runner.infer_all(images)
@@ -243,7 +245,9 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
         candidates.append(_Candidate("fp16", "fp16", to_fp16(model), config.layout.onnx(Precision.FP16), "fp16"))
     if Precision.INT8 in config.precisions:
         if config.calib_from_data:
-            count = fill_calibration_dir(config.calibration_dir, data_source, split, metadata.classes)
+            count = fill_calibration_dir(
+                config.calibration_dir, data_source, split, metadata.classes, metadata.class_ids
+            )
             report.calibration.append(f"wrote {count} held-out calibration images to {config.calibration_dir}")
         candidates += _int8_candidates(config, model, fp32_path, preprocessing, report, progress)
 

@@ -17,12 +17,23 @@ from .sources import ImageSet, load_images
 from .split import Split
 
 MAX_RESIZE = 4096  # beyond this a crafted config allocates gigabytes per image
+CHANNEL_ORDERS = ("RGB", "BGR")
+# What a full-intensity pixel becomes before the mean is subtracted: 1 for models
+# trained on [0, 1] images (ours, torchvision's), 255 for Caffe's, which kept bytes.
+PIXEL_SCALES = (1.0, 255.0)
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the shorter side to ``resize``, crop ``crop`` x ``crop``, scale to [0, 1],
-    normalise by ``mean``/``std`` per RGB channel. Output: float32 CHW.
+    """Resize the shorter side to ``resize``, crop ``crop`` x ``crop``, put the channels
+    in ``channel_order``, scale pixels to [0, ``pixel_scale``], normalise by
+    ``mean``/``std`` per channel (given in ``channel_order``, in pixel-scale units).
+    Output: float32 CHW.
+
+    Models trained here use RGB, [0, 1] and the training split's mean/std; the
+    imported BVLC Caffe AlexNet uses BGR, [0, 255], the ImageNet mean and std 1
+    (``alexnet_deploy.pretrained``). Files written before these two fields existed
+    read back as RGB and 1, which is what they were.
 
     An image longer than ``max_aspect`` times its shorter side is first cropped to
     that aspect ratio around its centre, so a 1x4000 sliver is not resized into a
@@ -34,6 +45,8 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_aspect: float = 4.0
+    channel_order: str = "RGB"
+    pixel_scale: float = 1.0
 
     def __post_init__(self) -> None:
         # checkpoints and ONNX metadata carry these values, so they are checked as input
@@ -48,6 +61,12 @@ class Preprocessing:
             raise DeployError(f"preprocessing std must be positive, got {self.std}")
         if not 1 <= self.max_aspect <= 100:
             raise DeployError(f"preprocessing max_aspect must be in [1, 100], got {self.max_aspect}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise DeployError(
+                f"preprocessing channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}"
+            )
+        if self.pixel_scale not in PIXEL_SCALES:
+            raise DeployError(f"preprocessing pixel_scale must be one of {PIXEL_SCALES}, got {self.pixel_scale!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,13 +77,23 @@ class Preprocessing:
         field's type is checked rather than coerced (``int("256")``, ``int(256.9)``)."""
         sizes, channels = (data["resize"], data["crop"]), (data["mean"], data["std"])
         max_aspect = data.get("max_aspect", cls.max_aspect)
+        channel_order = data.get("channel_order", cls.channel_order)
+        pixel_scale = data.get("pixel_scale", cls.pixel_scale)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
             raise TypeError(f"preprocessing resize and crop must be integers, got {sizes}")
         numbers = all(isinstance(v, (list, tuple)) and all(_real(x) for x in v) for v in channels)
-        if not numbers or not _real(max_aspect):
-            raise TypeError("preprocessing mean, std and max_aspect must be numbers")
+        if not numbers or not _real(max_aspect) or not _real(pixel_scale):
+            raise TypeError("preprocessing mean, std, max_aspect and pixel_scale must be numbers")
+        if not isinstance(channel_order, str):
+            raise TypeError(f"preprocessing channel_order must be a string, got {channel_order!r}")
         return cls(
-            resize=sizes[0], crop=sizes[1], mean=_rgb(channels[0]), std=_rgb(channels[1]), max_aspect=float(max_aspect)
+            resize=sizes[0],
+            crop=sizes[1],
+            mean=_rgb(channels[0]),
+            std=_rgb(channels[1]),
+            max_aspect=float(max_aspect),
+            channel_order=channel_order,
+            pixel_scale=float(pixel_scale),
         )
 
     def resized(self, image: Image.Image) -> np.ndarray:
@@ -82,21 +111,26 @@ class Preprocessing:
     def normalise(
         self, pixels: np.ndarray, out: np.ndarray | None = None, shift: np.ndarray | None = None
     ) -> np.ndarray:
-        """uint8 HWC crop -> normalised float32 CHW, written into ``out`` if given.
+        """uint8 HWC RGB crop -> normalised float32 CHW in ``channel_order``, written
+        into ``out`` if given.
 
         Done in place (cast on assignment, then one multiply and one subtract) because
         per-image temporaries made the data pipeline a visible share of a CPU
-        training step. ``shift`` is an extra per-channel offset in [0, 1] pixel units
-        (the PCA colour jitter), added before normalisation.
+        training step. ``shift`` is an extra per-channel RGB offset in [0, 1] pixel
+        units (the PCA colour jitter), added before normalisation.
         """
         if out is None:
             out = np.empty((3, *pixels.shape[:2]), np.float32)
         std = np.asarray(self.std, np.float32)
         offset = np.asarray(self.mean, np.float32) / std
+        channels = pixels.transpose(2, 0, 1)
+        if self.channel_order == "BGR":
+            channels = channels[::-1]
         if shift is not None:
-            offset = offset - shift.astype(np.float32) / std
-        out[...] = pixels.transpose(2, 0, 1)
-        out *= (1.0 / (255.0 * std))[:, None, None]
+            shift = shift[::-1] if self.channel_order == "BGR" else shift
+            offset = offset - shift.astype(np.float32) * self.pixel_scale / std
+        out[...] = channels
+        out *= (self.pixel_scale / (255.0 * std))[:, None, None]
         out -= offset[:, None, None]
         return out
 
@@ -145,11 +179,12 @@ def held_out_images(
     part: str = "val",
     limit: int | None = None,
     classes: Sequence[str] | None = None,
+    class_ids: Sequence[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """The preprocessed ``part`` ("val" or "calibration") of the split a checkpoint was
     trained with: images the model never saw. Raises DeployError if the data is gone,
     or holds other ``classes`` than the model's (see :func:`load_images`)."""
-    images = split.apply(load_images(data_source, classes))[part]
+    images = split.apply(load_images(data_source, classes, class_ids))[part]
     if limit is not None:
         images = images.subset(range(min(limit, len(images))))
     return preprocess_all(images, preprocessing)

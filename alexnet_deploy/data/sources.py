@@ -23,6 +23,8 @@ from PIL import Image
 from ..errors import DeployError, Skipped
 
 EMBEDDED_DIGITS = "digits"
+# The data source of a model imported without --data: it has no images of its own.
+NO_DATA = "none"
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -235,11 +237,38 @@ def load_image_folder(root: Path) -> ImageSet:
     return ImageSet(str(root.resolve()), [d.name for d in class_dirs], np.asarray(labels, np.int64), loaders)
 
 
-def load_images(data: str | Path, classes: Sequence[str] | None = None) -> ImageSet:
+def load_labelled_folder(root: Path, classes: Sequence[str], class_ids: Sequence[str] = ()) -> ImageSet:
+    """An ImageFolder holding some of a model's ``classes``, each sub-folder named by a
+    class name or by its id in ``class_ids`` (an ImageNet synset such as
+    ``n01440764``). Labels are the model's class indices, so every score computed on
+    it is in the model's own terms; a folder naming no class of the model is refused."""
+    images = load_image_folder(Path(root))
+    index = {name: i for i, name in enumerate(classes)} | {cid: i for i, cid in enumerate(class_ids)}
+    unknown = [name for name in images.classes if name not in index]
+    if unknown:
+        by = "name or id (e.g. n01440764)" if class_ids else "name"
+        raise DeployError(
+            f"{root}: class folder{'s' if len(unknown) > 1 else ''} {_first_names(unknown)} match{'' if len(unknown) > 1 else 'es'} "
+            f"none of the model's {len(classes)} classes by {by}"
+        )
+    labels = np.asarray([index[images.classes[label]] for label in images.labels], np.int64)
+    return ImageSet(images.source, list(classes), labels, images._loaders, images.mirror_safe)
+
+
+def load_images(data: str | Path, classes: Sequence[str] | None = None, class_ids: Sequence[str] = ()) -> ImageSet:
     """``"digits"`` (embedded) or the path of an ImageFolder directory. With
     ``classes`` (a model's, when its held-out images are read back) the data must hold
     exactly those: a folder replaced since, or metadata naming another, would have a
-    model calibrated and scored on images whose labels mean other classes."""
+    model calibrated and scored on images whose labels mean other classes. A model with
+    ``class_ids`` (an imported ImageNet one) instead takes a folder of any of its
+    classes, named by name or id (:func:`load_labelled_folder`)."""
+    if str(data) == NO_DATA:
+        raise DeployError(
+            "this model was imported without --data, so it has no labelled images of its own; "
+            "re-run `alexnet-deploy import MODEL.onnx --data DIR` with a folder of class sub-folders"
+        )
+    if classes is not None and class_ids and str(data) != EMBEDDED_DIGITS:
+        return load_labelled_folder(Path(data), classes, class_ids)
     images = load_digits() if str(data) == EMBEDDED_DIGITS else load_image_folder(Path(data))
     if classes is not None and list(images.classes) != list(classes):
         raise DeployError(

@@ -28,7 +28,13 @@ class CalibrationSet:
     available: int
 
 
-def fill_calibration_dir(directory: Path, data_source: str, split: Split, classes: Sequence[str] | None = None) -> int:
+def fill_calibration_dir(
+    directory: Path,
+    data_source: str,
+    split: Split,
+    classes: Sequence[str] | None = None,
+    class_ids: Sequence[str] = (),
+) -> int:
     """Write the training data's held-out calibration split into ``directory`` as PNGs
     (``<class>/<index>.png``), unpreprocessed, so calibration applies the one
     preprocessing definition to them like to any user-supplied image.
@@ -40,7 +46,7 @@ def fill_calibration_dir(directory: Path, data_source: str, split: Split, classe
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise DeployError(f"--calibration {directory} is a file, not a folder")
-    images = split.apply(load_images(data_source, classes))["calibration"]
+    images = split.apply(load_images(data_source, classes, class_ids))["calibration"]
     targets = [directory / images.classes[images.labels[i]] / f"{i:05d}.png" for i in range(len(images))]
     present = scan_images(directory, recursive=True, what="calibration folder")[0] if directory.is_dir() else []
     foreign = sorted(set(present) - set(targets))
