@@ -15,7 +15,7 @@ from ..doctor import machine_description
 from ..errors import BackendUnavailable, DeployError
 from ..files import require_file
 from ..graph import export_metadata, load_verified
-from ..metrics import FP32_TOLERANCE, LatencyStats, parity
+from ..metrics import LatencyStats, fp32_tolerance, parity
 from ..progress import ProgressReporter, SilentProgress
 from ..runners.base import Runner
 from ..runners.onnxruntime import OnnxRuntimeRunner
@@ -81,9 +81,10 @@ def parity_warnings(precision: str, device: str, max_abs_diff: float, logits: np
     a NaN difference is flagged too."""
     if not np.isfinite(logits).all():
         return ["PARITY FAILED: non-finite logits"]
-    if precision == "fp32" and device == "cpu" and not max_abs_diff <= FP32_TOLERANCE:
+    tolerance = fp32_tolerance(logits)
+    if precision == "fp32" and device == "cpu" and not max_abs_diff <= tolerance:
         return [
-            f"PARITY FAILED: max |Δ| {max_abs_diff:.3g} vs the reference exceeds {FP32_TOLERANCE:g} "
+            f"PARITY FAILED: max |Δ| {max_abs_diff:.3g} vs the reference exceeds {tolerance:g} "
             "(the checkpoint and the ONNX differ: re-export)"
         ]
     return []
@@ -112,7 +113,13 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
 
     data_source = metadata.data_source
     images, labels = held_out_images(
-        data_source, metadata.split, metadata.preprocessing, "val", config.max_images, metadata.classes
+        data_source,
+        metadata.split,
+        metadata.preprocessing,
+        "val",
+        config.max_images,
+        metadata.classes,
+        metadata.class_ids,
     )
     rotations = {b: Rotation.of(images, b) for b in config.batches}
     rows: list[BenchRow] = []
