@@ -1,0 +1,56 @@
+"""The 1,000 ILSVRC-2012 classes, as shipped in ``imagenet_synset_words.txt``.
+
+Where the list comes from: the ILSVRC-2012 development kit's class list, one WordNet
+synset per line, ``<synset id> <comma-separated WordNet lemmas>``, in the sorted
+synset-id order every ImageNet-1k model's output index follows — BVLC Caffe's
+``data/ilsvrc12/synset_words.txt`` and the ONNX model zoo's ``synset.txt`` are this
+file. The lemmas are WordNet 3.0's (Princeton University, WordNet 3.0 licence: use,
+copy and distribution permitted with its copyright notice; see docs/pretrained.md).
+
+A class's *name* here is its first lemma ("tench" for ``n01440764 tench, Tinca
+tinca``). Two pairs of ILSVRC classes share a first lemma (crane the bird and crane
+the machine; two maillots), so those four names carry their synset id too:
+"crane (n02012849)". Names must be unique because a labelled folder may name its
+class sub-folders by them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+CLASS_COUNT = 1000
+SYNSET_WORDS = "imagenet_synset_words.txt"
+
+
+@dataclass(frozen=True)
+class ImageNetClass:
+    synset: str  # WordNet id, e.g. "n01440764"
+    lemmas: str  # all of WordNet's words for it, e.g. "tench, Tinca tinca"
+    name: str  # the unique short name this project labels it with
+
+
+@cache
+def imagenet_classes() -> tuple[ImageNetClass, ...]:
+    """The 1,000 classes in output-index order."""
+    text = resources.files(__package__).joinpath(SYNSET_WORDS).read_text(encoding="utf-8")
+    rows = [line.split(" ", 1) for line in text.splitlines() if line.strip()]
+    firsts = Counter(lemmas.split(",")[0] for _, lemmas in rows)
+    classes = tuple(
+        ImageNetClass(synset, lemmas, first if firsts[first] == 1 else f"{first} ({synset})")
+        for synset, lemmas in rows
+        for first in [lemmas.split(",")[0]]
+    )
+    if len(classes) != CLASS_COUNT or len({c.name for c in classes}) != CLASS_COUNT:
+        raise RuntimeError(f"{SYNSET_WORDS} is damaged: expected {CLASS_COUNT} distinct classes")
+    return classes
+
+
+def imagenet_names() -> list[str]:
+    return [c.name for c in imagenet_classes()]
+
+
+def imagenet_synsets() -> list[str]:
+    return [c.synset for c in imagenet_classes()]
