@@ -1,0 +1,119 @@
+"""Accuracy of every backend x precision that can run here, on a labelled image folder
+of the user's (class sub-folders named by class name, or by ImageNet synset id for an
+imported ImageNet model): how a user checks an INT8 build against FP32 on their own
+data. Every row is scored against the folder's labels and against the first row that
+ran (onnxruntime FP32 by default, the project's reference), like bench's parity.
+
+The images go through the export's own preprocessing (``Preprocessing``, read from the
+ONNX metadata), the same definition predict, bench and serving use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import DEFAULT_LAYOUT, Precision
+from ..choices import PredictBackend
+from ..data.preprocessing import preprocess_all
+from ..data.sources import load_labelled_folder
+from ..errors import BackendUnavailable, DeployError
+from ..graph import export_metadata, load_verified
+from ..metrics import compare_logits, topk_accuracy
+from ..progress import ProgressReporter, SilentProgress
+
+EVAL_BATCH = 32  # images per infer call: enough to amortise a call, small enough for any runner's profile
+
+
+@dataclass
+class EvalConfig:
+    data: Path
+    onnx: Path = DEFAULT_LAYOUT.export_onnx
+    engines: Path = DEFAULT_LAYOUT.engines_dir
+    checkpoint: Path = DEFAULT_LAYOUT.checkpoint
+    backends: tuple[str, ...] = (PredictBackend.ONNXRUNTIME.value, PredictBackend.TENSORRT.value)
+    precisions: tuple[str, ...] = (Precision.FP32.value, Precision.FP16.value, Precision.INT8.value)
+    limit: int | None = None  # at most this many images, drawn evenly over the classes
+
+    def check(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise DeployError(f"--limit must be a positive number of images, got {self.limit}")
+        if not self.backends or not self.precisions:
+            raise DeployError("give at least one --backends and one --precisions value")
+
+
+@dataclass
+class EvalRow:
+    backend: str
+    precision: str
+    top1: float | None = None
+    top5: float | None = None
+    agreement: float | None = None  # top-1 agreement with the reference row
+    max_abs_diff: float | None = None  # max |Δ logits| against it
+    skipped: str | None = None  # why this row did not run
+
+
+@dataclass
+class EvalReport:
+    data: str
+    images: int
+    classes_present: int
+    reference: str | None  # "backend/precision" of the row the others are compared with
+    rows: list[EvalRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample(labels: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of at most ``limit`` images, round-robin over the classes (so a limit
+    keeps every class rather than the first few folders), in folder order."""
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    by_class = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    order = [members[i] for i in range(max(map(len, by_class))) for members in by_class if i < len(members)]
+    return np.sort(np.asarray(order[:limit], np.int64))
+
+
+def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> EvalReport:
+    """Every backend x precision of ``config`` on its folder; rows that cannot run
+    here (no TensorRT, no INT8 file yet) are kept with the reason."""
+    from ..serve.predict import open_runner
+
+    config.check()
+    progress = progress or SilentProgress()
+    metadata = export_metadata(load_verified(config.onnx), str(config.onnx))
+    folder = load_labelled_folder(config.data, metadata.classes, metadata.class_ids)
+    folder = folder.subset(sample(folder.labels, config.limit))
+    images, labels = preprocess_all(folder, metadata.preprocessing)
+    report = EvalReport(str(config.data), len(images), len(np.unique(labels)), None)
+    reference: np.ndarray | None = None
+    pairs = [(b, p) for b in config.backends for p in config.precisions]
+    progress.begin("eval", len(pairs) * len(images))
+    try:
+        for backend, precision in pairs:
+            try:
+                runner, _ = open_runner(backend, precision, config.onnx, config.engines, config.checkpoint)
+                runner.load()
+            except (DeployError, BackendUnavailable) as error:
+                report.rows.append(EvalRow(backend, precision, skipped=str(error)))
+                progress.advance(len(images), row=f"{backend}/{precision} skipped")
+                continue
+            try:
+                outputs = []
+                for start in range(0, len(images), EVAL_BATCH):
+                    outputs.append(runner.infer(images[start : start + EVAL_BATCH]))
+                    progress.advance(len(outputs[-1]), row=runner.name)
+            finally:
+                runner.close()
+            logits = np.concatenate(outputs)
+            row = EvalRow(backend, precision, topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5))
+            if reference is None:
+                reference, report.reference = logits, f"{backend}/{precision}"
+            row.max_abs_diff, row.agreement = compare_logits(reference, logits)
+            report.rows.append(row)
+    finally:
+        progress.finish()
+    return report
