@@ -200,6 +200,7 @@ class CheckpointSummary:
     lrn_convention: str
     data_source: str
     split: dict
+    origin: dict = field(default_factory=dict)  # an imported model's source (pretrained/)
 
     @classmethod
     def of(cls, checkpoint: Checkpoint, path: Path) -> CheckpointSummary:
@@ -211,6 +212,7 @@ class CheckpointSummary:
             lrn_convention=checkpoint.lrn_convention,
             data_source=checkpoint.data_source,
             split=checkpoint.split.to_dict(),
+            origin=dict(checkpoint.origin),
         )
 
     def rows(self, max_classes: int = 10) -> list[tuple[str, str]]:
@@ -228,13 +230,26 @@ class CheckpointSummary:
             ("classes", f"{len(self.classes)}: {shown}"),
             (
                 "preprocessing",
-                f"resize {p['resize']}, centre crop {p['crop']}, "
+                f"resize {p['resize']}, centre crop {p['crop']}, {p['channel_order']} in [0, {p['pixel_scale']:g}], "
                 f"mean {tuple(round(v, 4) for v in p['mean'])}, std {tuple(round(v, 4) for v in p['std'])}",
             ),
             ("val metrics", metrics or "none recorded"),
             ("LRN convention", self.lrn_convention),
             ("data source", self.data_source),
             ("split", ", ".join(f"{k} {v}" for k, v in self.split.items())),
+            *self._origin_rows(),
+        ]
+
+    def _origin_rows(self) -> list[tuple[str, str]]:
+        """Where an imported model came from; nothing for a model trained here."""
+        o = self.origin
+        if not o:
+            return []
+        return [
+            ("imported from", f"{o.get('file')} ({o.get('format')}, {o.get('producer')}, opset {o.get('opset')})"),
+            ("source sha256", str(o.get("sha256"))),
+            ("labels", str(o.get("labels"))),
+            ("dropped", "; ".join(map(str, o.get("dropped", [])))),
         ]
 
 

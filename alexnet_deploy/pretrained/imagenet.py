@@ -16,10 +16,15 @@ class sub-folders by them.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
+
+from ..errors import DeployError
+from ..files import require_file
 
 CLASS_COUNT = 1000
 SYNSET_WORDS = "imagenet_synset_words.txt"
@@ -54,3 +59,44 @@ def imagenet_names() -> list[str]:
 
 def imagenet_synsets() -> list[str]:
     return [c.synset for c in imagenet_classes()]
+
+
+@dataclass(frozen=True)
+class Labels:
+    names: list[str]
+    ids: list[str]
+    source: str
+
+
+_SYNSET_LINE = re.compile(r"^(n\d{8})\s+(.+)$")
+
+
+def read_labels(path: Path | None, num_classes: int) -> Labels:
+    """Class names for ``num_classes`` outputs: the shipped ImageNet list for 1000, or
+    ``path`` (one class per line, either a plain name or Caffe's ``synset_words.txt``
+    form ``n01440764 tench, Tinca tinca``, whose first word after the id is the name)."""
+    if path is None:
+        if num_classes != CLASS_COUNT:
+            raise DeployError(
+                f"the model has {num_classes} classes, not ImageNet's {CLASS_COUNT}: give their names with --labels FILE"
+            )
+        classes = imagenet_classes()
+        return Labels([c.name for c in classes], [c.synset for c in classes], "ILSVRC-2012 (shipped)")
+    require_file(path, "labels file", "one class name per line")
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DeployError(f"cannot read labels file {path}: {error}") from None
+    if len(lines) != num_classes:
+        raise DeployError(f"labels file {path} names {len(lines)} classes but the model outputs {num_classes}")
+    synsets = [_SYNSET_LINE.match(line) for line in lines]
+    if all(synsets):
+        ids = [m.group(1) for m in synsets if m]
+        names = [m.group(2).split(",")[0].strip() for m in synsets if m]
+        names = [f"{n} ({i})" if names.count(n) > 1 else n for n, i in zip(names, ids, strict=True)]
+    else:
+        ids, names = [], lines
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise DeployError(f"labels file {path} names class {duplicate!r} more than once")
+    return Labels(names, ids, str(path))
