@@ -205,9 +205,10 @@ def _class_folders(root: Path) -> tuple[list[Path], list[str]]:
     return folders, skipped
 
 
-def load_image_folder(root: Path) -> ImageSet:
-    """One sub-folder per class; every class must hold at least one JPEG/PNG. What the
-    walk leaves out (files beside the class folders, entries named like images that are
+def load_image_folder(root: Path, min_classes: int = 2) -> ImageSet:
+    """One sub-folder per class; every class must hold at least one JPEG/PNG, and
+    there must be ``min_classes`` of them (two to train on; one is enough to score a
+    model that already knows its classes). What the walk leaves out (files beside the class folders, entries named like images that are
     not regular files) is one :class:`Skipped` warning, issued once the folder is found good."""
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -217,8 +218,8 @@ def load_image_folder(root: Path) -> ImageSet:
     class_dirs, skipped = _class_folders(root)
     if not class_dirs:
         raise DeployError(f"data directory {root} has no class sub-folders (expected one folder per class)")
-    if len(class_dirs) < 2:
-        raise DeployError(f"data directory {root} has one class folder; at least two classes are needed")
+    if len(class_dirs) < min_classes:
+        raise DeployError(f"data directory {root} has one class folder; at least {min_classes} classes are needed")
     labels: list[int] = []
     loaders = []
     for label, class_dir in enumerate(class_dirs):
@@ -241,8 +242,9 @@ def load_labelled_folder(root: Path, classes: Sequence[str], class_ids: Sequence
     """An ImageFolder holding some of a model's ``classes``, each sub-folder named by a
     class name or by its id in ``class_ids`` (an ImageNet synset such as
     ``n01440764``). Labels are the model's class indices, so every score computed on
-    it is in the model's own terms; a folder naming no class of the model is refused."""
-    images = load_image_folder(Path(root))
+    it is in the model's own terms; a folder naming no class of the model is refused.
+    One class folder is enough: the model's classes are known already."""
+    images = load_image_folder(Path(root), min_classes=1)
     index = {name: i for i, name in enumerate(classes)} | {cid: i for i, cid in enumerate(class_ids)}
     unknown = [name for name in images.classes if name not in index]
     if unknown:
