@@ -197,3 +197,26 @@ def test_eval_takes_a_folder_of_one_class(labelled, pipeline, tmp_path):
     report = run_eval(pipeline, tmp_path / "one", backends=("onnxruntime",), precisions=("fp32",))
     expected = hand_topk(labelled["logits"][members], labelled["labels"][members], 1)
     assert report.images == len(members) and report.rows[0].top1 == pytest.approx(expected)
+
+
+def test_the_served_preprocess_model_takes_caffes_preprocessing(labelled, pipeline, tmp_path):
+    """The Triton repository's preprocess model is configured with the imported
+    model's BGR / 0-255 preprocessing, and decoding with it gives the definition's
+    tensor; the labels file holds the ImageNet names."""
+    from alexnet_deploy.data.preprocessing import Preprocessing
+    from alexnet_deploy.serve.predict import decode
+    from alexnet_deploy.serve.repository import write_repository
+
+    result = write_repository(pipeline["onnx"], tmp_path / "model_repository", pipeline["engines"])
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(
+        (result.path / "preprocess" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    preprocessing = Preprocessing.from_dict(json.loads(config.parameters["preprocessing"].string_value))
+    assert (preprocessing.channel_order, preprocessing.pixel_scale) == ("BGR", 255.0)
+    path = labelled["paths"][1]
+    np.testing.assert_allclose(decode(path.read_bytes(), preprocessing), caffe_preprocess(path), atol=1e-4)
+    labels = (result.path / "alexnet_onnx" / "labels.txt").read_text().splitlines()
+    assert len(labels) == 1000 and labels[0] == "tench"
