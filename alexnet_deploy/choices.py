@@ -61,6 +61,7 @@ class CalibrationMethod(Choice):
 class BenchBackend(Choice):
     TENSORRT = "tensorrt"
     ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
     TORCH = "torch"
     TORCH_COMPILE = "torch-compile"
 
@@ -76,6 +77,7 @@ class BenchPrecision(Choice):
 
 class PredictBackend(Choice):
     ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
     TORCH = "torch"
     TENSORRT = "tensorrt"
 

@@ -22,8 +22,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# cpuinfo flags that change which reduced-precision kernels can run natively
-CPU_PRECISION_FLAGS = ("avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+# cpuinfo flags that change which kernels can run natively: AVX2 (the x86 baseline of
+# every fast path), AVX-512, VNNI (int8 dot products without int16 saturation), bf16, AMX
+CPU_PRECISION_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -13,7 +13,18 @@ from pathlib import Path
 from .cuda_driver import cuda_device
 from .tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason, tensorrt_version
 
-PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "polygraphy", "tensorrt", "pycuda", "triton", "typer")
+PACKAGES = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "polygraphy",
+    "tensorrt",
+    "pycuda",
+    "triton",
+    "typer",
+)
 
 
 @dataclass
@@ -22,6 +33,8 @@ class Report:
     gpu: str | None
     steps: dict[str, str]  # step -> "yes" or why not
     problems: list[str] = field(default_factory=list)  # broken installs, each with its fix
+    cpu: str = ""
+    cpu_features: list[str] = field(default_factory=list)  # the ISA flags that pick kernels (devices.py)
 
 
 def package_version(name: str) -> str | None:
@@ -64,20 +77,36 @@ def diagnose() -> Report:
         else "no: triton is not installed",
         "TensorRT engine build": "yes" if build_reason is None else f"no: {build_reason}",
         "TensorRT runner / bench": "yes" if run_reason is None else f"no: {run_reason}",
+        "OpenVINO CPU backend": _openvino_step(),
     }
-    return Report(versions, gpu, steps, install_problems())
+    from .devices import cpu_precision_features
+
+    return Report(versions, gpu, steps, install_problems(), cpu_name(), list(cpu_precision_features()))
+
+
+def _openvino_step() -> str:
+    from .runners.openvino import cpu_capabilities, openvino_unavailable_reason
+
+    reason = openvino_unavailable_reason()
+    if reason is not None:
+        return f"no: {reason}"
+    return f"yes (OpenVINO's CPU capabilities: {', '.join(cpu_capabilities())})"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from Linux's cpuinfo, else what platform knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def machine_description() -> dict:
     """Where the numbers were taken: CPU, cores, GPU and the versions that matter."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    packages = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "triton")
+    cpu = cpu_name()
+    packages = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "triton")
     versions = {package: version for package in packages if (version := package_version(package)) is not None}
     from .devices import cpu_precision_features
 

@@ -37,6 +37,23 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_precisions(tiny_checkpoint, tmp_path_factory):
+    """The shared model exported and built at FP16 and INT8 (both layouts), calibrated
+    on its held-out calibration split: (the FP32 ONNX, the build report)."""
+    from alexnet_deploy.build.config import BuildConfig
+    from alexnet_deploy.build.run import build
+    from alexnet_deploy.export.run import export
+
+    folder = tmp_path_factory.mktemp("precisions")
+    fp32 = folder / "alexnet.onnx"
+    export(tiny_checkpoint, fp32)
+    report = build(
+        BuildConfig(onnx=fp32, precisions=("fp16", "int8"), calibration_dir=folder / "cal", calib_from_data=True)
+    )
+    return fp32, report
+
+
 def onnxruntime_lrn(x: np.ndarray, p) -> np.ndarray:
     """onnxruntime's own LRN kernel (odd sizes only), an independent reference."""
     import onnxruntime as ort

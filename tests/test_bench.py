@@ -315,8 +315,8 @@ def test_torch_runner_skips_bf16_on_a_cpu_without_native_bf16(tiny_checkpoint, m
 
 def test_cpu_features_come_from_cpuinfo_flags(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni avx512_bf16 ht\n")
-    assert cpu_precision_features(cpuinfo) == ("avx512f", "avx512_vnni", "avx512_bf16")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 ht\n")
+    assert cpu_precision_features(cpuinfo) == ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
     assert cpu_bf16_unavailable_reason(("avx512f", "avx512_bf16")) is None
     assert cpu_precision_features(tmp_path / "absent") == ()
 
@@ -589,7 +589,7 @@ def other_checkpoint(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     "extra, fragment",
     [
-        (["--backends", "onnxruntime,tflite"], "unknown backend 'tflite'; choose from tensorrt, onnxruntime, torch"),
+        (["--backends", "onnxruntime,tflite"], "unknown backend 'tflite'; choose from tensorrt, onnxruntime, openvino, torch"),
         (["--precisions", "fp32,fp8"], "unknown precision 'fp8'; choose from fp32, fp16, bf16, int8"),
         (["--batch", "0"], "--batch takes positive integers"),
         (["--batch=-4"], "--batch takes positive integers"),

@@ -170,8 +170,11 @@ def test_fp16_training_on_cpu_is_one_error_line(tmp_path):
         ("train", ["<fast|paper>", "<cosine|plateau|step>", "<auto|cpu|cuda>", "<fp32|bf16|fp16>"]),
         ("export", ["<plugin|native>"]),
         ("build", ["<max|percentile|entropy>"]),
-        ("bench", ["<auto|cpu|cuda>", "tensorrt, onnxruntime, torch, torch-compile", "fp32, fp16, bf16, int8"]),
-        ("predict", ["<onnxruntime|torch|tensorrt>", "<fp32|fp16|int8>", "<http|grpc>"]),
+        (
+            "bench",
+            ["<auto|cpu|cuda>", "tensorrt, onnxruntime, openvino, torch, torch-compile", "fp32, fp16, bf16, int8"],
+        ),
+        ("predict", ["<onnxruntime|openvino|torch|tensorrt>", "<fp32|fp16|int8>", "<http|grpc>"]),
         ("repository", ["<stock|local>"]),
         ("serve", ["<onnxruntime|tensorrt>", "<fp32|fp16|int8>"]),
         ("loadtest", ["<http|grpc>"]),

@@ -126,6 +126,6 @@ def test_unknown_backend_and_missing_export_are_one_line_errors(tmp_path, served
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "--backend", "tflite", "--onnx", str(served_onnx)])
     # an Enum option: Typer refuses it as a usage error (exit 2), naming the choices
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
-    assert "'tflite' is not one of 'onnxruntime', 'torch', 'tensorrt'" in result.stderr
+    assert "'tflite' is not one of 'onnxruntime', 'openvino', 'torch', 'tensorrt'" in result.stderr
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "--onnx", str(tmp_path / "none.onnx")])
     assert result.exit_code == 1 and "none.onnx not found" in result.stderr

@@ -21,7 +21,9 @@ Conventions, and where they come from:
 INT8 on onnxruntime is two rows: ``int8`` times the onnxruntime-targeted graph
 (``alexnet.int8-ort.onnx``, integer kernels); ``int8-sim`` runs the TensorRT-targeted
 graph (``alexnet.int8.onnx``), whose Q/DQ onnxruntime can only simulate in float — its
-parity is the INT8 engine's graph's, its speed is no INT8 figure.
+parity is the INT8 engine's graph's, its speed is no INT8 figure. OpenVINO runs both
+graphs as integers: ``int8`` the onnxruntime layout, ``int8-qdq`` the TensorRT one; each
+OpenVINO row's notes list the precisions of its runtime graph's layers.
 
 A backend or precision that cannot run here (no TensorRT, no GPU, an FP16 ONNX not built
 yet, torch at INT8, bf16 without a bf16-capable CPU) is a row that says "skipped" and

@@ -19,6 +19,7 @@ from ..runners.base import Runner
 from .config import BenchConfig
 
 SIMULATED_INT8 = "int8-sim"  # the row of the TensorRT-targeted INT8 graph run by onnxruntime
+QDQ_INT8 = "int8-qdq"  # the row of the TensorRT-targeted (Q/DQ) INT8 graph run by OpenVINO, in integers
 
 
 @dataclass
@@ -100,6 +101,41 @@ def _plan_onnxruntime(context: PlanContext, precision: str) -> Planned:
     return planned
 
 
+def _openvino_graph(layout: ArtifactLayout, precision: str) -> tuple[Path, str, str | None]:
+    """The ONNX an OpenVINO row runs, the precision its metadata carries, and the note
+    that says which graph it is. Both INT8 layouts run as integers (the runner's
+    runtime-graph note says so); bf16 is the FP32 export at bf16 inference precision."""
+    if precision == "int8":
+        return layout.onnx(ORT_INT8), "int8", "onnxruntime-layout INT8 graph (alexnet.int8-ort.onnx)"
+    if precision == QDQ_INT8:
+        return layout.onnx(Precision.INT8), "int8", "TensorRT-layout Q/DQ INT8 graph (alexnet.int8.onnx)"
+    if precision == "bf16":
+        return layout.onnx(Precision.FP32), "fp32", "the FP32 export at OpenVINO's bf16 inference precision"
+    return layout.onnx(precision), precision, None
+
+
+def _plan_openvino(context: PlanContext, precision: str) -> Planned:
+    from ..runners.openvino import OpenVinoRunner, openvino_unavailable_reason
+
+    planned = Planned("openvino", precision, "cpu")
+    reason = openvino_unavailable_reason()
+    if reason is not None:
+        planned.skipped = reason
+        return planned
+    path, stored, note = _openvino_graph(context.config.layout, precision)
+    planned.notes += [note] if note else []
+    if not path.is_file():
+        planned.skipped = _missing(context, path, stored)
+        return planned
+    model = context.reference_model if stored == "fp32" else load_verified(path)
+    carried = export_metadata(model, str(path)).precision
+    if carried != stored:
+        raise DeployError(f"{path} holds a {carried} model, expected {stored}")
+    runner_precision = "int8" if precision == QDQ_INT8 else precision
+    planned.open = lambda: OpenVinoRunner(model, runner_precision)
+    return planned
+
+
 def _plan_torch(context: PlanContext, precision: str, compile: bool) -> Planned:
     from ..runners.torch import TorchRunner
 
@@ -145,6 +181,7 @@ def _plan_tensorrt(context: PlanContext, precision: str) -> Planned:
 PLANNERS: dict[str, Callable[[PlanContext, str], Planned]] = {
     "tensorrt": _plan_tensorrt,
     "onnxruntime": _plan_onnxruntime,
+    "openvino": _plan_openvino,
     "torch": lambda context, precision: _plan_torch(context, precision, compile=False),
     "torch-compile": lambda context, precision: _plan_torch(context, precision, compile=True),
 }
@@ -152,13 +189,16 @@ PLANNERS: dict[str, Callable[[PlanContext, str], Planned]] = {
 
 def plan_rows(context: PlanContext) -> list[Planned]:
     """One plan per backend x precision asked for, in that order; onnxruntime's int8 is
-    followed by the simulated-INT8 row of the TensorRT-targeted graph."""
+    followed by the simulated-INT8 row of the TensorRT-targeted graph, OpenVINO's by
+    its integer row of that graph."""
     plans = []
     for backend in context.config.backends:
         for precision in context.config.chosen_precisions:
             plans.append(PLANNERS[backend](context, precision))
             if (backend, precision) == ("onnxruntime", "int8"):
                 plans.append(_plan_onnxruntime(context, SIMULATED_INT8))
+            if (backend, precision) == ("openvino", "int8"):
+                plans.append(_plan_openvino(context, QDQ_INT8))
     return plans
 
 

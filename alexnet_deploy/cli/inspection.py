@@ -86,6 +86,7 @@ def doctor(
     console.print(
         table("packages", ["package", "version"], [(k, v or "not installed") for k, v in report.versions.items()])
     )
+    console.print(f"CPU: {report.cpu}; ISA features: {', '.join(report.cpu_features) or 'unknown'}")
     console.print(f"CUDA GPU: {report.gpu or 'none'}")
     console.print(table("pipeline steps on this machine", ["step", "can run"], list(report.steps.items())))
     for problem in report.problems:

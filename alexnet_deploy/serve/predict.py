@@ -181,6 +181,17 @@ def open_runner(
         path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(precision)
         model = reference if precision == "fp32" else load_verified(path)
         return OnnxRuntimeRunner(model, precision, "cpu"), info
+    if backend == "openvino":
+        from ..artifacts import ORT_INT8
+        from ..runners.openvino import OpenVinoRunner, openvino_unavailable_reason
+
+        reason = openvino_unavailable_reason()
+        if reason is not None:
+            raise DeployError(f"the openvino backend cannot run here: {reason}")
+        # INT8: the onnxruntime layout, which OpenVINO runs fastest and closest to FP32 (docs/bench.md)
+        path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(ORT_INT8 if precision == "int8" else precision)
+        model = reference if precision == "fp32" else load_verified(path)
+        return OpenVinoRunner(model, precision), info
     if backend == "torch":
         from ..checkpoint import load_checkpoint
         from ..devices import resolve_device

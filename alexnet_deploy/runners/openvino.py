@@ -1,0 +1,146 @@
+"""OpenVINO backend: the fastest CPU path where there is no NVIDIA GPU. It runs the
+standard-op twin (``graph.to_standard_lrn``) of any of our ONNX files — FP32, FP16,
+and INT8 in either layout — on the CPU plugin.
+
+Why these settings (measured; docs/bench.md has the figures):
+
+* ``ov.convert_model`` on a file, not ``Core.read_model``: read_model leaves the
+  grouped convolutions' weight-reshape subgraphs in front of them; convert_model folds
+  them (issue 20's measurement). convert_model takes a path, so the twin is written
+  to a temporary file first.
+* The LATENCY hint: with one synchronous request, THROUGHPUT runs one single-threaded
+  stream (0.8x onnxruntime on 2 cores); LATENCY gives the one request every core.
+* The inference precision is pinned. OpenVINO's CPU default on a CPU with bf16 is
+  bf16, which would make an "fp32" row a bf16 one; here fp32, fp16 and int8 rows run
+  f32 wherever they are not integer, and bf16 is its own row, only where the CPU has it.
+* One compiled model per batch size (the model reshaped to that static batch): the
+  CPU plugin plans its kernels for known shapes, and bench and serving each keep a
+  few batch sizes.
+
+OpenVINO reads our Q/DQ INT8 graphs directly and fuses them into integer kernels, so
+the calibration that feeds TensorRT feeds OpenVINO with no second quantizer. What ran
+is read back from the compiled model's runtime graph (``runtime_precisions``) and put
+in the runner's notes: "INT8" is then a measured fact, not a label.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from ..errors import BackendUnavailable
+from ..graph import load_model, to_standard_lrn
+from .base import Runner
+
+if TYPE_CHECKING:
+    import openvino
+
+PERFORMANCE_HINT = "LATENCY"
+# the layer types whose precision says whether the row is what it claims to be
+COMPUTE_LAYERS = ("Convolution", "FullyConnected", "MatMul", "Lrn", "Pooling")
+INFERENCE_PRECISIONS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+
+
+def openvino_unavailable_reason() -> str | None:
+    """None when OpenVINO can be imported; otherwise the one line that says why not."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as error:
+        return f"openvino is not installed ({error}); pip install openvino"
+    return None
+
+
+def openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__.split("-")[0]
+
+
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's own view of what the CPU computes natively (FP32, BF16, INT8, ...)."""
+    import openvino
+
+    return tuple(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+class OpenVinoRunner(Runner):
+    backend = "openvino"
+
+    def __init__(self, model: Path | onnx.ModelProto, precision: str = "fp32", threads: int | None = None) -> None:
+        super().__init__(precision, "cpu")
+        self.model = model
+        self.threads = threads
+        self._core: openvino.Core | None = None
+        self._model: openvino.Model | None = None
+        self._compiled: dict[int, tuple[Any, Any]] = {}  # batch -> (compiled model, infer request)
+
+    def _load(self) -> None:
+        reason = openvino_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        import openvino
+
+        if self.precision == "bf16" and "BF16" not in cpu_capabilities():
+            raise BackendUnavailable("this CPU has no native bf16 (OpenVINO's CPU capabilities lack BF16)")
+        model = self.model if isinstance(self.model, onnx.ModelProto) else load_model(self.model, require_plugin=False)
+        twin = to_standard_lrn(model, half_precision=self.precision == "fp16")
+        with tempfile.TemporaryDirectory(prefix="alexnet-openvino-") as folder:
+            path = Path(folder) / "model.onnx"
+            onnx.save(twin, str(path))
+            self._model = openvino.convert_model(str(path))
+        self._core = openvino.Core()
+        self._compile(1)  # compile errors surface at load, and the notes describe what runs
+        self.notes.append(self.describe_runtime())
+
+    def _compile(self, batch: int) -> tuple[Any, Any]:
+        if batch not in self._compiled:
+            assert self._core is not None and self._model is not None
+            model = self._model.clone()
+            shape = [batch, *[int(d.get_length()) for d in model.input(0).get_partial_shape()[1:]]]
+            model.reshape({model.input(0): shape})
+            config: dict[str, Any] = {
+                "PERFORMANCE_HINT": PERFORMANCE_HINT,
+                "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[self.precision],
+            }
+            if self.threads:
+                config["INFERENCE_NUM_THREADS"] = self.threads
+            compiled = self._core.compile_model(model, "CPU", config)
+            self._compiled[batch] = (compiled, compiled.create_infer_request())
+        return self._compiled[batch]
+
+    def runtime_precisions(self) -> Counter[tuple[str, str]]:
+        """(layer type, runtime precision) -> count, over the compiled model's runtime
+        graph: what the CPU plugin actually executes after fusing."""
+        compiled, _ = self._compile(1)
+        counts: Counter[tuple[str, str]] = Counter()
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            layer = str(info["layerType"].astype(str)) if "layerType" in info else op.get_type_name()
+            precision = str(info["runtimePrecision"].astype(str)) if "runtimePrecision" in info else "?"
+            counts[(layer, precision)] += 1
+        return counts
+
+    def describe_runtime(self) -> str:
+        counts = self.runtime_precisions()
+        parts = [
+            f"{layer} {precision} x{n}" for (layer, precision), n in sorted(counts.items()) if layer in COMPUTE_LAYERS
+        ]
+        hint = f"{PERFORMANCE_HINT} hint, inference precision {INFERENCE_PRECISIONS[self.precision]}"
+        return f"OpenVINO runtime graph: {', '.join(parts) or 'no compute layers found'} ({hint})"
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        _, request = self._compile(len(images))
+        request.infer({0: np.ascontiguousarray(images, dtype=np.float32)}, share_inputs=True)
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+    def _close(self) -> None:
+        self._compiled.clear()
+        self._model = None
+        self._core = None
