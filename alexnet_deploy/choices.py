@@ -86,6 +86,7 @@ class ServedBackend(Choice):
     """Runners the local Triton server hosts inside its python backend."""
 
     ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
     TENSORRT = "tensorrt"
 
 
@@ -95,5 +96,5 @@ class Protocol(Choice):
 
 
 class RepositoryFlavour(Choice):
-    STOCK = "stock"  # Triton's onnxruntime / tensorrt_plan backends
+    STOCK = "stock"  # Triton's onnxruntime / openvino / tensorrt_plan backends
     LOCAL = "local"  # python backend only, for `serve`

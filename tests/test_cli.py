@@ -176,7 +176,7 @@ def test_fp16_training_on_cpu_is_one_error_line(tmp_path):
         ),
         ("predict", ["<onnxruntime|openvino|torch|tensorrt>", "<fp32|fp16|int8>", "<http|grpc>"]),
         ("repository", ["<stock|local>"]),
-        ("serve", ["<onnxruntime|tensorrt>", "<fp32|fp16|int8>"]),
+        ("serve", ["<onnxruntime|openvino|tensorrt>", "<fp32|fp16|int8>"]),
         ("loadtest", ["<http|grpc>"]),
     ],
 )

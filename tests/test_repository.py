@@ -51,7 +51,9 @@ def stock(served_onnx, tmp_path_factory):
 
 def test_every_config_parses_with_tritons_protobuf(stock):
     result, parsed = stock
-    assert set(parsed) == {"alexnet", "preprocess", "alexnet_onnx", "alexnet_tensorrt_fp16"} == set(result.models)
+    assert set(parsed) == set(result.models)
+    assert set(parsed) == {"alexnet", "preprocess", "alexnet_onnx", "alexnet_openvino_fp32", "alexnet_tensorrt_fp16"}
+    assert result.skipped and "alexnet_openvino_int8" in result.skipped[0]  # the served export has no INT8 twin
     assert all(name == config.name for name, config in parsed.items())
     assert parsed["alexnet_onnx"].backend == "onnxruntime"
     assert parsed["alexnet_tensorrt_fp16"].platform == "tensorrt_plan"
@@ -122,9 +124,31 @@ def test_onnx_twin_in_the_repository_runs_in_onnxruntime(stock, held_out_pngs, r
     np.testing.assert_array_equal(logits, reference_logits)
 
 
+def test_openvino_model_is_for_tritons_openvino_backend_and_openvino_runs_it(
+    stock, held_out_pngs, reference_logits, tiny_checkpoint
+):
+    """Stock Triton's openvino backend is not in this environment; what it would do with
+    the file, OpenVINO loading model.onnx and computing, is run here instead."""
+    import io
+
+    from PIL import Image
+
+    from alexnet_deploy.runners.openvino import OpenVinoRunner
+
+    result, parsed = stock
+    config = parsed["alexnet_openvino_fp32"]
+    assert config.backend == "openvino" and config.default_model_filename == "model.onnx"
+    assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    preprocessing = load_checkpoint(tiny_checkpoint).preprocessing
+    batch = np.stack([preprocessing(Image.open(io.BytesIO(d))) for d in held_out_pngs])
+    with OpenVinoRunner(result.path / "alexnet_openvino_fp32" / "1" / "model.onnx") as runner:
+        logits = runner.infer(batch)
+    assert np.abs(logits - reference_logits).max() <= 1e-4
+
+
 def test_local_flavour_wires_our_runners_into_the_python_backend(served_onnx, tmp_path):
     """The wheel's Triton has only the python backend: the local repository hands the ONNX
-    twin to our onnxruntime runner and each engine (plan + sidecar) to our TensorRT runner.
+    twin to our onnxruntime and OpenVINO runners and each engine (plan + sidecar) to our TensorRT runner.
     What this proves is the wiring (configs, model.py, copied plan and sidecar); the
     onnxruntime model runs in a real Triton server in test_serve.py, the TensorRT one
     needs TensorRT and a GPU."""
@@ -146,7 +170,10 @@ def test_local_flavour_wires_our_runners_into_the_python_backend(served_onnx, tm
     assert (version / "model.plan").read_bytes() == (tmp_path / "engines" / "alexnet.int8.plan").read_bytes()
     assert json.loads((version / "model.json").read_text())["profile"]["max"][0] == 16  # the runner's sidecar
     assert parsed["alexnet"].ensemble_scheduling.step[1].model_name == "alexnet_tensorrt_int8"
-    assert result.skipped == []
+    openvino = parsed["alexnet_openvino_fp32"]
+    assert (openvino.backend, openvino.parameters["precision"].string_value) == ("python", "fp32")
+    assert "OpenVinoModel as TritonPythonModel" in (result.path / openvino.name / "1" / "model.py").read_text()
+    assert [s.split(":")[0] for s in result.skipped] == ["alexnet_openvino_int8"]  # no INT8 twin in this export
 
 
 def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, tmp_path):
@@ -168,7 +195,7 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_repository(served_onnx, t
     [
         (
             ["--backend", "torch"],
-            "Invalid value for '--backend': Value error, 'torch' is not one of 'onnxruntime', 'tensorrt'",
+            "Invalid value for '--backend': Value error, 'torch' is not one of 'onnxruntime', 'openvino', 'tensorrt'",
         ),
         (["--backend", "tensorrt"], "--backend tensorrt: TensorRT is not installed"),
     ],

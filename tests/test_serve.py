@@ -201,6 +201,25 @@ def test_loadtest_cli_writes_json_and_rejects_bad_options(server, tmp_path):
     )
 
 
+def test_the_served_openvino_model_gives_onnxruntimes_answers(served_onnx, tmp_path, held_out_pngs, reference_logits):
+    """The local flavour's alexnet_openvino_fp32 (our OpenVINO runner inside Triton's
+    python backend) behind the ensemble, on a real server."""
+    repository = write_repository(
+        served_onnx,
+        tmp_path / "repo",
+        config=RepositoryConfig(flavour="local", preprocess_instances=1),
+        target="alexnet_openvino_fp32",
+    ).path
+    server = TritonServer(ServerConfig(repository, startup_timeout_s=180, log=tmp_path / "server.log")).start()
+    try:
+        with TritonClassifier(server.http_url) as client:
+            served = np.stack([client.logits(f"digit{i}", data) for i, data in enumerate(held_out_pngs)])
+    finally:
+        server.stop()
+    assert np.abs(served - reference_logits).max() <= 1e-4
+    assert (served.argmax(1) == reference_logits.argmax(1)).all()
+
+
 def test_sigterm_stops_the_server_cleanly(served_onnx, tmp_path):
     """Its own server, so stopping it leaves the module's server to the other tests
     whatever order they run in."""

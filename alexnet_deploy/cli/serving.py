@@ -104,7 +104,7 @@ def repository(
     flavour: Annotated[
         RepositoryFlavour,
         typer.Option(
-            help="stock: Triton's onnxruntime/tensorrt_plan backends; local: python backend only, for `serve`."
+            help="stock: Triton's onnxruntime/openvino/tensorrt_plan backends; local: python backend only, for `serve`."
         ),
     ] = RepositoryFlavour(RepositoryConfig.flavour),
 ) -> None:
@@ -132,7 +132,9 @@ def serve(
     backend: Annotated[
         ServedBackend, typer.Option(help="Runner behind the `alexnet` ensemble when no --repository is given.")
     ] = ServedBackend.ONNXRUNTIME,
-    precision: Annotated[Precision, typer.Option(help="Engine precision with --backend tensorrt.")] = Precision.FP32,
+    precision: Annotated[
+        Precision, typer.Option(help="Precision with --backend tensorrt (an engine) or openvino (fp32 or int8).")
+    ] = Precision.FP32,
     engines: Engines = DEFAULT_LAYOUT.engines_dir,
     http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: any free port).")] = TRITON_HTTP_PORT,
     grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1 (0: any free port).")] = TRITON_GRPC_PORT,

@@ -24,6 +24,14 @@ def tensorrt_model_name(precision: str) -> str:
     return f"alexnet_tensorrt_{precision}"
 
 
+# OpenVINO serves the FP32 twin and, once built, the onnxruntime-layout INT8 twin
+OPENVINO_PRECISIONS = ("fp32", "int8")
+
+
+def openvino_model_name(precision: str) -> str:
+    return f"alexnet_openvino_{precision}"
+
+
 @dataclass(frozen=True)
 class RepositoryConfig:
     """Scheduling choices written into every classification model's config."""

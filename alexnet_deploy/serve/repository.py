@@ -6,6 +6,8 @@ Layout (Triton's, see its model_repository docs)::
                        with labels.txt, so the classification extension returns class names
     preprocess/        python backend: bytes -> normalised (1, 3, S, S), ``predict.decode``
     alexnet_onnx/      the standard-op twin (ONNX LRN, no plugin) as 1/model.onnx
+    alexnet_openvino_<fp32|int8>/   for CPU deployments: the FP32 twin, and the
+                       onnxruntime-layout INT8 twin once built, as 1/model.onnx (openvino)
     alexnet_tensorrt_<precision>/   1/model.plan per engine in engines/ (tensorrt_plan)
 
 Two flavours of ``alexnet_onnx``:
@@ -14,7 +16,8 @@ Two flavours of ``alexnet_onnx``:
 * ``local`` (``serve``): the Triton build in the nvidia-pytriton wheel ships only the
   python backend, so the same model.onnx is run by our onnxruntime runner inside the
   python backend (``triton_models.OnnxModel``), batching every request Triton's dynamic
-  batcher hands it into one session run; each engine likewise by our TensorRT runner
+  batcher hands it into one session run; each OpenVINO model likewise by our OpenVINO
+  runner (``triton_models.OpenVinoModel``) and each engine by our TensorRT runner
   (``triton_models.TensorRTModel``, plan + sidecar), where TensorRT and a GPU exist.
 
 Every config.pbtxt is built as Triton's ModelConfig protobuf (from tritonclient) and
@@ -33,11 +36,20 @@ from pathlib import Path
 import onnx
 from google.protobuf import text_format
 
-from ..artifacts import ENGINES_DIR, PRECISIONS, ArtifactLayout, sidecar_of
+from ..artifacts import ENGINES_DIR, ORT_INT8, PRECISIONS, ArtifactLayout, sidecar_of
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_verified, to_standard_lrn
 from ..tensorrt.sidecar import read_sidecar
-from .config import ENSEMBLE, IMAGE_INPUT, ONNX_MODEL, PREPROCESS, RepositoryConfig, tensorrt_model_name
+from .config import (
+    ENSEMBLE,
+    IMAGE_INPUT,
+    ONNX_MODEL,
+    OPENVINO_PRECISIONS,
+    PREPROCESS,
+    RepositoryConfig,
+    openvino_model_name,
+    tensorrt_model_name,
+)
 from .predict import ModelInfo
 
 LABELS_FILE = "labels.txt"
@@ -77,6 +89,18 @@ def onnx_config(info: ModelInfo, size: int, config: RepositoryConfig):
         model.backend = "onnxruntime"
     else:
         model.backend = "python"
+    return model
+
+
+def openvino_config(precision: str, info: ModelInfo, size: int, config: RepositoryConfig):
+    """For CPU deployments: stock Triton's openvino backend loads the ONNX twin itself."""
+    model = _batched_model(openvino_model_name(precision), config.max_batch, size, len(info.classes), config, gpu=False)
+    if config.flavour == "stock":
+        model.backend = "openvino"
+        model.default_model_filename = "model.onnx"
+    else:
+        model.backend = "python"  # triton_models.OpenVinoModel: our OpenVINO runner on the twin
+        model.parameters["precision"].string_value = precision
     return model
 
 
@@ -156,6 +180,16 @@ def _write_model(
             target.write_bytes(content)
 
 
+def _openvino_source(onnx_path: Path, precision: str, result: Repository) -> onnx.ModelProto | None:
+    """The INT8 graph OpenVINO serves (the onnxruntime layout, its fastest: docs/bench.md),
+    verified, or None (noted in ``result.skipped``) while it is not built."""
+    path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(ORT_INT8)
+    if not path.is_file():
+        result.skipped.append(f"{openvino_model_name(precision)}: no {path} (run `alexnet-deploy build --int8`)")
+        return None
+    return load_verified(path)
+
+
 def write_repository(
     onnx_path: Path,
     output: Path,
@@ -189,6 +223,15 @@ def write_repository(
             staging, onnx_config(info, size, config), {"model.onnx": twin.SerializeToString(), **local}, classes
         )
         result.models.append(ONNX_MODEL)
+        for precision in OPENVINO_PRECISIONS:
+            source = model if precision == "fp32" else _openvino_source(onnx_path, precision, result)
+            if source is None:
+                continue
+            openvino_files = {"model.onnx": to_standard_lrn(source).SerializeToString()}
+            if config.flavour == "local":
+                openvino_files["model.py"] = _MODEL_PY.format(cls="OpenVinoModel").encode()
+            _write_model(staging, openvino_config(precision, info, size, config), openvino_files, classes)
+            result.models.append(openvino_model_name(precision))
         for precision in PRECISIONS:
             plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
             if not plan.is_file():

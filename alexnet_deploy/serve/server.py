@@ -273,9 +273,10 @@ def serve_until_signal(
 ) -> None:
     """Run the server until SIGTERM or SIGINT, then stop it cleanly (in-flight requests
     drain). Without a repository, one is written from the export (and the engines) whose
-    ``alexnet`` ensemble classifies with ``backend`` (``onnxruntime``, or ``tensorrt`` at
-    ``precision``). ``announce`` receives the status lines (the CLI prints them)."""
-    from .config import ONNX_MODEL, RepositoryConfig, tensorrt_model_name
+    ``alexnet`` ensemble classifies with ``backend`` (``onnxruntime``, or ``openvino`` or
+    ``tensorrt`` at ``precision``). ``announce`` receives the status lines (the CLI prints them)."""
+    from ..runners.openvino import openvino_unavailable_reason
+    from .config import ONNX_MODEL, OPENVINO_PRECISIONS, RepositoryConfig, openvino_model_name, tensorrt_model_name
     from .repository import write_repository
 
     if backend not in ServedBackend.values():
@@ -287,7 +288,15 @@ def serve_until_signal(
         plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
         if not plan.is_file():
             raise DeployError(f"--backend tensorrt: no {plan}; run `alexnet-deploy build --{precision}`")
-    target = ONNX_MODEL if backend == "onnxruntime" else tensorrt_model_name(precision)
+    if backend == "openvino":
+        reason = openvino_unavailable_reason()
+        if reason is not None:
+            raise DeployError(f"--backend openvino: {reason}")
+        if precision not in OPENVINO_PRECISIONS:
+            raise DeployError(f"--backend openvino serves {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
+        target = openvino_model_name(precision)
+    else:
+        target = ONNX_MODEL if backend == "onnxruntime" else tensorrt_model_name(precision)
 
     with tempfile.TemporaryDirectory(prefix="alexnet-repository-") as scratch:
         repository = config.repository

@@ -80,6 +80,7 @@ class _RunnerModel(ABC):
         """The loaded runner for the model version folder (each subclass names its file)."""
 
     def initialize(self, args: dict) -> None:
+        self.config = json.loads(args["model_config"])
         self.runner = self._open(Path(args["model_repository"]) / args["model_version"])
 
     def execute(self, requests: list) -> list:
@@ -99,6 +100,17 @@ class OnnxModel(_RunnerModel):
         from ..runners.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(folder / "model.onnx").load()
+
+
+class OpenVinoModel(_RunnerModel):
+    """A standard-op twin (1/model.onnx: FP32, or the onnxruntime-layout INT8) in our
+    OpenVINO runner, for the local server, whose Triton build has no openvino backend."""
+
+    def _open(self, folder: Path):
+        from ..runners.openvino import OpenVinoRunner
+
+        precision = self.config["parameters"]["precision"]["string_value"]
+        return OpenVinoRunner(folder / "model.onnx", precision).load()
 
 
 class TensorRTModel(_RunnerModel):
