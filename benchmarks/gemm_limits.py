@@ -1,0 +1,124 @@
+"""What this CPU can compute at most, to put bench's CPU rows in proportion: the rate
+of a large float32 GEMM (torch, 4096³) and of a large int8 GEMM (onnxruntime's
+``MatMulInteger``, uint8 × int8 → int32, 4096³), each the median of interleaved
+rounds so load from other jobs hits both alike.
+
+AlexNet is 1.44 GFLOP per image (2 × 0.72 GMAC, ``alexnet-deploy info``), nearly all
+of it in conv and fully connected layers, which are GEMMs: a row computing in float32
+cannot beat ``FP32 GEMM rate / 1.44`` img/s, one computing in int8 not
+``INT8 GEMM rate / 1.44``. With ``--bench out.json`` (written by ``alexnet-deploy bench
+--json``) each CPU row's share of its limit is printed beside it: bf16 rows are put
+against the FP32 limit (no bf16 GEMM is measured here), so they may exceed 100%.
+
+    python benchmarks/gemm_limits.py [--size 4096] [--rounds 5] [--bench out.json] [--json limits.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnx import TensorProto, helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from alexnet_deploy.doctor import machine_description
+
+GFLOP_PER_IMAGE = 1.44
+INT8_PRECISIONS = ("int8", "int8-qdq")  # rows that compute in integers (int8-sim does not)
+
+
+def fp32_gemm(size: int):
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)  # warm-up: thread pool, caches
+
+    def run() -> float:
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        return 2 * size**3 / (time.perf_counter() - start) / 1e9
+
+    return run
+
+
+def int8_gemm(size: int):
+    import onnxruntime
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "int8_gemm",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [size, size]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
+        "b": rng.integers(-128, 128, (size, size), dtype=np.int8),
+    }
+    session.run(None, feeds)
+
+    def run() -> float:
+        start = time.perf_counter()
+        session.run(None, feeds)
+        return 2 * size**3 / (time.perf_counter() - start) / 1e9
+
+    return run
+
+
+def row_shares(bench: dict, fp32_rate: float, int8_rate: float) -> list[tuple[str, int, float, str, float]]:
+    """(backend/precision, batch, img/s, limit name, share) for every CPU row that ran."""
+    shares = []
+    for row in bench["rows"]:
+        if row.get("skipped") or row["device"] != "cpu" or not row.get("throughput_ips"):
+            continue
+        integer = row["precision"] in INT8_PRECISIONS and row["backend"] in ("onnxruntime", "openvino")
+        limit, rate = ("INT8", int8_rate) if integer else ("FP32", fp32_rate)
+        ips = row["throughput_ips"]
+        shares.append((f"{row['backend']}/{row['precision']}", row["batch"], ips, limit, ips * GFLOP_PER_IMAGE / rate))
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--bench", type=Path, help="a bench --json report, to print each CPU row's share")
+    parser.add_argument("--json", type=Path, help="write the limits (and shares) here")
+    args = parser.parse_args()
+
+    kernels = {"fp32": fp32_gemm(args.size), "int8": int8_gemm(args.size)}
+    rates: dict[str, list[float]] = {name: [] for name in kernels}
+    for _ in range(args.rounds):
+        for name, run in kernels.items():  # interleaved: a load spike hits both
+            rates[name].append(run())
+    fp32_rate, int8_rate = (statistics.median(rates[name]) for name in ("fp32", "int8"))
+    machine = machine_description()
+    print(f"{machine['cpu']}, {machine['cpu_cores']} cores, ISA: {', '.join(machine['cpu_precision_features'])}")
+    print(f"FP32 GEMM {args.size}³ (torch {torch.__version__}): {fp32_rate:.0f} GFLOP/s median of {args.rounds}")
+    print(f"  range {min(rates['fp32']):.0f}-{max(rates['fp32']):.0f}; bound {fp32_rate / GFLOP_PER_IMAGE:.0f} img/s")
+    print(f"INT8 GEMM {args.size}³ (onnxruntime MatMulInteger u8 x s8): {int8_rate:.0f} GOP/s")
+    print(f"  range {min(rates['int8']):.0f}-{max(rates['int8']):.0f}; bound {int8_rate / GFLOP_PER_IMAGE:.0f} img/s")
+    report: dict = {"machine": machine, "size": args.size, "rounds": rates, "fp32_gflops": fp32_rate}
+    report["int8_gops"] = int8_rate
+    if args.bench is not None:
+        shares = row_shares(json.loads(args.bench.read_text()), fp32_rate, int8_rate)
+        print("\n| row | batch | img/s | limit | share of limit |\n|---|---|---|---|---|")
+        for name, batch, ips, limit, share in shares:
+            print(f"| {name} | {batch} | {ips:.1f} | {limit} | {share:.0%} |")
+        report["shares"] = [dict(zip(("row", "batch", "img_s", "limit", "share"), s, strict=True)) for s in shares]
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
