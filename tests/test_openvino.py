@@ -143,3 +143,28 @@ def test_without_openvino_the_backend_says_so_in_one_line(tiny_precisions, monke
     assert_one_line_error(result, "openvino is not installed")
     with pytest.raises(BackendUnavailable, match="openvino is not installed"):
         OpenVinoRunner(fp32).load()
+
+
+def test_without_backend_the_fastest_one_here_is_used(tiny_precisions, monkeypatch, tmp_path):
+    """The rule: TensorRT with its engine, else OpenVINO if installed, else onnxruntime."""
+    from alexnet_deploy.runners import openvino as openvino_module
+    from alexnet_deploy.serve.predict import fastest_backend
+    from alexnet_deploy.tensorrt import availability
+
+    fp32, _ = tiny_precisions
+    engines = tmp_path / "engines"
+    assert fastest_backend("fp32", engines) == "openvino"
+    assert fastest_backend("fp16", engines, served=True) == "onnxruntime"  # OpenVINO serves fp32 and int8
+    image = next(iter(sorted(fp32.parent.glob("cal/*/*.png"))))
+    out = tmp_path / "predict.json"
+    result = invoke("predict", str(image), "--onnx", str(fp32), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["backend"] == "openvino/fp32"
+
+    monkeypatch.setattr(availability, "runner_unavailable_reason", lambda: None)
+    engines.mkdir()
+    (engines / "alexnet.fp32.plan").write_bytes(b"plan")
+    assert fastest_backend("fp32", engines) == "tensorrt"
+    monkeypatch.setattr(availability, "runner_unavailable_reason", lambda: "no GPU")
+    monkeypatch.setattr(openvino_module, "openvino_unavailable_reason", lambda: "not installed")
+    assert fastest_backend("fp32", engines) == "onnxruntime"

@@ -263,7 +263,8 @@ def test_serve_command_runs_until_sigterm_then_exits_cleanly(served_onnx, tmp_pa
         address = re.search(r"HTTP (127\.0\.0\.1:\d+)", text)
         assert address, text
         with TritonClassifier(address.group(1)) as client:
-            assert np.abs(client.logits("digit0", held_out_pngs[0]) - reference_logits[0]).max() <= 1e-5
+            # the default backend is the fastest here (openvino where installed): FP32 parity, not bit-equality
+            assert np.abs(client.logits("digit0", held_out_pngs[0]) - reference_logits[0]).max() <= 1e-4
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     finally:

@@ -13,6 +13,7 @@ import typer
 from ..artifacts import DEFAULT_LAYOUT, Precision
 from ..choices import PredictBackend
 from ..console import RichProgress, console, one_line_errors, table
+from ..evaluate.config import EvalConfig
 from .options import Checkpoint, Engines, JsonReport, Onnx, choice_list, parse_choices
 
 
@@ -53,9 +54,9 @@ def eval_model(
         Path,
         typer.Option(help="Labelled folder: one sub-folder per class, named by class name or ImageNet synset id."),
     ],
-    backends: Annotated[str, typer.Option(help=f"Comma list of {choice_list(PredictBackend.values())}.")] = ",".join(
-        (PredictBackend.ONNXRUNTIME.value, PredictBackend.TENSORRT.value)
-    ),
+    backends: Annotated[
+        str, typer.Option(help=f"Comma list of {choice_list(PredictBackend.values())}; the first is the reference.")
+    ] = ",".join(EvalConfig.backends),
     precisions: Annotated[str, typer.Option(help=f"Comma list of {choice_list(Precision.values())}.")] = ",".join(
         Precision.values()
     ),
@@ -66,7 +67,7 @@ def eval_model(
     checkpoint: Checkpoint = DEFAULT_LAYOUT.checkpoint,
 ) -> None:
     """Top-1/top-5 of every backend x precision on a labelled folder, and agreement with the first row."""
-    from ..evaluate.run import EvalConfig, evaluate
+    from ..evaluate.run import evaluate
     from ..files import check_writable_destination, write_text_atomic
 
     if json_path is not None:

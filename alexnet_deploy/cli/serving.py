@@ -40,8 +40,13 @@ from .options import (
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files, directories or glob patterns.")],
     backend: Annotated[
-        PredictBackend, typer.Option(help="The runner, in process (ignored with --url).")
-    ] = PredictBackend.ONNXRUNTIME,
+        PredictBackend | None,
+        typer.Option(
+            help="The runner, in process (ignored with --url). Default: the fastest here: tensorrt if its engine "
+            "exists and TensorRT runs, else openvino if installed, else onnxruntime.",
+            show_default=False,
+        ),
+    ] = None,
     precision: EnginePrecision = Precision.FP32,
     top: Annotated[int, typer.Option(help="How many classes to show per image.")] = 5,
     json_path: JsonReport = None,
@@ -67,7 +72,10 @@ def predict(
         with TritonClassifier(url, protocol) as client:
             report = predict_files(images, client.logits, client.classes(), top, f"triton {protocol}://{url}")
     else:
-        runner, info = open_runner(backend, precision, onnx, engines, checkpoint)
+        from ..serve.predict import fastest_backend
+
+        chosen = backend.value if backend is not None else fastest_backend(precision, engines)
+        runner, info = open_runner(chosen, precision, onnx, engines, checkpoint)
         with runner:
             report = predict_files(images, local_classifier(runner, info.preprocessing), info.classes, top, runner.name)
     for prediction in report.predictions:
@@ -130,8 +138,13 @@ def serve(
         Path, typer.Option(help="FP32 export served when no --repository is given.")
     ] = DEFAULT_LAYOUT.export_onnx,
     backend: Annotated[
-        ServedBackend, typer.Option(help="Runner behind the `alexnet` ensemble when no --repository is given.")
-    ] = ServedBackend.ONNXRUNTIME,
+        ServedBackend | None,
+        typer.Option(
+            help="Runner behind the `alexnet` ensemble when no --repository is given. Default: the fastest here "
+            "(tensorrt with its engine, else openvino, else onnxruntime).",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
         Precision, typer.Option(help="Precision with --backend tensorrt (an engine) or openvino (fp32 or int8).")
     ] = Precision.FP32,
@@ -148,7 +161,10 @@ def serve(
 
     config = ServerConfig(repository, http_port, grpc_port, metrics_port, log=log)
     announce = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
-    serve_until_signal(config, onnx, announce, backend=backend, precision=precision, engines_dir=engines)
+    from ..serve.predict import fastest_backend
+
+    chosen = backend.value if backend is not None else fastest_backend(precision, engines, served=True)
+    serve_until_signal(config, onnx, announce, backend=chosen, precision=precision, engines_dir=engines)
 
 
 @one_line_errors

@@ -11,37 +11,20 @@ ONNX metadata), the same definition predict, bench and serving use.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import DEFAULT_LAYOUT, Precision
-from ..choices import PredictBackend
 from ..data.preprocessing import preprocess_all
 from ..data.sources import load_labelled_folder
 from ..errors import BackendUnavailable, DeployError
 from ..graph import export_metadata, load_verified
 from ..metrics import compare_logits, topk_accuracy
 from ..progress import ProgressReporter, SilentProgress
+from .config import EvalConfig
+
+__all__ = ["EvalConfig", "EvalReport", "EvalRow", "evaluate", "sample"]
 
 EVAL_BATCH = 32  # images per infer call: enough to amortise a call, small enough for any runner's profile
-
-
-@dataclass
-class EvalConfig:
-    data: Path
-    onnx: Path = DEFAULT_LAYOUT.export_onnx
-    engines: Path = DEFAULT_LAYOUT.engines_dir
-    checkpoint: Path = DEFAULT_LAYOUT.checkpoint
-    backends: tuple[str, ...] = (PredictBackend.ONNXRUNTIME.value, PredictBackend.TENSORRT.value)
-    precisions: tuple[str, ...] = (Precision.FP32.value, Precision.FP16.value, Precision.INT8.value)
-    limit: int | None = None  # at most this many images, drawn evenly over the classes
-
-    def check(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise DeployError(f"--limit must be a positive number of images, got {self.limit}")
-        if not self.backends or not self.precisions:
-            raise DeployError("give at least one --backends and one --precisions value")
 
 
 @dataclass

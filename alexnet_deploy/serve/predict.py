@@ -163,6 +163,23 @@ def predict_files(
     return report
 
 
+def fastest_backend(precision: str, engines_dir: Path, served: bool = False) -> str:
+    """The backend a command uses when none is given: the fastest that can run here.
+    TensorRT when its runner can run and the engine for ``precision`` exists; else
+    OpenVINO when installed and serving ``precision`` (the fastest CPU backend measured,
+    docs/bench.md: 1.3-2x onnxruntime FP32, 2.6-3.6x in INT8); else onnxruntime.
+    ``served``: OpenVINO serves fp32 and int8 only (serve.config.OPENVINO_PRECISIONS)."""
+    from ..artifacts import ArtifactLayout
+    from ..runners.openvino import openvino_unavailable_reason
+    from ..tensorrt.availability import runner_unavailable_reason
+
+    if runner_unavailable_reason() is None and ArtifactLayout(engines_dir=engines_dir).plan(precision).is_file():
+        return PredictBackend.TENSORRT.value
+    if openvino_unavailable_reason() is None and (not served or precision in ("fp32", "int8")):
+        return PredictBackend.OPENVINO.value
+    return PredictBackend.ONNXRUNTIME.value
+
+
 def open_runner(
     backend: str, precision: str, onnx_path: Path, engines_dir: Path, checkpoint: Path
 ) -> tuple[Runner, ModelInfo]:
