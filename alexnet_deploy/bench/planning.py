@@ -71,6 +71,16 @@ def _missing(context: PlanContext, path: Path, precision: str) -> str:
     return message
 
 
+def _verified_model(context: PlanContext, path: Path, stored: str) -> onnx.ModelProto:
+    """The ONNX at ``path``, loaded and verified now (so a wrong or modified file fails
+    before any timing), holding a ``stored``-precision model as its metadata says."""
+    model = context.reference_model if stored == "fp32" else load_verified(path)
+    carried = export_metadata(model, str(path)).precision
+    if carried != stored:
+        raise DeployError(f"{path} holds a {carried} model, expected {stored}")
+    return model
+
+
 def _plan_onnxruntime(context: PlanContext, precision: str) -> Planned:
     planned = Planned("onnxruntime", precision, context.onnxruntime_device, harness_check=precision == "fp32")
     if precision == "bf16":
@@ -86,11 +96,7 @@ def _plan_onnxruntime(context: PlanContext, precision: str) -> Planned:
         planned.skipped = _missing(context, path, stored)
         return planned
 
-    # loaded and verified now, so a wrong or modified file fails before any timing
-    model = context.reference_model if precision == "fp32" else load_verified(path)
-    carried = export_metadata(model, str(path)).precision
-    if carried != stored:
-        raise DeployError(f"{path} holds a {carried} model, expected {stored}")
+    model = _verified_model(context, path, stored)
 
     def open_runner() -> Runner:
         from ..runners.onnxruntime import OnnxRuntimeRunner
@@ -127,10 +133,7 @@ def _plan_openvino(context: PlanContext, precision: str) -> Planned:
     if not path.is_file():
         planned.skipped = _missing(context, path, stored)
         return planned
-    model = context.reference_model if stored == "fp32" else load_verified(path)
-    carried = export_metadata(model, str(path)).precision
-    if carried != stored:
-        raise DeployError(f"{path} holds a {carried} model, expected {stored}")
+    model = _verified_model(context, path, stored)
     runner_precision = "int8" if precision == QDQ_INT8 else precision
     planned.open = lambda: OpenVinoRunner(model, runner_precision)
     return planned
