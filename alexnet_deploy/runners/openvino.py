@@ -9,13 +9,14 @@ Why these settings (measured; docs/bench.md has the figures):
   them (issue 20's measurement). convert_model takes a path, so the twin is written
   to a temporary file first.
 * The LATENCY hint: with one synchronous request, THROUGHPUT runs one single-threaded
-  stream (0.8x onnxruntime on 2 cores); LATENCY gives the one request every core.
+  stream (0.5-0.6x LATENCY on 2 cores, docs/bench.md); LATENCY gives the one request
+  every core.
 * The inference precision is pinned. OpenVINO's CPU default on a CPU with bf16 is
   bf16, which would make an "fp32" row a bf16 one; here fp32, fp16 and int8 rows run
   f32 wherever they are not integer, and bf16 is its own row, only where the CPU has it.
 * One compiled model with the dynamic batch axis, not one per batch size reshaped to a
   static batch: static shapes did not pay here (AMD EPYC, AVX-512 VNNI, 2 cores:
-  -4% to +8% at batch 1/64/128 in FP32 and INT8, inside the run-to-run spread) and
+  -4% to +9% at batch 1/64/128 in FP32 and INT8, inside the run-to-run spread) and
   each would cost a compile of 1-5 s.
 
 OpenVINO reads our Q/DQ INT8 graphs directly and fuses them into integer kernels, so

@@ -167,7 +167,8 @@ def fastest_backend(precision: str, engines_dir: Path, served: bool = False) -> 
     """The backend a command uses when none is given: the fastest that can run here.
     TensorRT when its runner can run and the engine for ``precision`` exists; else
     OpenVINO when installed and serving ``precision`` (the fastest CPU backend measured,
-    docs/bench.md: 1.3-2x onnxruntime FP32, 2.6-3.6x in INT8); else onnxruntime.
+    docs/bench.md: about 2x onnxruntime in FP32 and 6x in INT8 on an AVX-512 VNNI
+    CPU, 1.5x and 2.65x on issue 20's AVX2-only one); else onnxruntime.
     ``served``: OpenVINO serves fp32 and int8 only (serve.config.OPENVINO_PRECISIONS)."""
     from ..artifacts import ArtifactLayout
     from ..runners.openvino import openvino_unavailable_reason
