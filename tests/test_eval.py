@@ -220,3 +220,26 @@ def test_the_served_preprocess_model_takes_caffes_preprocessing(labelled, pipeli
     np.testing.assert_allclose(decode(path.read_bytes(), preprocessing), caffe_preprocess(path), atol=1e-4)
     labels = (result.path / "alexnet_onnx" / "labels.txt").read_text().splitlines()
     assert len(labels) == 1000 and labels[0] == "tench"
+
+
+def test_bench_runs_the_imported_model_against_its_reference(pipeline):
+    """bench on the 1000-class import: rows judged against onnxruntime FP32 on the
+    held-out half of the user's folder, the OpenVINO INT8 row in integer kernels."""
+    from alexnet_deploy.bench.config import BenchConfig
+    from alexnet_deploy.bench.run import run_bench
+
+    config = BenchConfig(
+        batches=(2,),
+        backends=("onnxruntime", "openvino"),
+        precisions=("fp32", "int8"),
+        iterations=1,
+        warmup=0,
+        onnx=pipeline["onnx"],
+        engines_dir=pipeline["engines"],
+        checkpoint=pipeline["checkpoint"],
+    )
+    rows = {(r.backend, r.precision): r for r in run_bench(config).rows}
+    assert rows[("onnxruntime", "fp32")].max_abs_diff == 0
+    openvino = rows[("openvino", "fp32")]
+    assert openvino.top1_agreement == 1.0 and not any("PARITY FAILED" in n for n in openvino.notes), openvino
+    assert any("Convolution u8 x5" in note for note in rows[("openvino", "int8")].notes)
