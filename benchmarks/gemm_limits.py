@@ -25,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,32 +40,30 @@ GFLOP_PER_IMAGE = 1.44
 INT8_PRECISIONS = ("int8", "int8-qdq")  # rows that compute in integers (int8-sim does not)
 
 
-def fp32_gemm(size: int):
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(a, b)  # warm-up: thread pool, caches
+def rate_of(gemm: Callable[[], object], size: int) -> Callable[[], float]:
+    """A timer of one ``size``³ GEMM call, in G(FL)OP/s, after one warm-up call."""
+    gemm()  # warm-up: thread pool, caches, lazy initialisation
 
     def run() -> float:
         start = time.perf_counter()
-        torch.matmul(a, b)
+        gemm()
         return 2 * size**3 / (time.perf_counter() - start) / 1e9
 
     return run
 
 
-def torch_int8_gemm(size: int):
+def fp32_gemm(size: int) -> Callable[[], float]:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return rate_of(lambda: torch.matmul(a, b), size)
+
+
+def torch_int8_gemm(size: int) -> Callable[[], float]:
     a = torch.randint(-128, 128, (size, size), dtype=torch.int8)
     b = torch.randint(-128, 128, (size, size), dtype=torch.int8)
-    torch._int_mm(a, b)
-
-    def run() -> float:
-        start = time.perf_counter()
-        torch._int_mm(a, b)
-        return 2 * size**3 / (time.perf_counter() - start) / 1e9
-
-    return run
+    return rate_of(lambda: torch._int_mm(a, b), size)
 
 
-def int8_gemm(size: int):
+def int8_gemm(size: int) -> Callable[[], float]:
     import onnxruntime
 
     graph = helper.make_graph(
@@ -83,14 +82,7 @@ def int8_gemm(size: int):
         "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
         "b": rng.integers(-128, 128, (size, size), dtype=np.int8),
     }
-    session.run(None, feeds)
-
-    def run() -> float:
-        start = time.perf_counter()
-        session.run(None, feeds)
-        return 2 * size**3 / (time.perf_counter() - start) / 1e9
-
-    return run
+    return rate_of(lambda: session.run(None, feeds), size)
 
 
 def row_shares(bench: dict, fp32_rate: float, int8_rate: float) -> list[tuple[str, int, float, str, float]]:
