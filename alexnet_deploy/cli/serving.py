@@ -60,7 +60,7 @@ def predict(
 ) -> None:
     """Classify images: top-k class names and probabilities."""
     from ..files import write_text_atomic
-    from ..serve.predict import local_classifier, open_runner, predict_files
+    from ..serve.predict import fastest_backend, local_classifier, open_runner, predict_files
 
     if json_path is not None:
         from ..files import check_writable_destination
@@ -72,8 +72,6 @@ def predict(
         with TritonClassifier(url, protocol) as client:
             report = predict_files(images, client.logits, client.classes(), top, f"triton {protocol}://{url}")
     else:
-        from ..serve.predict import fastest_backend
-
         chosen = backend.value if backend is not None else fastest_backend(precision, engines)
         runner, info = open_runner(chosen, precision, onnx, engines, checkpoint)
         with runner:

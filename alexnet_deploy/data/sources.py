@@ -208,8 +208,9 @@ def _class_folders(root: Path) -> tuple[list[Path], list[str]]:
 def load_image_folder(root: Path, min_classes: int = 2) -> ImageSet:
     """One sub-folder per class; every class must hold at least one JPEG/PNG, and
     there must be ``min_classes`` of them (two to train on; one is enough to score a
-    model that already knows its classes). What the walk leaves out (files beside the class folders, entries named like images that are
-    not regular files) is one :class:`Skipped` warning, issued once the folder is found good."""
+    model that already knows its classes). What the walk leaves out (files beside the
+    class folders, entries named like images that are not regular files) is one
+    :class:`Skipped` warning, issued once the folder is found good."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DeployError(f"data directory {root} is a file, not a folder of class sub-folders")

@@ -80,8 +80,7 @@ def read_labels(path: Path | None, num_classes: int) -> Labels:
             raise DeployError(
                 f"the model has {num_classes} classes, not ImageNet's {CLASS_COUNT}: give their names with --labels FILE"
             )
-        classes = imagenet_classes()
-        return Labels([c.name for c in classes], [c.synset for c in classes], "ILSVRC-2012 (shipped)")
+        return Labels(imagenet_names(), imagenet_synsets(), "ILSVRC-2012 (shipped)")
     require_file(path, "labels file", "one class name per line")
     try:
         lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -165,6 +165,11 @@ def _refuse(source: str, node: onnx.NodeProto, layer: str, reason: str) -> Deplo
     return DeployError(f"{source} is not the AlexNet we deploy: {describe(node)} (where AlexNet has {layer}) {reason}")
 
 
+def _auto_padded(attrs: dict[str, object]) -> bool:
+    """Whether a Conv/MaxPool pads by ``auto_pad`` rather than explicit ``pads``."""
+    return attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+
+
 def _square(values: object, length: int, default: int) -> list[int]:
     return list(values) if isinstance(values, list) and values else [default] * length
 
@@ -175,7 +180,7 @@ def _match_conv(graph: _Graph, node: onnx.NodeProto, spec: _Conv, matched: Match
     if node.op_type != "Conv":
         raise _refuse(source, node, layer, "is not a Conv")
     attrs = _attributes(node)
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if _auto_padded(attrs):
         raise _refuse(source, node, layer, f"uses auto_pad {attrs['auto_pad']!r}; only explicit pads are mapped")
     weight = graph.constant(node, 1, "weight")
     kernel = _square(attrs.get("kernel_shape"), 2, 0) if "kernel_shape" in attrs else list(weight.shape[2:])
@@ -229,16 +234,7 @@ def _match_pool(graph: _Graph, node: onnx.NodeProto, spec: _Pool, size_in: int) 
     attrs = _attributes(node)
     kernel, strides = _square(attrs.get("kernel_shape"), 2, 0), _square(attrs.get("strides"), 2, 1)
     pads = _square(attrs.get("pads"), 4, 0)
-    if (
-        kernel != [3, 3]
-        or strides != [2, 2]
-        or attrs.get("ceil_mode", 0)
-        or attrs.get("auto_pad", b"NOTSET")
-        not in (
-            b"NOTSET",
-            "NOTSET",
-        )
-    ):
+    if kernel != [3, 3] or strides != [2, 2] or attrs.get("ceil_mode", 0) or _auto_padded(attrs):
         raise _refuse(graph.source, node, layer, f"is {kernel}/{strides} ceil_mode {attrs.get('ceil_mode', 0)}")
     if pads[:2] != [0, 0] or (not spec.last and pads != [0, 0, 0, 0]):
         raise _refuse(graph.source, node, layer, f"pads {pads}; only pool5 may pad, and only its end edge")

@@ -54,14 +54,6 @@ def openvino_unavailable_reason() -> str | None:
     return None
 
 
-def openvino_version() -> str | None:
-    try:
-        import openvino
-    except ImportError:
-        return None
-    return openvino.__version__.split("-")[0]
-
-
 def cpu_capabilities() -> tuple[str, ...]:
     """OpenVINO's own view of what the CPU computes natively (FP32, BF16, INT8, ...)."""
     import openvino

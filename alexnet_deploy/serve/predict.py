@@ -169,14 +169,15 @@ def fastest_backend(precision: str, engines_dir: Path, served: bool = False) -> 
     OpenVINO when installed and serving ``precision`` (the fastest CPU backend measured,
     docs/bench.md: about 2x onnxruntime in FP32 and 6x in INT8 on an AVX-512 VNNI
     CPU, 1.5x and 2.65x on issue 20's AVX2-only one); else onnxruntime.
-    ``served``: OpenVINO serves fp32 and int8 only (serve.config.OPENVINO_PRECISIONS)."""
+    ``served``: OpenVINO serves only :data:`serve.config.OPENVINO_PRECISIONS`."""
     from ..artifacts import ArtifactLayout
     from ..runners.openvino import openvino_unavailable_reason
     from ..tensorrt.availability import runner_unavailable_reason
+    from .config import OPENVINO_PRECISIONS
 
     if runner_unavailable_reason() is None and ArtifactLayout(engines_dir=engines_dir).plan(precision).is_file():
         return PredictBackend.TENSORRT.value
-    if openvino_unavailable_reason() is None and (not served or precision in ("fp32", "int8")):
+    if openvino_unavailable_reason() is None and (not served or precision in OPENVINO_PRECISIONS):
         return PredictBackend.OPENVINO.value
     return PredictBackend.ONNXRUNTIME.value
 
