@@ -31,10 +31,10 @@ from alexnet_deploy.devices import cpu_bf16_unavailable_reason, cpu_precision_fe
 from alexnet_deploy.errors import BackendUnavailable, DeployError
 from alexnet_deploy.export.run import export
 from alexnet_deploy.graph import load_model
+from alexnet_deploy.inference import Runner
 from alexnet_deploy.lrn import OpaqueLRN
 from alexnet_deploy.metrics import LatencyStats, parity, topk_accuracy
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.runners.base import Runner
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 from alexnet_deploy.runners.torch import TorchRunner, use_triton_lrn
 

@@ -63,7 +63,8 @@ def sample(labels: np.ndarray, limit: int | None) -> np.ndarray:
 def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> EvalReport:
     """Every backend x precision of ``config`` on its folder; rows that cannot run
     here (no TensorRT, no INT8 file yet) are kept with the reason."""
-    from ..serve.predict import open_runner
+    from ..devices import resolve_device
+    from ..runners.registry import ModelFiles, open_runner
 
     config.check()
     progress = progress or SilentProgress()
@@ -73,14 +74,17 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
     images, labels = preprocess_all(folder, metadata.preprocessing)
     report = EvalReport(str(config.data), len(images), len(np.unique(labels)), None)
     reference: np.ndarray | None = None
-    pairs = [(b, p) for b in config.backends for p in config.precisions]
+    pairs = [(b, p) for b in config.backends for p in config.chosen_precisions]
+    files = ModelFiles(config.onnx, config.engines, config.checkpoint)
+    torch_device = resolve_device("auto").type
     progress.begin("eval", len(pairs) * len(images))
     try:
         for backend, precision in pairs:
             try:
-                runner, _ = open_runner(backend, precision, config.onnx, config.engines, config.checkpoint)
-                runner.load()
+                runner = open_runner(backend, precision, files, torch_device).load()
             except (DeployError, BackendUnavailable) as error:
+                if config.precisions is not None and not isinstance(error, BackendUnavailable):
+                    raise  # a precision the user named must run: its file missing or modified is an error
                 report.rows.append(EvalRow(backend, precision, skipped=str(error)))
                 progress.advance(len(images), row=f"{backend}/{precision} skipped")
                 continue

@@ -37,7 +37,7 @@ import onnx
 
 from ..errors import BackendUnavailable
 from ..graph import load_model, to_standard_lrn
-from .base import Runner
+from ..inference import Runner
 
 PERFORMANCE_HINT = "LATENCY"
 # the layer types whose precision says whether the row is what it claims to be

@@ -31,8 +31,8 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..devices import cpu_bf16_unavailable_reason
 from ..errors import BackendUnavailable
+from ..inference import Runner, StageTiming
 from ..lrn import LRNParams, replace_lrn
-from .base import Runner, StageTiming
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CAPTURE_WARMUP = 3  # side-stream runs before capture, as torch.cuda.graphs asks
