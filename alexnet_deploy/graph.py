@@ -42,10 +42,6 @@ def is_standard_lrn(node: onnx.NodeProto) -> bool:
     return node.op_type == "LRN" and node.domain in ("", "ai.onnx")
 
 
-def lrn_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if is_plugin_lrn(n) or is_standard_lrn(n)]
-
-
 def lrn_attributes(node: onnx.NodeProto) -> dict[str, float | int]:
     values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return {name: values[name] for name in LRN_ATTRIBUTES if name in values}

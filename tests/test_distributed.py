@@ -24,7 +24,7 @@ from alexnet_deploy.export.run import export
 from alexnet_deploy.metrics import FP32_TOLERANCE
 from alexnet_deploy.train import distributed
 from alexnet_deploy.train.config import TrainConfig
-from alexnet_deploy.train.epoch import evaluate
+from alexnet_deploy.train.epoch import validate
 from alexnet_deploy.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_two_ranks_of_half_batch_train_the_same_weights_as_one_process_of_full_b
 def test_sharded_validation_equals_one_process_evaluating_the_same_weights(runs):
     checkpoint = load_checkpoint(runs["ddp"])
     val = Split(limit=LIMIT).apply(load_digits())["val"]  # the split the run stored
-    stats = evaluate(
+    stats = validate(
         checkpoint.build_model(), batch_loader(EvalDataset(val, checkpoint.preprocessing), 7), torch.device("cpu")
     )
     assert checkpoint.metrics["val_top1"] == stats.top1 and checkpoint.metrics["val_top5"] == stats.top5

@@ -14,7 +14,7 @@ from alexnet_deploy.errors import DeployError
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.train.config import TrainConfig
 from alexnet_deploy.train.loop import train
-from alexnet_deploy.train.precision import Precision
+from alexnet_deploy.train.precision import MixedPrecision
 
 
 def test_the_shared_test_model_has_learned(tiny_checkpoint):
@@ -255,7 +255,7 @@ def test_bf16_training_computes_in_bf16_and_keeps_an_fp32_checkpoint(tmp_path):
     checkpoint = load_checkpoint(output)
     assert {v.dtype for v in checkpoint.state_dict.values()} == {torch.float32}
     model = checkpoint.build_model()
-    with Precision("bf16", "cpu").autocast():
+    with MixedPrecision("bf16", "cpu").autocast():
         assert model(torch.randn(1, 3, 227, 227)).dtype == torch.bfloat16
 
 
