@@ -319,14 +319,23 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     )
 
 
+def graph_precision(model: onnx.ModelProto) -> Precision:
+    """The precision a graph carries by its content, whatever its metadata says: Q/DQ
+    nodes -> int8, FP16 weights -> fp16, else fp32."""
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
+        return Precision.INT8
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
+        return Precision.FP16
+    return Precision.FP32
+
+
 def require_fp32_export(model: onnx.ModelProto, source: str) -> None:
     """``build`` derives FP16/INT8 from the FP32 export only: converting a converted
     file again gives a model TensorRT and onnxruntime cannot load."""
     precision = _metadata_value(model, "precision", source)
-    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-    if precision != "fp32" or quantized or half:
-        found = "int8 (Q/DQ)" if quantized else "fp16" if half else str(precision)[:30]
+    content = graph_precision(model)
+    if precision != "fp32" or content != Precision.FP32:
+        found = {Precision.INT8: "int8 (Q/DQ)", Precision.FP16: "fp16"}.get(content, str(precision)[:30])
         raise DeployError(
             f"{source} is a {found} model; `build --onnx` takes the FP32 file written by `alexnet-deploy export`"
         )
