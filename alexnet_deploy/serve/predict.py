@@ -29,14 +29,14 @@ from ..runners.registry import ModelFiles
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ServingMetadata:
     """What serving needs from an export, read once from its ONNX metadata."""
 
     classes: tuple[str, ...]
     preprocessing: Preprocessing
 
     @classmethod
-    def of(cls, model: onnx.ModelProto, source: str) -> ModelInfo:
+    def of(cls, model: onnx.ModelProto, source: str) -> ServingMetadata:
         metadata = export_metadata(model, source)
         return cls(tuple(metadata.classes), metadata.preprocessing)
 
@@ -165,14 +165,14 @@ def predict_files(
     return report
 
 
-def open_runner(backend: str, precision: str, files: ModelFiles) -> tuple[Runner, ModelInfo]:
+def open_runner(backend: str, precision: str, files: ModelFiles) -> tuple[Runner, ServingMetadata]:
     """The runner for ``backend``/``precision`` (from the registry) and the export's
     classes/preprocessing; a backend that cannot run here is an error, not a skip."""
     from ..graph import load_verified
 
     # weights and metadata both verified: the class names printed are the ones exported with these weights
     reference = load_verified(files.onnx)
-    info = ModelInfo.of(reference, str(files.onnx))
+    info = ServingMetadata.of(reference, str(files.onnx))
     try:
         runner = registry.open_runner(backend, precision, files, resolve_device("auto").type, reference=reference)
     except BackendUnavailable as error:

@@ -51,7 +51,7 @@ from .config import (
     served_model_name,
     tensorrt_model_name,
 )
-from .predict import ModelInfo
+from .predict import ServingMetadata
 
 LABELS_FILE = "labels.txt"
 
@@ -84,7 +84,7 @@ def _batched_model(name: str, max_batch: int, size: int, classes: int, config: R
     return model
 
 
-def onnx_config(info: ModelInfo, size: int, config: RepositoryConfig):
+def onnx_config(info: ServingMetadata, size: int, config: RepositoryConfig):
     model = _batched_model(ONNX_MODEL, config.max_batch, size, len(info.classes), config, gpu=False)
     if config.flavour == "stock":
         model.backend = "onnxruntime"
@@ -93,7 +93,7 @@ def onnx_config(info: ModelInfo, size: int, config: RepositoryConfig):
     return model
 
 
-def openvino_config(precision: str, info: ModelInfo, size: int, config: RepositoryConfig):
+def openvino_config(precision: str, info: ServingMetadata, size: int, config: RepositoryConfig):
     """For CPU deployments: stock Triton's openvino backend loads the ONNX twin itself."""
     model = _batched_model(openvino_model_name(precision), config.max_batch, size, len(info.classes), config, gpu=False)
     if config.flavour == "stock":
@@ -105,7 +105,7 @@ def openvino_config(precision: str, info: ModelInfo, size: int, config: Reposito
     return model
 
 
-def tensorrt_config(precision: str, max_batch: int, info: ModelInfo, size: int, config: RepositoryConfig):
+def tensorrt_config(precision: str, max_batch: int, info: ServingMetadata, size: int, config: RepositoryConfig):
     model = _batched_model(tensorrt_model_name(precision), max_batch, size, len(info.classes), config, gpu=True)
     if config.flavour == "stock":
         model.platform = "tensorrt_plan"
@@ -114,7 +114,7 @@ def tensorrt_config(precision: str, max_batch: int, info: ModelInfo, size: int, 
     return model
 
 
-def preprocess_config(info: ModelInfo, size: int, config: RepositoryConfig):
+def preprocess_config(info: ServingMetadata, size: int, config: RepositoryConfig):
     pb = _pb()
     # max_batch_size 0: each request is one image of its own length, so nothing to batch
     model = pb.ModelConfig(name=PREPROCESS, backend="python", max_batch_size=0)
@@ -125,7 +125,7 @@ def preprocess_config(info: ModelInfo, size: int, config: RepositoryConfig):
     return model
 
 
-def ensemble_config(target: str, info: ModelInfo, size: int):
+def ensemble_config(target: str, info: ServingMetadata, size: int):
     """bytes -> ``preprocess`` -> ``target`` -> logits (1, classes), labelled."""
     pb = _pb()
     model = pb.ModelConfig(name=ENSEMBLE, platform="ensemble", max_batch_size=0)
@@ -209,7 +209,7 @@ def write_repository(
     if not output.parent.is_dir():
         raise DeployError(f"output directory {output.parent} does not exist (for {output})")
     model = load_verified(onnx_path)  # the served weights are the exported ones, as their metadata says
-    info = ModelInfo.of(model, str(onnx_path))
+    info = ServingMetadata.of(model, str(onnx_path))
     size = info.preprocessing.crop
     classes = list(info.classes)
     twin: onnx.ModelProto = to_standard_lrn(model)
