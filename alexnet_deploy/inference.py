@@ -65,10 +65,18 @@ class Runner(ABC):
             raise DeployError(f"{self.name}: batch {len(images)} exceeds this runner's maximum {self.max_batch}")
         return self._infer(images)
 
-    def infer_all(self, images: np.ndarray, chunk: int = 64) -> np.ndarray:
+    def infer_all(
+        self, images: np.ndarray, chunk: int = 64, on_chunk: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Logits of any number of images, inferred ``chunk`` at a time (for one-off
-        reference and accuracy passes, not for timing)."""
-        return np.concatenate([self.infer(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+        reference and accuracy passes, not for timing); ``on_chunk`` hears how many
+        images each call took (a progress bar)."""
+        outputs = []
+        for start in range(0, len(images), chunk):
+            outputs.append(self.infer(images[start : start + chunk]))
+            if on_chunk is not None:
+                on_chunk(len(outputs[-1]))
+        return np.concatenate(outputs)
 
     def close(self) -> None:
         if self.is_loaded:

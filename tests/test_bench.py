@@ -438,7 +438,7 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
     for precision in ("fp32", "fp16", "bf16", "int8"):
         skipped = rows[("tensorrt", precision, 8)]
         assert skipped["skipped"] and skipped["throughput_ips"] is None and skipped["latency_ms"] is None
-    assert rows[("torch", "int8", 4)]["skipped"] == "torch runner has no INT8 path; use onnxruntime or tensorrt"
+    assert rows[("torch", "int8", 4)]["skipped"] == "the torch backend runs fp32, fp16, bf16, not int8"
     assert "alexnet-deploy build --fp16" in rows[("onnxruntime", "fp16", 4)]["skipped"]
     assert rows[("onnxruntime", "bf16", 4)]["skipped"] == planning.BF16_NOT_BUILT
     assert "channels-last (NHWC) on CPU" in rows[("torch", "fp32", 4)]["notes"]
@@ -555,10 +555,10 @@ def test_batch_above_the_engine_profile_is_one_line_before_any_timing(
 def test_a_runner_refuses_a_batch_above_its_maximum_mid_run(tiny_checkpoint, onnx_dir, tmp_path, monkeypatch):
     """The backstop when only the loaded runner knows its limit."""
 
-    def limited(context, precision):
-        return planning.Planned("tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4))
+    def limited(context, name, precision):
+        return planning.Planned(name, precision, "cuda", open=lambda: CountingRunner(max_batch=4))
 
-    monkeypatch.setitem(planning.PLANNERS, "tensorrt", limited)
+    monkeypatch.setattr(planning, "plan_row", limited)
     config = BenchConfig(
         batches=(2, 8), backends=("tensorrt",), onnx=onnx_dir / "alexnet.onnx", checkpoint=tiny_checkpoint, max_images=4
     )

@@ -18,7 +18,7 @@ from ..data.preprocessing import preprocess_all
 from ..data.sources import load_labelled_folder
 from ..errors import BackendUnavailable, DeployError
 from ..graph import export_metadata, load_verified
-from ..metrics import compare_logits, topk_accuracy
+from ..metrics import parity
 from ..progress import ProgressReporter, SilentProgress
 from .config import EvalConfig
 
@@ -89,18 +89,16 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
                 progress.advance(len(images), row=f"{backend}/{precision} skipped")
                 continue
             try:
-                outputs = []
-                for start in range(0, len(images), EVAL_BATCH):
-                    outputs.append(runner.infer(images[start : start + EVAL_BATCH]))
-                    progress.advance(len(outputs[-1]), row=runner.name)
+                name = runner.name
+                logits = runner.infer_all(images, EVAL_BATCH, lambda n: progress.advance(n, row=name))  # noqa: B023 -- called before the loop moves on
             finally:
                 runner.close()
-            logits = np.concatenate(outputs)
-            row = EvalRow(backend, precision, topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5))
             if reference is None:
                 reference, report.reference = logits, f"{backend}/{precision}"
-            row.max_abs_diff, row.agreement = compare_logits(reference, logits)
-            report.rows.append(row)
+            match = parity(reference, logits, labels)
+            report.rows.append(
+                EvalRow(backend, precision, match.top1, match.top5, match.top1_agreement, match.max_abs_diff)
+            )
     finally:
         progress.finish()
     return report
