@@ -36,6 +36,7 @@ from alexnet_deploy.lrn import OpaqueLRN
 from alexnet_deploy.metrics import LatencyStats, parity, topk_accuracy
 from alexnet_deploy.model import AlexNet, AlexNetConfig
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
+from alexnet_deploy.runners.registry import BF16_NOT_BUILT
 from alexnet_deploy.runners.torch import TorchRunner, use_triton_lrn
 
 cli = CliRunner()
@@ -440,7 +441,7 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
         assert skipped["skipped"] and skipped["throughput_ips"] is None and skipped["latency_ms"] is None
     assert rows[("torch", "int8", 4)]["skipped"] == "the torch backend runs fp32, fp16, bf16, not int8"
     assert "alexnet-deploy build --fp16" in rows[("onnxruntime", "fp16", 4)]["skipped"]
-    assert rows[("onnxruntime", "bf16", 4)]["skipped"] == planning.BF16_NOT_BUILT
+    assert rows[("onnxruntime", "bf16", 4)]["skipped"] == BF16_NOT_BUILT
     assert "channels-last (NHWC) on CPU" in rows[("torch", "fp32", 4)]["notes"]
 
     assert [h["batch"] for h in report["harness_overhead"]] == [4, 8]
@@ -573,7 +574,7 @@ def test_missing_engine_is_a_skipped_row_by_default(tiny_checkpoint, onnx_dir, t
     )  # fmt: skip
     assert [r.skipped for r in run_bench(config).rows] == [
         f"{tmp_path / f'alexnet.{p}.plan'} not found; run `alexnet-deploy build --{p}`" for p in ("fp32", "fp16")
-    ] + [planning.BF16_NOT_BUILT, f"{tmp_path / 'alexnet.int8.plan'} not found; run `alexnet-deploy build --int8`"]
+    ] + [BF16_NOT_BUILT, f"{tmp_path / 'alexnet.int8.plan'} not found; run `alexnet-deploy build --int8`"]
 
 
 @pytest.fixture(scope="module")

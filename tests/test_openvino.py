@@ -128,10 +128,10 @@ def test_without_openvino_the_backend_says_so_in_one_line(tiny_precisions, monke
     fp32, _ = tiny_precisions
     real_import = builtins.__import__
 
-    def no_openvino(name, *args, **kwargs):
-        if name == "openvino" or name.startswith("openvino."):
+    def no_openvino(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and (name == "openvino" or name.startswith("openvino.")):  # not our runners/openvino.py
             raise ImportError("No module named 'openvino'")
-        return real_import(name, *args, **kwargs)
+        return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", no_openvino)
     image = tmp_path / "a.png"
@@ -147,11 +147,16 @@ def test_without_openvino_the_backend_says_so_in_one_line(tiny_precisions, monke
 def test_without_backend_the_fastest_one_here_is_used(tiny_precisions, monkeypatch, tmp_path):
     """The rule: TensorRT with its engine, else OpenVINO if installed, else onnxruntime."""
     from alexnet_deploy.runners import openvino as openvino_module
-    from alexnet_deploy.serve.predict import fastest_backend
+    from alexnet_deploy.runners.registry import ModelFiles
+    from alexnet_deploy.runners.registry import fastest_backend as fastest
     from alexnet_deploy.tensorrt import availability
 
     fp32, _ = tiny_precisions
     engines = tmp_path / "engines"
+
+    def fastest_backend(precision, engines, served=False):
+        return fastest(precision, ModelFiles(fp32, engines), served)
+
     assert fastest_backend("fp32", engines) == "openvino"
     assert fastest_backend("fp16", engines, served=True) == "onnxruntime"  # OpenVINO serves fp32 and int8
     image = next(iter(sorted(fp32.parent.glob("cal/*/*.png"))))

@@ -286,10 +286,11 @@ def serve_until_signal(
         raise DeployError(f"--backend {backend}: {reason}")
     if precision not in entry.served:
         raise DeployError(f"--backend {backend} serves {' or '.join(entry.served)}, not {precision}")
-    try:  # the file it serves must exist now, not as a missing model once the repository is written
-        load_artifact(entry.artifact(ModelFiles(Path(onnx_path), Path(engines_dir)), precision))
-    except ArtifactMissing as missing:
-        raise DeployError(f"--backend {backend} --precision {precision}: {missing}") from None
+    if config.repository is None:  # the file it serves must exist now, not be a missing model in the repository
+        try:
+            load_artifact(entry.artifact(ModelFiles(Path(onnx_path), Path(engines_dir)), precision))
+        except ArtifactMissing as missing:
+            raise DeployError(f"--backend {backend} --precision {precision}: {missing}") from None
     target = served_model_name(backend, precision)
 
     with tempfile.TemporaryDirectory(prefix="alexnet-repository-") as scratch:
