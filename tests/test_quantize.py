@@ -95,11 +95,17 @@ def test_weight_scales_are_per_output_channel_symmetric_and_exact(int8_model, fp
         quantized, scales, zero_points = (initializer(int8_model, name) for name in node.input)
         weights = original[node.input[0].removesuffix("_int8")]
         axis = next(a.i for a in node.attribute if a.name == "axis")
-        assert quantized.dtype == np.int8 and np.abs(quantized).max() == INT8_MAX
+        others = tuple(i for i in range(weights.ndim) if i != axis)
+        amax = np.abs(weights).max(axis=others)
+        assert np.unique(amax).size > amax.size // 2, "the trained channels' ranges differ, so this can fail"
         assert scales.shape == (weights.shape[axis],) and not zero_points.any()
+        # each channel's own max |w| maps to 127: a per-tensor scale copied per channel fails here
+        np.testing.assert_allclose(scales, amax / INT8_MAX, rtol=1e-6, err_msg=node.input[0])
+        assert quantized.dtype == np.int8 and (np.abs(quantized).max(axis=others) == INT8_MAX).all()
         shape = [1] * weights.ndim
         shape[axis] = -1
-        np.testing.assert_allclose(quantized * scales.reshape(shape), weights, atol=float(scales.max()) / 2 + 1e-7)
+        error = np.abs(quantized * scales.reshape(shape) - weights)
+        assert (error <= scales.reshape(shape) / 2 * (1 + 1e-6)).all(), node.input[0]  # rounding: half its own step
 
 
 def test_percentile_of_uniform_values_is_that_fraction_of_the_range():
