@@ -288,6 +288,12 @@ def serve_until_signal(
         plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
         if not plan.is_file():
             raise DeployError(f"--backend tensorrt: no {plan}; run `alexnet-deploy build --{precision}`")
+    if backend == "onnxruntime" and precision != "fp32":  # its model is the FP32 export's twin, whatever was asked
+        also = " or openvino" if precision in OPENVINO_PRECISIONS else ""
+        raise DeployError(
+            f"--precision {precision}: the local server's onnxruntime model is the FP32 export; "
+            f"serve {precision} with --backend tensorrt (an engine){also}"
+        )
     if backend == "openvino":
         reason = openvino_unavailable_reason()
         if reason is not None:
