@@ -9,6 +9,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -332,5 +333,11 @@ def test_serve_refuses_a_precision_it_would_not_serve(served_onnx, tmp_path, opt
     model is the FP32 export: one line, not an FP32 server answering for another precision."""
     if options[:2] == ("--backend", "openvino"):
         pytest.importorskip("openvino")
-    result = invoke("serve", "--onnx", str(served_onnx), "--engines", str(tmp_path / "no-engines"), *options)
+    with socket.socket() as taken:  # should the refusal regress, Triton fails on this port instead of serving on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = invoke(
+            "serve", "--onnx", str(served_onnx), "--engines", str(tmp_path / "none"), "--http-port", port, *options
+        )
     assert_one_line_error(result, fragment)
