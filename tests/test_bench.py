@@ -364,6 +364,19 @@ def test_failed_compile_falls_back_to_eager_and_says_so(tiny_checkpoint, val_ima
         ]
 
 
+@pytest.mark.slow  # inductor compiles the network for C++: about half a minute on 2 cores
+def test_torch_compile_row_is_compiled_timed_and_agrees(tiny_checkpoint, onnx_dir, tmp_path):
+    out = tmp_path / "out.json"
+    options = ("--batch", "4", "--backends", "torch-compile", "--precisions", "fp32", "--device", "cpu")
+    result = run_cli(*bench_args(onnx_dir, tiny_checkpoint, tmp_path, *options), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["backend"], row["precision"], row["batch"], row["skipped"]) == ("torch-compile", "fp32", 4, None)
+    assert not [note for note in row["notes"] if "torch.compile failed" in note], row["notes"]  # compiled, not eager
+    assert row["throughput_ips"] > 0 and row["iterations"] == 2
+    assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] <= 1e-4
+
+
 def test_cuda_forward_swaps_every_lrn_for_the_triton_kernel(tiny_checkpoint):
     model = use_triton_lrn(load_checkpoint(tiny_checkpoint).build_model())
     assert isinstance(model.features.norm1, OpaqueLRN) and isinstance(model.features.norm2, OpaqueLRN)

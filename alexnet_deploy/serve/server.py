@@ -274,7 +274,7 @@ def serve_until_signal(
     drain). Without a repository, one is written from the export (and the engines) whose
     ``alexnet`` ensemble classifies with ``backend`` (``onnxruntime``, or ``openvino`` or
     ``tensorrt`` at ``precision``). ``announce`` receives the status lines (the CLI prints them)."""
-    from ..runners.registry import ArtifactMissing, ModelFiles, backend_entry, load_artifact
+    from ..runners.registry import BACKENDS, ArtifactMissing, ModelFiles, backend_entry, load_artifact
     from .config import RepositoryConfig, served_model_name
     from .repository import write_repository
 
@@ -284,8 +284,10 @@ def serve_until_signal(
     reason = entry.unavailable_reason()
     if reason is not None:
         raise DeployError(f"--backend {backend}: {reason}")
-    if precision not in entry.served:
-        raise DeployError(f"--backend {backend} serves {' or '.join(entry.served)}, not {precision}")
+    if precision not in entry.served:  # never an FP32 model answering for another precision
+        others = [name for name, other in BACKENDS.items() if precision in other.served]
+        hint = f"; serve {precision} with --backend {' or '.join(others)}" if others else ""
+        raise DeployError(f"--backend {backend} serves {' or '.join(entry.served)}, not {precision}{hint}")
     if config.repository is None:  # the file it serves must exist now, not be a missing model in the repository
         try:
             load_artifact(entry.artifact(ModelFiles(Path(onnx_path), Path(engines_dir)), precision))
