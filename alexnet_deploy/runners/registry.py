@@ -152,13 +152,27 @@ def _open_openvino(source, precision: str, options: RunOptions) -> Runner:
     return OpenVinoRunner(source, _runs_as(precision))
 
 
-def _open_torch(compile: bool) -> Callable[[object, str, RunOptions], Runner]:
+def _torch_backend(compile: bool) -> Backend:
+    """The checkpoint in torch, eager or through torch.compile: two rows of one runner."""
+
     def open_torch(source, precision: str, options: RunOptions) -> Runner:
         from .torch import TorchRunner
 
         return TorchRunner(source, precision, options.device, compile=compile, cuda_graphs=options.cuda_graphs)
 
-    return open_torch
+    return Backend(
+        name="torch-compile" if compile else "torch",
+        summary="the checkpoint through torch.compile"
+        if compile
+        else "the checkpoint in eager torch (channels-last; LRN through the Triton kernel on CUDA)",
+        precisions=("fp32", "fp16", "bf16"),
+        served=(),
+        follow_ups={},
+        unavailable_reason=_always,
+        artifact=_checkpoint_artifact,
+        open=open_torch,
+        device_for=lambda torch_device: torch_device,
+    )
 
 
 def _open_tensorrt(source, precision: str, options: RunOptions) -> Runner:
@@ -238,28 +252,8 @@ BACKENDS: dict[str, Backend] = {
             device_for=lambda _torch_device: "cpu",
             describe=_openvino_describe,
         ),
-        Backend(
-            name="torch",
-            summary="the checkpoint in eager torch (channels-last; LRN through the Triton kernel on CUDA)",
-            precisions=("fp32", "fp16", "bf16"),
-            served=(),
-            follow_ups={},
-            unavailable_reason=_always,
-            artifact=_checkpoint_artifact,
-            open=_open_torch(compile=False),
-            device_for=lambda torch_device: torch_device,
-        ),
-        Backend(
-            name="torch-compile",
-            summary="the checkpoint through torch.compile",
-            precisions=("fp32", "fp16", "bf16"),
-            served=(),
-            follow_ups={},
-            unavailable_reason=_always,
-            artifact=_checkpoint_artifact,
-            open=_open_torch(compile=True),
-            device_for=lambda torch_device: torch_device,
-        ),
+        _torch_backend(compile=False),
+        _torch_backend(compile=True),
     )
 }
 
