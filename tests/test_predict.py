@@ -179,4 +179,4 @@ def test_predict_precision_int8_runs_the_int8_graph(image_dir, tiny_precisions, 
 def test_predict_backend_torch_at_int8_is_one_line(image_dir, served_onnx, tiny_checkpoint):
     options = ("--backend", "torch", "--precision", "int8", "--checkpoint", str(tiny_checkpoint))
     result = invoke("predict", str(image_dir), "--onnx", str(served_onnx), *options)
-    assert_one_line_error(result, "torch runner has no INT8 path")
+    assert_one_line_error(result, "--backend torch --precision int8: the torch backend runs fp32, fp16, bf16, not int8")

@@ -176,5 +176,5 @@ def open_runner(backend: str, precision: str, files: ModelFiles) -> tuple[Runner
     try:
         runner = registry.open_runner(backend, precision, files, resolve_device("auto").type, reference=reference)
     except BackendUnavailable as error:
-        raise DeployError(f"the {backend} backend cannot run {precision} here: {error}") from None
+        raise DeployError(f"--backend {backend} --precision {precision}: {error}") from None
     return runner, info
