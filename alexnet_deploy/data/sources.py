@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 import warnings
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DeployError, Skipped
 
@@ -151,10 +152,27 @@ def load_digits() -> ImageSet:
     )
 
 
-def _image_error(path: Path, error: Exception) -> DeployError:
+def image_problem(error: Exception) -> str:
+    """What a file PIL could not read is, in words a user can act on, with the
+    exception's class: train, calibration and predict word it alike."""
+    name = error.__class__.__name__
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    detail = f"{error.__class__.__name__}: {reason}" if reason else error.__class__.__name__
-    return DeployError(f"cannot read image {path}: {detail}")
+    if isinstance(error, Image.DecompressionBombError):
+        pixels = re.search(r"\((\d+) pixels\)", reason)
+        size = f"{int(pixels[1]):,} pixels" if pixels else "more pixels than allowed"
+        limit = (
+            f"{2 * Image.MAX_IMAGE_PIXELS:,}" if Image.MAX_IMAGE_PIXELS else "allowed"
+        )  # PIL refuses above twice its limit
+        return f"its header claims {size}, more than the {limit} decoded here: a decompression bomb? ({name})"
+    if isinstance(error, UnidentifiedImageError):
+        return f"not an image in any format PIL reads (JPEG, PNG...) ({name})"
+    if isinstance(error, OSError) and "truncated" in reason:
+        return f"a truncated image: {reason} ({name})"
+    return f"{name}: {reason}" if reason else name
+
+
+def _image_error(path: Path, error: Exception) -> DeployError:
+    return DeployError(f"cannot read image {path}: {image_problem(error)}")
 
 
 def _file_loader(path: Path):
