@@ -100,8 +100,32 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write ``checkpoint`` to ``path``, only if every loader will read it back: a
+    checkpoint whose metadata (its class names, mostly) pickles to more than
+    :data:`MAX_PICKLE_BYTES` is refused here, before and after it is written, rather
+    than written and then refused by every later step."""
+    check_names_fit([*checkpoint.classes, *checkpoint.class_ids], f"cannot write {path}")
     with atomic_output(Path(path)) as tmp:
         save_payload(checkpoint.to_payload(), tmp)
+        with zipfile.ZipFile(tmp) as archive:
+            pickled = max(e.file_size for e in archive.infolist() if e.filename.endswith("/data.pkl"))
+        if pickled > MAX_PICKLE_BYTES:
+            raise _too_large(f"cannot write {path}", pickled)
+
+
+def check_names_fit(names: list[str], what: str) -> None:
+    """Class names (and ids) a checkpoint can hold: their bytes alone, a lower bound of
+    its pickle, within :data:`MAX_PICKLE_BYTES`; checked before any long work."""
+    size = sum(len(name.encode()) for name in names)
+    if size > MAX_PICKLE_BYTES:
+        raise _too_large(what, size)
+
+
+def _too_large(what: str, size: int) -> DeployError:
+    return DeployError(
+        f"{what}: its class names come to {size / 2**20:.0f} MiB, more than the {MAX_PICKLE_BYTES >> 20} MiB "
+        "a checkpoint may hold (every loader would refuse it); shorten them"
+    )
 
 
 class _RecordedWrites:
@@ -204,6 +228,9 @@ def _class_names(value: object) -> list[str]:
     """A list of non-empty names; a string would otherwise be split into characters."""
     if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
         raise TypeError(f"classes must be a list of class names, got {str(value)[:60]!r}")
+    if len(set(value)) != len(value):  # a prediction could not say which class it means
+        duplicate = next(name for name in value if value.count(name) > 1)
+        raise ValueError(f"classes lists {duplicate[:60]!r} more than once")
     return value
 
 
