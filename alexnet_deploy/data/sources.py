@@ -223,12 +223,14 @@ def _class_folders(root: Path) -> tuple[list[Path], list[str]]:
     return folders, skipped
 
 
-def load_image_folder(root: Path, min_classes: int = 2) -> ImageSet:
+def load_image_folder(root: Path, min_classes: int = 2, classes: Sequence[str] | None = None) -> ImageSet:
     """One sub-folder per class; every class must hold at least one JPEG/PNG, and
     there must be ``min_classes`` of them (two to train on; one is enough to score a
     model that already knows its classes). What the walk leaves out (files beside the
     class folders, entries named like images that are not regular files) is one
-    :class:`Skipped` warning, issued once the folder is found good."""
+    :class:`Skipped` warning, issued once the folder is found good. ``classes``: the
+    folder must hold exactly these, checked by name before any image is scanned (a
+    data source of "/" is the wrong folder, not one whose /bin lacks images)."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DeployError(f"data directory {root} is a file, not a folder of class sub-folders")
@@ -237,6 +239,8 @@ def load_image_folder(root: Path, min_classes: int = 2) -> ImageSet:
     class_dirs, skipped = _class_folders(root)
     if not class_dirs:
         raise DeployError(f"data directory {root} has no class sub-folders (expected one folder per class)")
+    if classes is not None:
+        _check_classes(root, [d.name for d in class_dirs], classes)
     if len(class_dirs) < min_classes:
         raise DeployError(f"data directory {root} has one class folder; at least {min_classes} classes are needed")
     labels: list[int] = []
@@ -290,13 +294,20 @@ def load_images(data: str | Path, classes: Sequence[str] | None = None, class_id
         )
     if classes is not None and class_ids and str(data) != EMBEDDED_DIGITS:
         return load_labelled_folder(Path(data), classes, class_ids)
-    images = load_digits() if str(data) == EMBEDDED_DIGITS else load_image_folder(Path(data))
-    if classes is not None and list(images.classes) != list(classes):
+    if str(data) != EMBEDDED_DIGITS:
+        return load_image_folder(Path(data), classes=classes)
+    images = load_digits()
+    if classes is not None:
+        _check_classes(data, images.classes, classes)
+    return images
+
+
+def _check_classes(data: str | Path, found: Sequence[str], classes: Sequence[str]) -> None:
+    if list(found) != list(classes):
         raise DeployError(
-            f"{data} holds {len(images.classes)} classes ({_first_names(images.classes)}) but the model was "
+            f"{data} holds {len(found)} classes ({_first_names(found)}) but the model was "
             f"trained on {len(classes)} ({_first_names(classes)}): not the data it came from"
         )
-    return images
 
 
 def _first_names(names: Sequence[str], shown: int = 4) -> str:
