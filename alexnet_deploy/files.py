@@ -135,7 +135,7 @@ def check_output_paths(
     named = {name: Path(p) for name, p in outputs.items() if p is not None}
     for name, path in named.items():
         if str(path) == STDOUT_NAME:
-            raise DeployError(f"{name} -: give a file path ('-' is not taken to mean stdout)")
+            raise DeployError(f"{name} -: give a file path ('-' is not taken to mean stdout; /dev/stdout is)")
     check_distinct_paths(inputs, named)
     for name, path in named.items():
         if is_special_file(destination(path)):
