@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from alexnet_deploy.cli import app
 from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.errors import DeployError
+from alexnet_deploy.runners.registry import ModelFiles
 from alexnet_deploy.serve.predict import decode, local_classifier, open_runner, predict_files
 
 
@@ -24,7 +25,7 @@ def image_dir(tmp_path, held_out_pngs):
 
 
 def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_onnx, reference_logits, tiny_checkpoint):
-    runner, info = open_runner("onnxruntime", "fp32", served_onnx, image_dir, tiny_checkpoint)
+    runner, info = open_runner("onnxruntime", "fp32", ModelFiles(served_onnx, image_dir, tiny_checkpoint))
     with runner:
         report = predict_files(
             [str(image_dir)], local_classifier(runner, info.preprocessing), info.classes, 3, runner.name

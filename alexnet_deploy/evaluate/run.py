@@ -77,17 +77,19 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
     pairs = [(b, p) for b in config.backends for p in config.chosen_precisions]
     files = ModelFiles(config.onnx, config.engines, config.checkpoint)
     torch_device = resolve_device("auto").type
-    progress.begin("eval", len(pairs) * len(images))
-    try:
+    begun = False  # the bar starts with the first row that opens or is skipped, so a named
+    try:  # precision that cannot run before any row did is the error line alone
         for backend, precision in pairs:
             try:
                 runner = open_runner(backend, precision, files, torch_device).load()
             except (DeployError, BackendUnavailable) as error:
                 if config.precisions is not None and not isinstance(error, BackendUnavailable):
                     raise  # a precision the user named must run: its file missing or modified is an error
+                begun = begun or _begin(progress, len(pairs) * len(images))
                 report.rows.append(EvalRow(backend, precision, skipped=str(error)))
                 progress.advance(len(images), row=f"{backend}/{precision} skipped")
                 continue
+            begun = begun or _begin(progress, len(pairs) * len(images))
             try:
                 outputs = []
                 for start in range(0, len(images), EVAL_BATCH):
@@ -102,5 +104,11 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
             row.max_abs_diff, row.agreement = compare_logits(reference, logits)
             report.rows.append(row)
     finally:
-        progress.finish()
+        if begun:
+            progress.finish()
     return report
+
+
+def _begin(progress: ProgressReporter, total: int) -> bool:
+    progress.begin("eval", total)
+    return True
