@@ -43,7 +43,7 @@ from PIL import Image
 from test_adversarial_round3 import PROGRESS_BAR, Case, Outcome, _digest, _run, _train, all_of, image
 from zoo_alexnet import seeded_zoo_alexnet
 
-from alexnet_deploy.digests import set_metadata
+from alexnet_deploy.digests import seal, set_metadata
 from alexnet_deploy.export.run import export
 
 TWINS = ("alexnet.onnx", "alexnet.fp16.onnx", "alexnet.int8.onnx", "alexnet.int8-ort.onnx")
@@ -204,16 +204,14 @@ def flip_weights(key: str, name: str) -> Callable[[Place], None]:
     return setup
 
 
-def data_source(value: str) -> Callable[[Place], None]:
-    """``{bare}``'s data source set to ``value`` and the metadata resealed, as if our
-    tools had written it so (the weights untouched)."""
+def resealed(**values: object) -> Callable[[Place], None]:
+    """``{bare}``'s metadata entries set to ``values`` and sealed again, as if our tools
+    had written them so (the weights untouched)."""
 
     def setup(place: Place) -> None:
-        from alexnet_deploy.digests import seal
-
         path = place.path("bare")
         model = onnx.load(str(path))
-        set_metadata(model, {"data_source": value})
+        set_metadata(model, values)
         seal(model)
         onnx.save(model, str(path))
 
@@ -306,6 +304,9 @@ CASES = [
         crafted(lambda c: c["config"].update(width="0.0625")), absent=("{tmp}/a.onnx",)),
     Row("export-ckpt-class-names-all-0", EXPORT, 1, DAMAGED + "classes lists '0' more than once",
         crafted(lambda c: c.update(classes=["0"] * len(c["classes"]))), absent=("{tmp}/a.onnx",)),
+    Row("predict-onnx-class-names-all-0", ("predict", "{tmp}/img.png", "--onnx", "{bare}"), 1,
+        "metadata 'classes' lists '0' more than once", all_of(image("{tmp}/img.png"), resealed(classes=["0"] * 10)),
+        protect=("{bare}",)),
     Row("info-ckpt-zip-of-60000-entries", ("info", "--checkpoint", "{ckpt}"), 1,
         "crafted.pt is not an alexnet-deploy checkpoint: its zip lists 60,000 entries, more than the 4,096",
         many_entries(60_000), protect=("{ckpt}",), timeout_s=20),
@@ -351,7 +352,7 @@ CASES = [
         "alexnet_openvino_int8"), 1, f"--target alexnet_openvino_int8: {{tmp}}/bare/alexnet.int8-ort.onnx not found; "
         f"{BUILD_INT8}", absent=("{tmp}/repo",)),
     Row("build-data-source-root", ("build", "--onnx", "{bare}", "--fp16", "--engines", "{tmp}/engines"), 1,
-        "/ holds", data_source("/"), protect=("{bare}",), absent=("{tmp}/bare/alexnet.fp16.onnx",)),
+        "/ holds", resealed(data_source="/"), protect=("{bare}",), absent=("{tmp}/bare/alexnet.fp16.onnx",)),
     Row("serve-on-a-port-in-use", ("serve", "--onnx", "{onnx}", "--http-port", "{port}", "--grpc-port", "0",
         "--metrics-port", "0"), 1, "--http-port {port}: 127.0.0.1:{port} is taken", port_in_use, timeout_s=200),
     Row("resume-extending-a-finished-run-keeps-a-real-lr", RESUME, 0, "val top-1", lambda place: place["state"],
