@@ -83,7 +83,7 @@ def read_labels(path: Path | None, num_classes: int) -> Labels:
         return Labels(imagenet_names(), imagenet_synsets(), "ILSVRC-2012 (shipped)")
     require_file(path, "labels file", "one class name per line")
     try:
-        text = Path(path).read_bytes().decode("utf-8")  # not read_text: it turns a lone CR into a line break
+        text = Path(path).read_bytes().decode("utf-8-sig")  # not read_text: it turns a lone CR into a line break
     except (OSError, UnicodeDecodeError) as error:
         raise DeployError(f"cannot read labels file {path}: {error}") from None
     # one class per "\n" line (a "\r\n" ending too): splitlines() would also split at a
