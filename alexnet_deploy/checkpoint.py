@@ -100,8 +100,32 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write ``checkpoint`` to ``path``, only if every loader will read it back: a
+    checkpoint whose metadata (its class names, mostly) pickles to more than
+    :data:`MAX_PICKLE_BYTES` is refused here, before and after it is written, rather
+    than written and then refused by every later step."""
+    check_names_fit([*checkpoint.classes, *checkpoint.class_ids], f"cannot write {path}")
     with atomic_output(Path(path)) as tmp:
         save_payload(checkpoint.to_payload(), tmp)
+        with zipfile.ZipFile(tmp) as archive:
+            pickled = max(e.file_size for e in archive.infolist() if e.filename.endswith("/data.pkl"))
+        if pickled > MAX_PICKLE_BYTES:
+            raise _too_large(f"cannot write {path}", pickled)
+
+
+def check_names_fit(names: list[str], what: str) -> None:
+    """Class names (and ids) a checkpoint can hold: their bytes alone, a lower bound of
+    its pickle, within :data:`MAX_PICKLE_BYTES`; checked before any long work."""
+    size = sum(len(name.encode()) for name in names)
+    if size > MAX_PICKLE_BYTES:
+        raise _too_large(what, size)
+
+
+def _too_large(what: str, size: int) -> DeployError:
+    return DeployError(
+        f"{what}: its class names come to {size / 2**20:.0f} MiB, more than the {MAX_PICKLE_BYTES >> 20} MiB "
+        "a checkpoint may hold (every loader would refuse it); shorten them"
+    )
 
 
 class _RecordedWrites:
@@ -158,10 +182,44 @@ def load_checkpoint(path: Path) -> Checkpoint:
 MAX_PICKLE_BYTES = 8 << 20
 
 
+# What a checkpoint's (or resume state's) zip may list: one entry per tensor (a resume
+# state adds the optimizer's buffers and RNG states) and a few more, under a hundred.
+# Reading the central directory costs time and memory per entry, so a crafted file of
+# millions is refused from its end record, before zipfile reads any of them.
+MAX_ARCHIVE_ENTRIES = 4096
+
+
+def _claimed_entries(path: Path) -> int | None:
+    """How many entries the zip at ``path`` says it holds (its end-of-central-directory
+    record, zip64's where the count overflows), or None if there is no such record."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - (1 << 16) - 22))  # the record and a comment of at most 64 KiB
+        tail = handle.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) < end + 12:
+        return None
+    count = int.from_bytes(tail[end + 10 : end + 12], "little")
+    zip64 = tail.rfind(b"PK\x06\x06", 0, end)
+    if count == 0xFFFF and zip64 >= 0 and len(tail) >= zip64 + 40:
+        count = int.from_bytes(tail[zip64 + 32 : zip64 + 40], "little")
+    return count
+
+
 def _check_archive(path: Path, what: str) -> None:
     """The cost of loading ``path`` bounded before any of it is paid: a zip archive as
-    ``torch.save`` writes one (every entry stored, so nothing unpacks to more than the
-    file holds) whose pickle is at most :data:`MAX_PICKLE_BYTES`."""
+    ``torch.save`` writes one (at most :data:`MAX_ARCHIVE_ENTRIES` entries, every one
+    stored, so nothing unpacks to more than the file holds) whose pickle is at most
+    :data:`MAX_PICKLE_BYTES`."""
+    try:
+        claimed = _claimed_entries(path)
+    except OSError as error:
+        raise DeployError(f"cannot read {path}: {error.strerror or error}") from None
+    if claimed is not None and claimed > MAX_ARCHIVE_ENTRIES:
+        raise DeployError(
+            f"{path} is not {what}: its zip lists {claimed:,} entries, more than the {MAX_ARCHIVE_ENTRIES:,} "
+            "a checkpoint needs (refused before reading them)"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
@@ -204,6 +262,9 @@ def _class_names(value: object) -> list[str]:
     """A list of non-empty names; a string would otherwise be split into characters."""
     if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
         raise TypeError(f"classes must be a list of class names, got {str(value)[:60]!r}")
+    if len(set(value)) != len(value):  # a prediction could not say which class it means
+        duplicate = next(name for name in value if value.count(name) > 1)
+        raise ValueError(f"classes lists {duplicate[:60]!r} more than once")
     return value
 
 

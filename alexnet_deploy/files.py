@@ -108,6 +108,48 @@ def check_distinct_paths(inputs: Mapping[str, Path | None], outputs: Mapping[str
                 raise DeployError(f"{name} and {other_name} are the same file ({path}): give each output its own path")
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """``path`` (which may not exist yet) would land inside ``folder``, links resolved."""
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+    except OSError:
+        return False
+
+
+STDOUT_NAME = "-"
+
+
+def check_output_paths(
+    inputs: Mapping[str, Path | None],
+    outputs: Mapping[str, Path | None],
+    folders: Mapping[str, Path | None] | None = None,
+) -> None:
+    """The one rule every command's output options go through, before any work: no
+    output may be one of the ``inputs`` (a file the command reads, an artifact it
+    opens), a file inside one of the input ``folders`` (images it reads, a folder it
+    walks), another output, or ``-``; and each must be writable. Keys name each path
+    as the user gave it (``--json``, ``--data``...), so the error names both options.
+
+    ``-`` is refused rather than written as a file named "-" in the working folder
+    (every report is printed as well)."""
+    named = {name: Path(p) for name, p in outputs.items() if p is not None}
+    for name, path in named.items():
+        if str(path) == STDOUT_NAME:
+            raise DeployError(f"{name} -: give a file path ('-' is not taken to mean stdout; /dev/stdout is)")
+    check_distinct_paths(inputs, named)
+    for name, path in named.items():
+        if is_special_file(destination(path)):
+            continue
+        for folder_name, folder in (folders or {}).items():
+            if folder is not None and Path(folder).is_dir() and _inside(path, Path(folder)):
+                raise DeployError(
+                    f"{name} {path} is inside {folder_name} {folder}, which the command reads: writing it would "
+                    "change that input; choose an output path outside it"
+                )
+    for path in named.values():
+        check_writable_destination(path)
+
+
 def check_png_path(path: Path, option: str) -> None:
     """Pictures are written as PNG only; a path naming another format would get PNG
     bytes under a misleading suffix, so it is refused instead. A folder is refused as

@@ -281,6 +281,9 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     outputs = _dims(model.graph.output[0]) if model.graph.output else []
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:
         raise DeployError(f"{source}: metadata 'classes' is not a list of at least 2 class names")
+    if len(set(classes)) != len(classes):  # a prediction could not say which class it means
+        duplicate = next(name for name in classes if classes.count(name) > 1)
+        raise DeployError(f"{source}: metadata 'classes' lists {duplicate[:60]!r} more than once")
     if len(outputs) == 2 and isinstance(outputs[1], int) and outputs[1] and outputs[1] != len(classes):
         raise DeployError(f"{source}: metadata names {len(classes)} classes but the model outputs {outputs[1]} logits")
     preprocessing = _preprocessing(_metadata_object(model, "preprocessing", source), source)

@@ -39,6 +39,14 @@ MAX_INPUT_SIZE = 1024
 MAX_LRN_SIZE = 64
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class AlexNetConfig:
     num_classes: int = 1000
@@ -49,23 +57,33 @@ class AlexNetConfig:
     lrn: LRNParams = field(default_factory=LRNParams)
 
     def __post_init__(self) -> None:
+        # read back from checkpoints: a bool is an int to Python but never a count here,
+        # and a string must not reach a comparison ("'<' not supported")
+        for name in ("groups", "num_classes"):
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("width", "dropout"):
+            if not _is_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if self.groups not in (1, 2):
             raise ValueError(f"groups must be 1 or 2, got {self.groups}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0 < self.width <= 1:
             raise ValueError(f"width must be in (0, 1], got {self.width}")
-        if not isinstance(self.num_classes, int) or self.num_classes > MAX_CLASSES:
+        if self.num_classes > MAX_CLASSES:
             raise ValueError(f"num_classes must be an integer of at most {MAX_CLASSES:,}, got {self.num_classes}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not isinstance(self.input_size, int) or not 1 <= feature_map_size(self.input_size) <= feature_map_size(
+        if not _is_int(self.input_size) or not 1 <= feature_map_size(self.input_size) <= feature_map_size(
             MAX_INPUT_SIZE
         ):
-            raise ValueError(f"input_size must be an integer from 67 to {MAX_INPUT_SIZE}, got {self.input_size}")
+            raise ValueError(f"input_size must be an integer from 67 to {MAX_INPUT_SIZE}, got {self.input_size!r}")
         lrn = self.lrn
-        if not isinstance(lrn.size, int) or not 1 <= lrn.size <= MAX_LRN_SIZE:
-            raise ValueError(f"LRN size must be an integer from 1 to {MAX_LRN_SIZE}, got {lrn.size}")
+        if not _is_int(lrn.size) or not 1 <= lrn.size <= MAX_LRN_SIZE:
+            raise ValueError(f"LRN size must be an integer from 1 to {MAX_LRN_SIZE}, got {lrn.size!r}")
+        if not all(_is_number(v) for v in (lrn.alpha, lrn.beta, lrn.bias)):
+            raise ValueError(f"LRN alpha, beta and bias must be numbers, got {lrn}")
         if not (
             math.isfinite(lrn.alpha)
             and lrn.alpha >= 0

@@ -82,6 +82,20 @@ def write_image_folder(root: Path, classes: int = 2, per_class: int = 3, size: i
     return root
 
 
+def bomb_png_bytes(side: int = 20_000) -> bytes:
+    """A valid PNG of a few dozen bytes whose header claims ``side`` x ``side`` 8-bit grey
+    pixels: PIL's decompression-bomb check reads the header, so nothing is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    row = zlib.compress(b"\0" * (side + 1))  # one row of the claimed size; the rest is missing
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+
+
 def assert_one_line_error(result, fragment: str) -> None:
     """The project's error convention, for a CliRunner result: non-zero exit, one
     ``error:`` line on stderr holding ``fragment``, no traceback anywhere."""

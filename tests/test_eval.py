@@ -140,12 +140,14 @@ def test_build_calibrated_int8_on_the_users_folder(labelled, pipeline):
     assert {"fp16", "int8"} <= set(report.onnx)
 
 
-def test_predict_names_the_imagenet_class_the_zoo_graph_predicts(labelled, pipeline):
+def test_predict_names_the_imagenet_class_the_zoo_graph_predicts(labelled, pipeline, tmp_path):
     path = labelled["paths"][0]
     expected = imagenet_classes()[int(labelled["logits"][0].argmax())].name
-    result = invoke("predict", str(path), "--onnx", str(pipeline["onnx"]), "--top", "1", "--json", "-")
+    report = tmp_path / "predict.json"
+    result = invoke("predict", str(path), "--onnx", str(pipeline["onnx"]), "--top", "1", "--json", str(report))
     assert result.exit_code == 0, result.output
     assert expected in result.stdout
+    assert json.loads(report.read_text())["predictions"][0]["top"][0]["class"] == expected
 
 
 def test_eval_cli_writes_the_table_and_json(labelled, pipeline, tmp_path):

@@ -24,6 +24,7 @@ from alexnet_deploy.files import (
     TEMP_TAG,
     atomic_output,
     check_distinct_paths,
+    check_output_paths,
     sweep_stale_temporaries,
     write_text_atomic,
 )
@@ -146,3 +147,21 @@ def test_outputs_may_not_be_inputs_or_each_other_but_devices_are_exempt(tmp_path
         check_distinct_paths({}, {"--json": tmp_path / "r", "--plot": tmp_path / "." / "r"})
     check_distinct_paths({"--onnx": model}, {"--json": Path("/dev/null"), "--plot": Path("/dev/null")})
     check_distinct_paths({"--onnx": model}, {"--json": tmp_path / "r.json", "--plot": None})
+
+
+def test_no_output_lands_inside_a_folder_the_command_reads(tmp_path):
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    (tmp_path / "elsewhere").symlink_to(data)
+    for output in (data / "a" / "x.png", data / "new.json", tmp_path / "elsewhere" / "a" / "x.png"):
+        with pytest.raises(DeployError, match=r"--json .* is inside --data .*data, which the command reads"):
+            check_output_paths({}, {"--json": output}, {"--data": data})
+    check_output_paths({}, {"--json": tmp_path / "beside.json"}, {"--data": data})
+    check_output_paths({}, {"--json": Path("/dev/null")}, {"--data": Path("/dev")})  # written through, not replaced
+
+
+def test_an_output_named_dash_is_refused_not_written_as_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DeployError, match=r"--json -: give a file path"):
+        check_output_paths({}, {"--json": Path("-")})
+    assert not (tmp_path / "-").exists()

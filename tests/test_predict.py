@@ -70,8 +70,10 @@ def test_cli_reports_each_bad_input_on_one_line_and_still_predicts_the_rest(imag
     assert sorted(errors) == sorted(
         [
             f"error: {image_dir / 'empty.png'}: empty image (0 bytes)",
-            f"error: {image_dir / 'notes.txt'}: not a readable image (UnidentifiedImageError)",
-            f"error: {image_dir / 'truncated.png'}: not a readable image (OSError)",
+            f"error: {image_dir / 'notes.txt'}: not a readable image: not an image in any format PIL reads "
+            "(JPEG, PNG...) (UnidentifiedImageError)",
+            f"error: {image_dir / 'truncated.png'}: not a readable image: a truncated image: "
+            "image file is truncated (OSError)",
             f"error: {image_dir / 'nothing*.jpg'}: no such file, directory or pattern match",
         ]
     ), result.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_one_line_error, invoke
+from conftest import assert_one_line_error, bomb_png_bytes, invoke
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
@@ -107,9 +107,22 @@ def good_request_still_served(server, held_out_pngs, reference_logits) -> None:
         ("alexnet", {"IMAGE": np.zeros(8, np.float32)}, "inference input 'IMAGE' data-type is 'FP32'"),
         ("alexnet", {"IMAGE": np.frombuffer(b"definitely not a png", np.uint8)}, "IMAGE: not a readable image"),
         ("alexnet", {"IMAGE": np.zeros(0, np.uint8)}, "IMAGE: empty image (0 bytes)"),
+        (
+            "alexnet",
+            {"IMAGE": np.frombuffer(bomb_png_bytes(), np.uint8)},
+            "IMAGE: not a readable image: its header claims 400,000,000 pixels",
+        ),
         ("resnet50", {"IMAGE": np.zeros(4, np.uint8)}, "resnet50"),
     ],
-    ids=["wrong-shape", "wrong-dtype", "wrong-dtype-ensemble", "corrupt-image", "empty-image", "unknown-model"],
+    ids=[
+        "wrong-shape",
+        "wrong-dtype",
+        "wrong-dtype-ensemble",
+        "corrupt-image",
+        "empty-image",
+        "decompression-bomb",
+        "unknown-model",
+    ],
 )
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
@@ -125,6 +138,7 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
         client.infer_raw(inputs, model=model)
     assert message in str(caught.value), str(caught.value)
     assert str(caught.value).startswith(f"model {model}: ")
+    assert "Traceback" not in str(caught.value), str(caught.value)
     good_request_still_served(server, held_out_pngs, reference_logits)
 
 

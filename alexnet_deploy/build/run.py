@@ -25,6 +25,7 @@ from ..errors import DeployError
 from ..files import (
     atomic_output,
     check_distinct_paths,
+    check_output_paths,
     check_writable_destination,
     sha256_file,
 )
@@ -81,11 +82,11 @@ def check_outputs(config: BuildConfig, extra: dict[str, Path | None] | None = No
         outputs["the int8 ONNX for onnxruntime"] = layout.onnx(ORT_INT8)
         outputs |= {f"the {m} scale cache": layout.scales(m) for m in config.methods}
     check_distinct_paths({"--onnx": fp32_path}, outputs | (extra or {}))
+    # the scale caches belong in --calibration; a report there would replace an image
+    check_output_paths({"--onnx": fp32_path}, extra or {}, {"--calibration": Path(config.calibration_dir)})
     # the ONNX's and the caches' folders may not exist yet: a missing --onnx or an
     # empty --calibration has its own, clearer message later
-    for path in [p for p in outputs.values() if p is not None and p.parent.is_dir()] + [
-        p for p in (extra or {}).values() if p is not None
-    ]:
+    for path in [p for p in outputs.values() if p is not None and p.parent.is_dir()]:
         check_writable_destination(path)
 
 

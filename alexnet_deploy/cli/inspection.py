@@ -29,16 +29,13 @@ def info(
     ] = None,
 ) -> None:
     """The layer table (shapes, parameters, MACs, activations), measured from the model."""
-    from ..files import check_distinct_paths, check_png_path, check_writable_destination
+    from ..files import check_output_paths, check_png_path
     from ..info import COLUMNS, inspect_model, write_info_json
     from ..plots import save_filter_grid
 
     if filters is not None:
         check_png_path(filters, "--filters")
-    check_distinct_paths({"--checkpoint": checkpoint}, {"--json": json_path, "--filters": filters})
-    for path in (json_path, filters):
-        if path is not None:
-            check_writable_destination(path)
+    check_output_paths({"--checkpoint": checkpoint}, {"--json": json_path, "--filters": filters})
     report = inspect_model(checkpoint, groups=groups, classes=classes)
     shape = "×".join(str(v) for v in report.table.input_shape)
     config = report.config

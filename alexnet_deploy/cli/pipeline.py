@@ -206,9 +206,8 @@ def bench(
     from ..bench.run import run_bench
     from ..console import bench_table
     from ..files import (
-        check_distinct_paths,
+        check_output_paths,
         check_png_path,
-        check_writable_destination,
         is_special_file,
         write_text_atomic,
     )
@@ -235,10 +234,7 @@ def bench(
         check_png_path(plot, "--plot")
     layout = config.layout
     inputs = {"--checkpoint": checkpoint} | {f"the {p} ONNX": layout.onnx(p) for p in (*Precision, ORT_INT8)}
-    check_distinct_paths(inputs, {"--json": json_path, "--plot": plot})
-    for path in (json_path, plot):
-        if path is not None:
-            check_writable_destination(path)  # before minutes of timing, not after
+    check_output_paths(inputs, {"--json": json_path, "--plot": plot})  # before minutes of timing, not after
     report = run_bench(config, RichProgress())
     if config.defaults_bound_rows:
         timed = f"up to {config.timed_iterations} iterations or {config.timed_duration_s:g} s"

@@ -73,10 +73,10 @@ def eval_model(
 ) -> None:
     """Top-1/top-5 of every backend x precision on a labelled folder, and agreement with the first row."""
     from ..evaluate.run import evaluate
-    from ..files import check_writable_destination, write_text_atomic
+    from ..files import check_output_paths, write_text_atomic
+    from ..runners.registry import ModelFiles, read_files
 
-    if json_path is not None:
-        check_writable_destination(json_path)
+    check_output_paths(read_files(ModelFiles(onnx, engines, checkpoint)), {"--json": json_path}, {"--data": data})
     config = EvalConfig(
         data=data,
         onnx=onnx,

@@ -59,21 +59,19 @@ def predict(
     checkpoint: Checkpoint = DEFAULT_LAYOUT.checkpoint,
 ) -> None:
     """Classify images: top-k class names and probabilities."""
-    from ..files import write_text_atomic
-    from ..runners.registry import ModelFiles, fastest_backend
-    from ..serve.predict import local_classifier, open_runner, predict_files
+    from ..files import check_output_paths, write_text_atomic
+    from ..runners.registry import ModelFiles, fastest_backend, read_files
+    from ..serve.predict import image_inputs, local_classifier, open_runner, predict_files
 
-    if json_path is not None:
-        from ..files import check_writable_destination
-
-        check_writable_destination(json_path)
+    files = ModelFiles(onnx, engines, checkpoint)
+    named, folders = image_inputs(images)
+    check_output_paths((read_files(files) if url is None else {}) | named, {"--json": json_path}, folders)
     if url is not None:
         from ..serve.client import TritonClassifier
 
         with TritonClassifier(url, protocol) as client:
             report = predict_files(images, client.logits, client.classes(), top, f"triton {protocol}://{url}")
     else:
-        files = ModelFiles(onnx, engines, checkpoint)
         chosen = backend.value if backend is not None else fastest_backend(precision, files)
         runner, info = open_runner(chosen, precision, files)
         with runner:
@@ -161,10 +159,13 @@ def serve(
 
     config = ServerConfig(repository, http_port, grpc_port, metrics_port, log=log)
     announce = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
-    from ..runners.registry import ModelFiles, fastest_backend
+    from ..errors import DeployError
+    from ..runners.registry import BACKENDS, ModelFiles, fastest_backend, unserved_reason
 
     files = ModelFiles(onnx, engines, DEFAULT_LAYOUT.checkpoint)
     chosen = backend.value if backend is not None else fastest_backend(precision, files, served=True)
+    if backend is None and precision not in BACKENDS[chosen].served:
+        raise DeployError(f"--precision {precision}: {unserved_reason(precision, files)}")
     serve_until_signal(config, onnx, announce, backend=chosen, precision=precision, engines_dir=engines)
 
 
@@ -191,13 +192,10 @@ def loadtest(
     ] = None,
 ) -> None:
     """Load a running Triton server: throughput, latency, errors, server batch sizes."""
-    from ..files import check_distinct_paths, check_png_path, check_writable_destination, write_text_atomic
+    from ..files import check_output_paths, check_png_path, write_text_atomic
     from ..serve.loadtest import parse_levels, run_loadtest
 
-    check_distinct_paths({}, {"--json": json_path, "--plot": plot})
-    for path in (json_path, plot):
-        if path is not None:
-            check_writable_destination(path)
+    check_output_paths({}, {"--json": json_path, "--plot": plot})
     if plot is not None:
         check_png_path(plot, "--plot")
     config = LoadConfig(

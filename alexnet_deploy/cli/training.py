@@ -12,7 +12,7 @@ from ..artifacts import ArtifactLayout
 from ..choices import DeviceChoice, Recipe, Schedule, TrainingPrecision
 from ..console import RichProgress, console, one_line_errors, table
 from ..errors import DeployError
-from ..train.config import TrainConfig
+from ..train.config import DEFAULT_SEED, TrainConfig
 from ..train.recipe import recipe_summary
 from .options import Device
 
@@ -78,7 +78,13 @@ def train(
     output: Annotated[
         Path, typer.Option(help="Checkpoint path; its resume state, metrics and curves go beside it.")
     ] = TrainConfig.output,
-    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")] = TrainConfig.seed,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Seed for weights, shuffling and augmentation. Default: {DEFAULT_SEED}, or with --resume the run's own.",
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(help="Use at most this many images (smoke runs); the split is made among them.")
     ] = None,

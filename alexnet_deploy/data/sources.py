@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 import warnings
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DeployError, Skipped
 
@@ -151,10 +152,27 @@ def load_digits() -> ImageSet:
     )
 
 
-def _image_error(path: Path, error: Exception) -> DeployError:
+def image_problem(error: Exception) -> str:
+    """What a file PIL could not read is, in words a user can act on, with the
+    exception's class: train, calibration and predict word it alike."""
+    name = error.__class__.__name__
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    detail = f"{error.__class__.__name__}: {reason}" if reason else error.__class__.__name__
-    return DeployError(f"cannot read image {path}: {detail}")
+    if isinstance(error, Image.DecompressionBombError):
+        pixels = re.search(r"\((\d+) pixels\)", reason)
+        size = f"{int(pixels[1]):,} pixels" if pixels else "more pixels than allowed"
+        limit = (
+            f"{2 * Image.MAX_IMAGE_PIXELS:,}" if Image.MAX_IMAGE_PIXELS else "allowed"
+        )  # PIL refuses above twice its limit
+        return f"its header claims {size}, more than the {limit} decoded here: a decompression bomb? ({name})"
+    if isinstance(error, UnidentifiedImageError):
+        return f"not an image in any format PIL reads (JPEG, PNG...) ({name})"
+    if isinstance(error, OSError) and "truncated" in reason:
+        return f"a truncated image: {reason} ({name})"
+    return f"{name}: {reason}" if reason else name
+
+
+def _image_error(path: Path, error: Exception) -> DeployError:
+    return DeployError(f"cannot read image {path}: {image_problem(error)}")
 
 
 def _file_loader(path: Path):
@@ -205,12 +223,14 @@ def _class_folders(root: Path) -> tuple[list[Path], list[str]]:
     return folders, skipped
 
 
-def load_image_folder(root: Path, min_classes: int = 2) -> ImageSet:
+def load_image_folder(root: Path, min_classes: int = 2, classes: Sequence[str] | None = None) -> ImageSet:
     """One sub-folder per class; every class must hold at least one JPEG/PNG, and
     there must be ``min_classes`` of them (two to train on; one is enough to score a
     model that already knows its classes). What the walk leaves out (files beside the
     class folders, entries named like images that are not regular files) is one
-    :class:`Skipped` warning, issued once the folder is found good."""
+    :class:`Skipped` warning, issued once the folder is found good. ``classes``: the
+    folder must hold exactly these, checked by name before any image is scanned (a
+    data source of "/" is the wrong folder, not one whose /bin lacks images)."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DeployError(f"data directory {root} is a file, not a folder of class sub-folders")
@@ -219,6 +239,8 @@ def load_image_folder(root: Path, min_classes: int = 2) -> ImageSet:
     class_dirs, skipped = _class_folders(root)
     if not class_dirs:
         raise DeployError(f"data directory {root} has no class sub-folders (expected one folder per class)")
+    if classes is not None:
+        _check_classes(root, [d.name for d in class_dirs], classes)
     if len(class_dirs) < min_classes:
         raise DeployError(f"data directory {root} has one class folder; at least {min_classes} classes are needed")
     labels: list[int] = []
@@ -272,13 +294,20 @@ def load_images(data: str | Path, classes: Sequence[str] | None = None, class_id
         )
     if classes is not None and class_ids and str(data) != EMBEDDED_DIGITS:
         return load_labelled_folder(Path(data), classes, class_ids)
-    images = load_digits() if str(data) == EMBEDDED_DIGITS else load_image_folder(Path(data))
-    if classes is not None and list(images.classes) != list(classes):
+    if str(data) != EMBEDDED_DIGITS:
+        return load_image_folder(Path(data), classes=classes)
+    images = load_digits()
+    if classes is not None:
+        _check_classes(data, images.classes, classes)
+    return images
+
+
+def _check_classes(data: str | Path, found: Sequence[str], classes: Sequence[str]) -> None:
+    if list(found) != list(classes):
         raise DeployError(
-            f"{data} holds {len(images.classes)} classes ({_first_names(images.classes)}) but the model was "
+            f"{data} holds {len(found)} classes ({_first_names(found)}) but the model was "
             f"trained on {len(classes)} ({_first_names(classes)}): not the data it came from"
         )
-    return images
 
 
 def _first_names(names: Sequence[str], shown: int = 4) -> str:

@@ -13,6 +13,14 @@ if TYPE_CHECKING:  # the split is also read by the light configs: no Pillow at i
     from .sources import ImageSet
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Split:
     """Deterministic, stratified train/val/calibration split.
@@ -32,14 +40,15 @@ class Split:
     def __post_init__(self) -> None:
         # checkpoints and ONNX metadata carry these values, so they are checked as input
         fractions = (self.val_fraction, self.calibration_fraction)
-        if not all(isinstance(f, (int, float)) and 0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
+        # a bool is an int to Python, never a fraction, seed or limit here
+        if not all(_is_number(f) and 0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
             raise DeployError(
                 f"split fractions must be in [0, 1) and sum below 1, got val {self.val_fraction}, calibration {self.calibration_fraction}"
             )
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
             raise DeployError(f"split seed must be an integer in [0, 2**32), got {self.seed!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise DeployError(f"--limit must be a positive integer, got {self.limit!r}")
+        if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
+            raise DeployError(f"--limit must be a positive integer (the split's limit), got {self.limit!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -77,17 +77,19 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
     pairs = [(b, p) for b in config.backends for p in config.chosen_precisions]
     files = ModelFiles(config.onnx, config.engines, config.checkpoint)
     torch_device = resolve_device("auto").type
-    progress.begin("eval", len(pairs) * len(images))
-    try:
+    begun = False  # the bar starts with the first row that opens or is skipped, so a named
+    try:  # precision that cannot run before any row did is the error line alone
         for backend, precision in pairs:
             try:
                 runner = open_runner(backend, precision, files, torch_device).load()
             except (DeployError, BackendUnavailable) as error:
                 if config.precisions is not None and not isinstance(error, BackendUnavailable):
                     raise  # a precision the user named must run: its file missing or modified is an error
+                begun = begun or _begin(progress, len(pairs) * len(images))
                 report.rows.append(EvalRow(backend, precision, skipped=str(error)))
                 progress.advance(len(images), row=f"{backend}/{precision} skipped")
                 continue
+            begun = begun or _begin(progress, len(pairs) * len(images))
             try:
                 name = runner.name
                 logits = runner.infer_all(images, EVAL_BATCH, lambda n: progress.advance(n, row=name))  # noqa: B023 -- called before the loop moves on
@@ -100,5 +102,11 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
                 EvalRow(backend, precision, match.top1, match.top5, match.top1_agreement, match.max_abs_diff)
             )
     finally:
-        progress.finish()
+        if begun:
+            progress.finish()
     return report
+
+
+def _begin(progress: ProgressReporter, total: int) -> bool:
+    progress.begin("eval", total)
+    return True

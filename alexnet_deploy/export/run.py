@@ -30,7 +30,7 @@ from ..choices import LrnExport
 from ..data.preprocessing import held_out_images
 from ..digests import seal, set_metadata
 from ..errors import DeployError
-from ..files import atomic_output, check_distinct_paths, check_writable_destination
+from ..files import atomic_output, check_output_paths
 from ..graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, to_plugin_lrn
 from ..lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from ..metrics import compare_logits, fp32_tolerance
@@ -161,8 +161,7 @@ def export(
 ) -> ExportResult:
     """Checkpoint -> validated ONNX at ``output`` (written only if validation passes)."""
     output = Path(output)
-    check_distinct_paths({"--checkpoint": Path(checkpoint_path)}, {"--output": output})
-    check_writable_destination(output)
+    check_output_paths({"--checkpoint": Path(checkpoint_path)}, {"--output": output})
     checkpoint = load_checkpoint(checkpoint_path)
     model = checkpoint.build_model()
     proto = export_model(model, opset, lrn)

@@ -83,9 +83,15 @@ def read_labels(path: Path | None, num_classes: int) -> Labels:
         return Labels(imagenet_names(), imagenet_synsets(), "ILSVRC-2012 (shipped)")
     require_file(path, "labels file", "one class name per line")
     try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = Path(path).read_bytes().decode("utf-8-sig")  # not read_text: it turns a lone CR into a line break
     except (OSError, UnicodeDecodeError) as error:
         raise DeployError(f"cannot read labels file {path}: {error}") from None
+    # one class per "\n" line (a "\r\n" ending too): splitlines() would also split at a
+    # CR, a form feed... inside a name and count lines the file does not have
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    for number, line in enumerate(text.split("\n"), 1):
+        if any(not character.isprintable() and character != "\t" for character in line.rstrip("\r")):
+            raise DeployError(f"labels file {path} line {number}: a class name may not hold control characters")
     if len(lines) != num_classes:
         raise DeployError(f"labels file {path} names {len(lines)} classes but the model outputs {num_classes}")
     synsets = [_SYNSET_LINE.match(line) for line in lines]

@@ -20,12 +20,12 @@ import onnx
 import torch
 from onnx import helper
 
-from ..checkpoint import Checkpoint, save_checkpoint
+from ..checkpoint import Checkpoint, check_names_fit, save_checkpoint
 from ..data.preprocessing import Preprocessing
 from ..data.sources import NO_DATA, load_labelled_folder
 from ..data.split import Split
 from ..errors import DeployError
-from ..files import check_distinct_paths, check_writable_destination, require_file, sha256_file
+from ..files import check_output_paths, require_file, sha256_file
 from ..model import AlexNet, AlexNetConfig
 from .imagenet import read_labels
 from .matching import IMPORT_INPUT_SIZE, match_alexnet
@@ -109,9 +109,8 @@ def validate_import(
 def import_onnx(path: Path, output: Path, labels_path: Path | None = None, data: Path | None = None) -> ImportResult:
     """The AlexNet ONNX at ``path`` as our checkpoint at ``output``, validated first."""
     path, output = Path(path), Path(output)
-    check_distinct_paths({"MODEL": path}, {"--output": output})
+    check_output_paths({"MODEL": path, "--labels": labels_path}, {"--output": output}, {"--data": data})
     require_file(path, "ONNX model", "download the zoo's bvlc_alexnet (docs/pretrained.md)")
-    check_writable_destination(output)
     source = str(path)
     try:
         proto = onnx.load(source)
@@ -121,6 +120,7 @@ def import_onnx(path: Path, output: Path, labels_path: Path | None = None, data:
         raise DeployError(f"{source} is not a readable ONNX model (it holds no graph)")
     matched = match_alexnet(proto, source)
     labels = read_labels(labels_path, matched.num_classes)
+    check_names_fit([*labels.names, *labels.ids], f"--labels {labels.source}")
     assert matched.lrn is not None  # the walk matched norm1
     config = AlexNetConfig(
         num_classes=matched.num_classes, groups=matched.groups, input_size=IMPORT_INPUT_SIZE, lrn=matched.lrn

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.preprocessing import Preprocessing
-from ..data.sources import image_files, load_images, scan_images
+from ..data.sources import image_files, image_problem, load_images, scan_images
 from ..data.split import Split
 from ..errors import DeployError
 from ..files import atomic_output
@@ -96,7 +96,7 @@ def load_calibration_set(directory: Path, preprocessing: Preprocessing, count: i
             with Image.open(files[index]) as image:
                 batch.append(preprocessing(image.convert("RGB")))
         except Exception as error:  # noqa: BLE001 -- PIL raises many types for a damaged file
-            raise DeployError(f"cannot read calibration image {files[index]}: {error.__class__.__name__}") from None
+            raise DeployError(f"cannot read calibration image {files[index]}: {image_problem(error)}") from None
     images = np.stack(batch)
     fingerprint = hashlib.sha256(images.tobytes()).hexdigest()[:16]
     return CalibrationSet(images, fingerprint, Path(directory), len(files))

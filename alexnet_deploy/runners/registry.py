@@ -338,6 +338,23 @@ def fastest_backend(precision: str, files: ModelFiles, served: bool = False) -> 
     return FASTEST_FIRST[-1]
 
 
+def unserved_reason(precision: str, files: ModelFiles) -> str:
+    """Why no backend can serve ``precision`` here (``fastest_backend`` found none):
+    each that serves it and why not, so a user who named no backend is not told
+    about one they never chose."""
+    reasons = []
+    for name in FASTEST_FIRST:
+        entry = BACKENDS[name]
+        if precision not in entry.served:
+            continue
+        artifact = entry.artifact(files, precision)
+        reason = entry.unavailable_reason()
+        if reason is None and not artifact.path.is_file():
+            reason = f"{artifact.path} not found; run `{artifact.build_command}`"
+        reasons.append(f"{name}: {reason}")
+    return f"no backend here serves {precision} ({'; '.join(reasons) or 'none runs it'})"
+
+
 def ready_reason(name: str) -> str:
     """doctor's line for a backend: "yes" (with what it adds), or "no: why"."""
     entry = backend_entry(name)
@@ -345,3 +362,18 @@ def ready_reason(name: str) -> str:
     if reason is not None:
         return f"no: {reason}"
     return f"yes ({entry.describe()})" if entry.describe is not None else "yes"
+
+
+def read_files(files: ModelFiles) -> dict[str, Path | None]:
+    """Every file a command that opens runners on ``files`` may read, named for an error
+    message: the export and its twins, each engine and its sidecar, the checkpoint. No
+    output option may name one of them (``files.check_output_paths``)."""
+    layout = files.layout
+    named: dict[str, Path | None] = {"--onnx": Path(files.onnx), "--checkpoint": files.checkpoint}
+    named |= {f"the {tag} ONNX": layout.onnx(tag) for tag in (Precision.FP16, Precision.INT8, ORT_INT8)}
+    for precision in Precision:
+        named |= {
+            f"the {precision} engine": layout.plan(precision),
+            f"the {precision} engine's sidecar": layout.sidecar(precision),
+        }
+    return named

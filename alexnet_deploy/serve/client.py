@@ -12,15 +12,7 @@ import numpy as np
 from ..choices import Protocol
 from ..errors import DeployError
 from ..graph import OUTPUT_NAME
-from .config import ENSEMBLE, IMAGE_INPUT
-
-
-def _strip_scheme(url: str) -> str:
-    """tritonclient wants host:port; accept http://host:port as users type it."""
-    for scheme in ("http://", "grpc://"):
-        if url.startswith(scheme):
-            return url[len(scheme) :]
-    return url
+from .config import ENSEMBLE, IMAGE_INPUT, check_url
 
 
 def _client_module(protocol: str):
@@ -50,13 +42,14 @@ class TritonClassifier:
     def __post_init__(self) -> None:
         if self.protocol not in Protocol.values():
             raise DeployError(f"unknown protocol {str(self.protocol)!r}; choose from {', '.join(Protocol.values())}")
+        url = check_url(self.url)
         module = _client_module(self.protocol)
         if self.protocol == "http":
             self._client = module.InferenceServerClient(
-                _strip_scheme(self.url), connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+                url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
             )
         else:
-            self._client = module.InferenceServerClient(_strip_scheme(self.url))
+            self._client = module.InferenceServerClient(url)
         self._module = module
 
     def _call(self, what: str, function, *args, **kwargs):

@@ -35,6 +35,31 @@ def served_model_name(backend: str, precision: str) -> str:
     return openvino_model_name(precision) if backend == "openvino" else tensorrt_model_name(precision)
 
 
+MAX_PORT = 65535
+# The longest --duration a load level may run: bench's bound, so a typo cannot run for ever.
+MAX_DURATION_S = 3600.0
+
+
+def strip_scheme(url: str) -> str:
+    """tritonclient wants host:port; accept http://host:port as users type it."""
+    for scheme in ("http://", "grpc://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :]
+    return url
+
+
+def check_url(url: str) -> str:
+    """``url`` (host:port, a scheme allowed) as tritonclient takes it, its port checked
+    first: tritonclient's HTTP client fails on 70000 with a traceback, and gRPC
+    silently connects to 70000 modulo 65536."""
+    bare = strip_scheme(url)
+    host, colon, port = bare.rpartition(":")
+    port_given = colon and not host.endswith(":")  # host:port, not a bare IPv6 address
+    if port_given and (not port.isdigit() or not 1 <= int(port) <= MAX_PORT):
+        raise DeployError(f"--url {url}: the port must be a number from 1 to {MAX_PORT}, got {port!r}")
+    return bare
+
+
 @dataclass(frozen=True)
 class RepositoryConfig:
     """Scheduling choices written into every classification model's config."""
@@ -65,6 +90,15 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0
     log: Path | None = None  # server stdout/stderr; None: a temporary file
 
+    def __post_init__(self) -> None:
+        for option, port in (
+            ("--http-port", self.http_port),
+            ("--grpc-port", self.grpc_port),
+            ("--metrics-port", self.metrics_port),
+        ):
+            if not isinstance(port, int) or not 0 <= port <= MAX_PORT:
+                raise DeployError(f"{option} must be from 0 (any free port) to {MAX_PORT}, got {port}")
+
 
 @dataclass(frozen=True)
 class LoadConfig:
@@ -82,7 +116,12 @@ class LoadConfig:
             raise DeployError(f"unknown protocol {str(self.protocol)!r}; choose from {', '.join(Protocol.values())}")
         if (self.duration_s is None) == (self.requests is None):
             raise DeployError("give exactly one of --duration and --requests")
-        if (self.duration_s is not None and self.duration_s <= 0) or (self.requests is not None and self.requests < 1):
+        check_url(self.url)
+        if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:  # NaN and inf fail too
+            raise DeployError(
+                f"--duration must be positive seconds, at most {MAX_DURATION_S:g}, got {self.duration_s:g}"
+            )
+        if self.requests is not None and self.requests < 1:
             raise DeployError("--duration and --requests must be positive")
         if self.batch < 1 or max(self.concurrency) > self.max_threads:
             raise DeployError(f"--batch must be >= 1 and --concurrency at most {self.max_threads}")

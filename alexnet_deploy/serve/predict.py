@@ -19,7 +19,7 @@ import onnx
 from PIL import Image, UnidentifiedImageError
 
 from ..data.preprocessing import Preprocessing
-from ..data.sources import folder_entries, not_a_regular_file, warn_skipped
+from ..data.sources import folder_entries, image_problem, not_a_regular_file, warn_skipped
 from ..devices import resolve_device
 from ..errors import BackendUnavailable, DeployError
 from ..graph import export_metadata
@@ -51,8 +51,10 @@ def decode(data: bytes, preprocessing: Preprocessing, source: str = "image") -> 
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # decode now: a truncated file fails here, not later
             return preprocessing(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # PIL's damaged-file errors
-        raise DeployError(f"{source}: not a readable image ({error.__class__.__name__})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DeployError(
+            f"{source}: not a readable image: {image_problem(error)}"
+        ) from None  # PIL's damaged-file errors
 
 
 def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
@@ -90,6 +92,22 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
             errors.append(f"{item}: no such file, directory or pattern match")
     warn_skipped(skipped, "the images given")
     return paths, errors
+
+
+def image_inputs(items: Sequence[str]) -> tuple[dict[str, Path | None], dict[str, Path | None]]:
+    """The image files and folders ``items`` name (patterns expanded), keyed for a
+    message: what ``predict`` reads, which none of its outputs may replace."""
+    paths: list[Path] = []
+    folders: dict[str, Path | None] = {}
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            folders[f"the image folder{f' #{len(folders) + 1}' if folders else ''}"] = path
+        elif path.exists() or path.is_symlink():
+            paths.append(path)
+        else:
+            paths += [Path(match) for match in sorted(glob.glob(item, recursive=True))]
+    return {f"the image{f' #{i + 1}' if i else ''}": path for i, path in enumerate(paths)}, folders
 
 
 def _regular_files(entries: Sequence[Path], skipped: list[str]) -> list[Path]:

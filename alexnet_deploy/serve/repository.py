@@ -245,6 +245,9 @@ def write_repository(
             _write_model(staging, tensorrt_config(precision, max_batch, info, size, config), files, classes)
             result.models.append(tensorrt_model_name(precision))
         if target not in result.models:
+            unbuilt = [reason for reason in result.skipped if reason.startswith(f"{target}: ")]
+            if unbuilt:  # a model of ours whose file was never built: say which, and how to build it
+                raise DeployError(f"--target {unbuilt[0]}")
             raise DeployError(f"--target {target}: no such model in the repository ({', '.join(result.models)})")
         _write_model(
             staging,

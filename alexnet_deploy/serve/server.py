@@ -81,6 +81,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def check_ports_free(config: ServerConfig) -> None:
+    """Each port the user named is free now: a server already listening on the HTTP port
+    would answer the readiness poll for ours ("Triton ready in 0.2 s"), and ours would
+    fail only later, with the port error at the end of a long log line."""
+    for option, port in (
+        ("--http-port", config.http_port),
+        ("--grpc-port", config.grpc_port),
+        ("--metrics-port", config.metrics_port),
+    ):
+        if not port:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError as error:
+                raise DeployError(
+                    f"{option} {port}: {HOST}:{port} is taken ({error.strerror or error}; another server?); "
+                    "choose another port, or 0 for any free one"
+                ) from None
+
+
 def server_environment(install: TritonInstallation) -> dict[str, str]:
     env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR")
@@ -147,6 +168,7 @@ class TritonServer:
         repository = Path(self.config.repository)
         if not (repository / "alexnet" / "config.pbtxt").is_file():
             raise DeployError(f"{repository} is not a model repository (write one with `alexnet-deploy repository`)")
+        check_ports_free(self.config)
         install = find_triton()
         workspace = self._workspace = Path(tempfile.mkdtemp(prefix="alexnet-triton-"))
         self.http_port = self.config.http_port or free_port()

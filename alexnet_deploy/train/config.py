@@ -23,6 +23,7 @@ DEFAULT_GROUPS, DEFAULT_WIDTH, DEFAULT_DROPOUT = 2, 1.0, 0.5
 # What a recipe supplies, besides epochs: a resumed run keeps its own values of these
 # unless they are given again, and refuses different ones (a resumed lr schedule must be
 # the one the optimizer state belongs to). Epochs may grow on resume (Resume.continue_run).
+DEFAULT_SEED = 0  # of weights, shuffling and augmentation (the split has its own)
 RECIPE_OPTIONS = ("recipe", "batch_size", "lr", "schedule", "warmup", "nesterov", "label_smoothing")
 
 
@@ -47,7 +48,7 @@ class TrainConfig:
     step_size: int = 10  # epochs between lr drops for --schedule step
     gamma: float = 0.1
     device: DeviceChoice | str = DeviceChoice.AUTO
-    seed: int = 0
+    seed: int | None = None  # None = DEFAULT_SEED, or with resume the run's own
     limit: int | None = None  # with resume: None = the run's own
     groups: int | None = None  # None = 2, or with resume the run's own
     width: float | None = None  # None = 1.0, or with resume the run's own
@@ -77,6 +78,7 @@ class TrainConfig:
             warmup=defaults.warmup if self.warmup is None else self.warmup,
             nesterov=defaults.nesterov if self.nesterov is None else self.nesterov,
             label_smoothing=defaults.label_smoothing if self.label_smoothing is None else self.label_smoothing,
+            seed=DEFAULT_SEED if self.seed is None else self.seed,
         )
 
     def check(self) -> None:
@@ -107,7 +109,7 @@ class TrainConfig:
             ),
             (config.step_size >= 1, f"--step-size must be at least 1, got {config.step_size}"),
             (math.isfinite(config.gamma) and 0 < config.gamma <= 1, f"gamma must be in (0, 1], got {config.gamma}"),
-            (0 <= config.seed < 2**32, f"--seed must be in [0, 2**32), got {config.seed}"),
+            (config.seed is None or 0 <= config.seed < 2**32, f"--seed must be in [0, 2**32), got {config.seed}"),
             (config.limit is None or config.limit >= 1, f"--limit must be at least 1, got {config.limit}"),
             (config.groups in (None, 1, 2), f"--groups must be 1 or 2, got {config.groups}"),
             (config.width is None or 0 < config.width <= 1, f"--width must be in (0, 1], got {config.width}"),

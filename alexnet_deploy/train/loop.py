@@ -125,6 +125,7 @@ def _train(
     if resume is None:
         preprocessing = fit_normalisation(parts["train"], Preprocessing())
 
+    assert config.seed is not None  # with_recipe
     seed_everything(config.seed)
     # Module.to takes memory_format (torch docs); torch's stubs leave it out of the overloads
     model = AlexNet(model_config).to(device, memory_format=precision.memory_format)  # type: ignore[call-overload]

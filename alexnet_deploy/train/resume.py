@@ -93,6 +93,7 @@ def save_resume(
         "history": [asdict(m) for m in history],
         "rng": _rng_state(device),
         "data_fingerprint": fingerprint,
+        "seed": config.seed,  # optional on reading: states written before it was kept lack it
     }
     with atomic_output(ArtifactLayout.from_checkpoint(output).resume_state) as tmp:
         save_payload(state, tmp)
@@ -119,6 +120,11 @@ class Resume:
         extends it, and a per-step schedule is then re-planned over the new total."""
         options = self.state["options"]
         taken = {} if config.epochs is not None else {"epochs": options["epochs"]}
+        own_seed = self.state.get("seed")
+        if config.seed is None:
+            taken["seed"] = own_seed
+        elif own_seed is not None and config.seed != own_seed:
+            raise DeployError(f"cannot --resume {config.output}: the run has --seed {own_seed}, not {config.seed}")
         for name in RECIPE_OPTIONS:
             given, own = _plain(getattr(config, name)), options[name]
             if given is None:
@@ -174,6 +180,8 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
         ]
         mistyped += [f"epoch {m.epoch!r}" for m in history if not _of_type(m.epoch, 1)]
         mistyped += [f"{k} {v!r}" for m in history for k, v in asdict(m).items() if not _of_type(v, 1.0)]
+        seed = state.get("seed")
+        mistyped += [] if seed is None or _of_type(seed, 1) else [f"seed {seed!r}"]
         if not _of_type(epoch, 1) or not isinstance(fingerprint, str) or mistyped:
             raise ValueError(
                 f"mistyped values: {', '.join(mistyped[:3]) or f'epoch {epoch!r}, fingerprint {fingerprint!r}'}"

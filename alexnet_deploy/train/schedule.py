@@ -67,4 +67,16 @@ class LrSchedule:
         return self.scheduler.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the position, after the optimizer's state. A per-step schedule then
+        sets the lr of that position on this plan: the optimizer holds the saved plan's
+        last lr, which is 0 at the end of a finished run that ``--epochs`` extends."""
         self.scheduler.load_state_dict(state)
+        if self._per_step is not None:
+            scheduler = self._per_step
+            lrs = [
+                base * factor(scheduler.last_epoch)
+                for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+            ]
+            for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            scheduler._last_lr = lrs  # what get_last_lr() reports
