@@ -80,7 +80,9 @@ class AlexNetConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.variant == TORCHVISION and self.groups != 1:
-            raise ValueError(f"the torchvision variant has no grouped convolutions: groups must be 1, got {self.groups}")
+            raise ValueError(
+                f"the torchvision variant has no grouped convolutions: groups must be 1, got {self.groups}"
+            )
         if self.variant == TORCHVISION and feature_map_size(self.input_size, TORCHVISION) != POOLED_SIZE:
             # its adaptive pool is then the identity, which every runtime runs (an AveragePool 1x1/1)
             raise ValueError(

@@ -91,7 +91,9 @@ def train(
     ] = None,
     groups: Annotated[
         int | None,
-        typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default; 1 for --variant torchvision); 1 = dense."),
+        typer.Option(
+            help="2 = the paper's two-GPU split of conv2/4/5 (default; 1 for --variant torchvision); 1 = dense."
+        ),
     ] = None,
     width: Annotated[
         float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")

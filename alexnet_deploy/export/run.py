@@ -203,5 +203,9 @@ def export(
     validation = validate(model, proto, images, source)
     with atomic_output(output) as tmp:
         onnx.save(proto, str(tmp))
-    described = str(lrn) if model.config.has_lrn else f"{NO_LRN}: {model.config.variant}'s AlexNet has no LRN, so no plugin node"
+    described = (
+        str(lrn)
+        if model.config.has_lrn
+        else f"{NO_LRN}: {model.config.variant}'s AlexNet has no LRN, so no plugin node"
+    )
     return ExportResult(output, described, opset, validation)

@@ -67,7 +67,9 @@ def commutes(node: onnx.NodeProto) -> bool:
         return False
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     ones = all(v == 1 for v in list(attributes.get("kernel_shape", [])) + list(attributes.get("strides", [1])))
-    return ones and not any(attributes.get("pads", [])) and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    return (
+        ones and not any(attributes.get("pads", [])) and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    )
 
 
 @dataclass(frozen=True)

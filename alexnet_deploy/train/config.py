@@ -30,6 +30,7 @@ def default_groups(variant: Variant | str | None) -> int:
     """The paper's network splits conv2/4/5 in two; torchvision's has no groups."""
     return 1 if model_variant(variant) == Variant.TORCHVISION else DEFAULT_GROUPS
 
+
 # What a recipe supplies, besides epochs: a resumed run keeps its own values of these
 # unless they are given again, and refuses different ones (a resumed lr schedule must be
 # the one the optimizer state belongs to). Epochs may grow on resume (Resume.continue_run).
