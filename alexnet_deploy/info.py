@@ -251,7 +251,11 @@ class CheckpointSummary:
         if not o:
             return []
         return [
-            ("imported from", f"{o.get('file')} ({o.get('format')}, {o.get('producer')}, opset {o.get('opset')})"),
+            (
+                "imported from",
+                f"{o.get('file')} ({o.get('format')}, {o.get('producer')}"
+                + (f", opset {o['opset']})" if o.get("opset") is not None else ")"),
+            ),
             ("source sha256", str(o.get("sha256"))),
             ("labels", str(o.get("labels"))),
             ("dropped", "; ".join(map(str, o.get("dropped", [])))),
