@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
+from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..errors import DeployError
 from ..files import check_distinct_paths, check_writable_destination, require_file, sha256_file
 from ..model import POOLED_SIZE, TORCHVISION, TORCHVISION_INPUT_SIZE, AlexNetConfig, expected_shapes
@@ -74,6 +75,8 @@ def _read(path: Path) -> object:
 
 def match_state_dict(loaded: object, source: str) -> tuple[dict[str, torch.Tensor], int]:
     """torchvision's entries renamed to ours, and the class count; refuses anything else."""
+    if isinstance(loaded, dict) and loaded.get("format") == CHECKPOINT_FORMAT:
+        raise DeployError(f"{source} is an alexnet-deploy checkpoint already: use it as --checkpoint, no import needed")
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise DeployError(f"{source} is not a state dict (a dictionary of tensors), so not torchvision's AlexNet")
     keys, expected_keys = list(loaded), _source_keys()
