@@ -187,6 +187,7 @@ def _export_torchvision(model, path: Path, dynamo: bool, opset: int, dynamic_bat
             )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("dynamo", "opset", "dynamic_batch"),
     [(False, 13, True), (True, 18, False)],
@@ -348,6 +349,7 @@ def test_predict_names_the_imagenet_class_torchvision_predicts(labelled, pipelin
     }
 
 
+@pytest.mark.slow
 def test_bench_runs_it_against_its_reference(pipeline):
     from alexnet_deploy.bench.config import BenchConfig
     from alexnet_deploy.bench.run import run_bench
@@ -370,6 +372,7 @@ def test_bench_runs_it_against_its_reference(pipeline):
     assert rows[("onnxruntime", "int8")].throughput_ips > 0 and rows[("onnxruntime", "int8")].top1_agreement is not None
 
 
+@pytest.mark.slow
 def test_the_repository_serves_it_with_torchvisions_preprocessing(labelled, pipeline, transform, tmp_path):
     """A real Triton server (nvidia-pytriton's binary) serving the import: its
     preprocess model decodes a PNG as torchvision's transforms do, and the served logits
