@@ -79,16 +79,6 @@ class AlexNetConfig:
             object.__setattr__(self, "variant", self.variant.value)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.variant == TORCHVISION and self.groups != 1:
-            raise ValueError(
-                f"the torchvision variant has no grouped convolutions: groups must be 1, got {self.groups}"
-            )
-        if self.variant == TORCHVISION and feature_map_size(self.input_size, TORCHVISION) != POOLED_SIZE:
-            # its adaptive pool is then the identity, which every runtime runs (an AveragePool 1x1/1)
-            raise ValueError(
-                f"the torchvision variant takes inputs of 223 to 250 px (pool5 {POOLED_SIZE}x{POOLED_SIZE}), "
-                f"got input_size {self.input_size}"
-            )
         if self.groups not in (1, 2):
             raise ValueError(f"groups must be 1 or 2, got {self.groups}")
         if self.num_classes < 2:
@@ -114,6 +104,16 @@ class AlexNetConfig:
             and lrn.bias > 0
         ):
             raise ValueError(f"LRN needs finite alpha >= 0, finite beta and bias > 0, got {lrn}")
+        if self.variant == TORCHVISION and self.groups != 1:
+            raise ValueError(
+                f"the torchvision variant has no grouped convolutions: groups must be 1, got {self.groups}"
+            )
+        if self.variant == TORCHVISION and feature_map_size(self.input_size, TORCHVISION) != POOLED_SIZE:
+            # its adaptive pool is then the identity, which every runtime runs (an AveragePool 1x1/1)
+            raise ValueError(
+                f"the torchvision variant takes inputs of 223 to 250 px (pool5 {POOLED_SIZE}x{POOLED_SIZE}), "
+                f"got input_size {self.input_size}"
+            )
 
     def channels(self, paper_channels: int) -> int:
         """Scale a paper channel count by ``width``, kept even so groups=2 divides it."""
