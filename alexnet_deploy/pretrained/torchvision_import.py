@@ -149,7 +149,7 @@ def import_state_dict(
         "format": "torchvision state_dict",
         "file": path.name,
         "sha256": sha256_file(path),
-        "producer": f"torchvision.models.alexnet (torch {torch.__version__} read it)",
+        "producer": "torchvision.models.alexnet",
         "opset": None,
         "input": "224 x 224 RGB, torchvision's ImageNet normalisation",
         "dropped": [],
