@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .errors import DeployError, Skipped
+from .errors import BackendUnavailable, DeployError, Skipped
 
 if TYPE_CHECKING:
     from .bench.report import BenchReport
@@ -81,7 +81,7 @@ def _skipped_as_warning_lines():
 
 
 def one_line_errors(command: F) -> F:
-    """Turn a DeployError, Ctrl-C and SIGTERM into one line on stderr and exit code
+    """Turn a DeployError (or a BackendUnavailable), Ctrl-C and SIGTERM into one line on stderr and exit code
     1, 130 or 143 (128 + the signal number, as a shell reports a killed command), and
     a Skipped warning into one ``warning:`` line."""
 
@@ -90,7 +90,7 @@ def one_line_errors(command: F) -> F:
         try:
             with _sigterm_as_exception(), _skipped_as_warning_lines():
                 return command(*args, **kwargs)
-        except DeployError as error:
+        except (DeployError, BackendUnavailable) as error:  # a runner that cannot run here is one line too
             # soft_wrap keeps the message on one line however narrow the terminal is
             error_console.print(f"error: {error}", soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(1) from None

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from .choices import DeviceChoice
 from .errors import DeployError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = DeviceChoice.values()
 
 
 def resolve_device(name: str) -> torch.device:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cuda_driver import cuda_device
-from .tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason, tensorrt_version
+from .tensorrt.availability import tensorrt_unavailable_reason, tensorrt_version
 
 PACKAGES = (
     "torch",
@@ -66,7 +66,9 @@ def diagnose() -> Report:
     if device is not None:  # asked of the CUDA driver, not torch: a CPU torch build on a GPU machine sees nothing
         major, minor = device.capability
         gpu = f"{device.name} (sm_{major}{minor}, CUDA driver {device.driver_version[0]}.{device.driver_version[1]})"
-    build_reason, run_reason = tensorrt_unavailable_reason(), runner_unavailable_reason()
+    from .runners.registry import ready_reason
+
+    build_reason = tensorrt_unavailable_reason()
     steps = {
         "train": "yes" + (" (CUDA)" if gpu else " (CPU)"),
         "export": "yes",
@@ -76,21 +78,12 @@ def diagnose() -> Report:
         if versions["triton"]
         else "no: triton is not installed",
         "TensorRT engine build": "yes" if build_reason is None else f"no: {build_reason}",
-        "TensorRT runner / bench": "yes" if run_reason is None else f"no: {run_reason}",
-        "OpenVINO CPU backend": _openvino_step(),
+        "TensorRT runner / bench": ready_reason("tensorrt"),
+        "OpenVINO CPU backend": ready_reason("openvino"),
     }
     from .devices import cpu_precision_features
 
     return Report(versions, gpu, steps, install_problems(), cpu_name(), list(cpu_precision_features()))
-
-
-def _openvino_step() -> str:
-    from .runners.openvino import cpu_capabilities, openvino_unavailable_reason
-
-    reason = openvino_unavailable_reason()
-    if reason is not None:
-        return f"no: {reason}"
-    return f"yes (OpenVINO's CPU capabilities: {', '.join(cpu_capabilities())})"
 
 
 def cpu_name() -> str:

@@ -43,10 +43,6 @@ def is_standard_lrn(node: onnx.NodeProto) -> bool:
     return node.op_type == "LRN" and node.domain in ("", "ai.onnx")
 
 
-def lrn_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if is_plugin_lrn(n) or is_standard_lrn(n)]
-
-
 def lrn_attributes(node: onnx.NodeProto) -> dict[str, float | int]:
     values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return {name: values[name] for name in LRN_ATTRIBUTES if name in values}
@@ -140,10 +136,11 @@ def check_alexnet_graph(model: onnx.ModelProto, source: str, require_plugin: boo
         raise DeployError(f"{source}: expected one output '{OUTPUT_NAME}' of shape [batch, classes], found {found}")
     plugin = [n for n in model.graph.node if is_plugin_lrn(n)]
     if not architecture_has_lrn(model):
-        if lrn_nodes(model):
+        lrn = [n for n in model.graph.node if is_plugin_lrn(n) or is_standard_lrn(n)]
+        if lrn:
             raise DeployError(
                 f"{source}: its metadata describes torchvision's AlexNet, which has no LRN, "
-                f"but the graph has {len(lrn_nodes(model))} LRN nodes"
+                f"but the graph has {len(lrn)} LRN nodes"
             )
     elif require_plugin and len(plugin) != 2:
         raise DeployError(
@@ -339,14 +336,23 @@ def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:
     )
 
 
+def graph_precision(model: onnx.ModelProto) -> Precision:
+    """The precision a graph carries by its content, whatever its metadata says: Q/DQ
+    nodes -> int8, FP16 weights -> fp16, else fp32."""
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
+        return Precision.INT8
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
+        return Precision.FP16
+    return Precision.FP32
+
+
 def require_fp32_export(model: onnx.ModelProto, source: str) -> None:
     """``build`` derives FP16/INT8 from the FP32 export only: converting a converted
     file again gives a model TensorRT and onnxruntime cannot load."""
     precision = _metadata_value(model, "precision", source)
-    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-    if precision != "fp32" or quantized or half:
-        found = "int8 (Q/DQ)" if quantized else "fp16" if half else str(precision)[:30]
+    content = graph_precision(model)
+    if precision != "fp32" or content != Precision.FP32:
+        found = {Precision.INT8: "int8 (Q/DQ)", Precision.FP16: "fp16"}.get(content, str(precision)[:30])
         raise DeployError(
             f"{source} is a {found} model; `build --onnx` takes the FP32 file written by `alexnet-deploy export`"
         )

@@ -73,6 +73,9 @@ def test_imports_run_down_the_layers(path):
     layers = documented_layers()
     source = unit_of(".".join(path.relative_to(ROOT).with_suffix("").parts))
     if source == "__init__":
+        # the package root holds the version only: ``import alexnet_deploy`` (every
+        # module's first step) loads nothing else, and no layer reaches upward through it
+        assert project_imports(path) == set(), f"{path.name} imports {sorted(project_imports(path))}"
         return
     upward = [
         f"{source} (layer {layers[source]}) imports {target} (layer {layers[unit_of(target)]})"

@@ -31,11 +31,12 @@ from alexnet_deploy.devices import cpu_bf16_unavailable_reason, cpu_precision_fe
 from alexnet_deploy.errors import BackendUnavailable, DeployError
 from alexnet_deploy.export.run import export
 from alexnet_deploy.graph import load_model
+from alexnet_deploy.inference import Runner
 from alexnet_deploy.lrn import OpaqueLRN
 from alexnet_deploy.metrics import LatencyStats, parity, topk_accuracy
 from alexnet_deploy.model import AlexNet, AlexNetConfig
-from alexnet_deploy.runners.base import Runner
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
+from alexnet_deploy.runners.registry import BF16_NOT_BUILT
 from alexnet_deploy.runners.torch import TorchRunner, use_triton_lrn
 
 cli = CliRunner()
@@ -363,6 +364,19 @@ def test_failed_compile_falls_back_to_eager_and_says_so(tiny_checkpoint, val_ima
         ]
 
 
+@pytest.mark.slow  # inductor compiles the network for C++: about half a minute on 2 cores
+def test_torch_compile_row_is_compiled_timed_and_agrees(tiny_checkpoint, onnx_dir, tmp_path):
+    out = tmp_path / "out.json"
+    options = ("--batch", "4", "--backends", "torch-compile", "--precisions", "fp32", "--device", "cpu")
+    result = run_cli(*bench_args(onnx_dir, tiny_checkpoint, tmp_path, *options), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["backend"], row["precision"], row["batch"], row["skipped"]) == ("torch-compile", "fp32", 4, None)
+    assert not [note for note in row["notes"] if "torch.compile failed" in note], row["notes"]  # compiled, not eager
+    assert row["throughput_ips"] > 0 and row["iterations"] == 2
+    assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] <= 1e-4
+
+
 def test_cuda_forward_swaps_every_lrn_for_the_triton_kernel(tiny_checkpoint):
     model = use_triton_lrn(load_checkpoint(tiny_checkpoint).build_model())
     assert isinstance(model.features.norm1, OpaqueLRN) and isinstance(model.features.norm2, OpaqueLRN)
@@ -438,9 +452,9 @@ def test_bench_on_cpu_measures_onnxruntime_and_torch_and_skips_tensorrt(tiny_che
     for precision in ("fp32", "fp16", "bf16", "int8"):
         skipped = rows[("tensorrt", precision, 8)]
         assert skipped["skipped"] and skipped["throughput_ips"] is None and skipped["latency_ms"] is None
-    assert rows[("torch", "int8", 4)]["skipped"] == "torch runner has no INT8 path; use onnxruntime or tensorrt"
+    assert rows[("torch", "int8", 4)]["skipped"] == "the torch backend runs fp32, fp16, bf16, not int8"
     assert "alexnet-deploy build --fp16" in rows[("onnxruntime", "fp16", 4)]["skipped"]
-    assert rows[("onnxruntime", "bf16", 4)]["skipped"] == planning.BF16_NOT_BUILT
+    assert rows[("onnxruntime", "bf16", 4)]["skipped"] == BF16_NOT_BUILT
     assert "channels-last (NHWC) on CPU" in rows[("torch", "fp32", 4)]["notes"]
 
     assert [h["batch"] for h in report["harness_overhead"]] == [4, 8]
@@ -555,10 +569,10 @@ def test_batch_above_the_engine_profile_is_one_line_before_any_timing(
 def test_a_runner_refuses_a_batch_above_its_maximum_mid_run(tiny_checkpoint, onnx_dir, tmp_path, monkeypatch):
     """The backstop when only the loaded runner knows its limit."""
 
-    def limited(context, precision):
-        return planning.Planned("tensorrt", precision, "cuda", open=lambda: CountingRunner(max_batch=4))
+    def limited(context, name, precision):
+        return planning.Planned(name, precision, "cuda", open=lambda: CountingRunner(max_batch=4))
 
-    monkeypatch.setitem(planning.PLANNERS, "tensorrt", limited)
+    monkeypatch.setattr(planning, "plan_row", limited)
     config = BenchConfig(
         batches=(2, 8), backends=("tensorrt",), onnx=onnx_dir / "alexnet.onnx", checkpoint=tiny_checkpoint, max_images=4
     )
@@ -573,7 +587,7 @@ def test_missing_engine_is_a_skipped_row_by_default(tiny_checkpoint, onnx_dir, t
     )  # fmt: skip
     assert [r.skipped for r in run_bench(config).rows] == [
         f"{tmp_path / f'alexnet.{p}.plan'} not found; run `alexnet-deploy build --{p}`" for p in ("fp32", "fp16")
-    ] + [planning.BF16_NOT_BUILT, f"{tmp_path / 'alexnet.int8.plan'} not found; run `alexnet-deploy build --int8`"]
+    ] + [BF16_NOT_BUILT, f"{tmp_path / 'alexnet.int8.plan'} not found; run `alexnet-deploy build --int8`"]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from alexnet_deploy.export.run import export
 from alexnet_deploy.metrics import FP32_TOLERANCE
 from alexnet_deploy.train import distributed
 from alexnet_deploy.train.config import TrainConfig
-from alexnet_deploy.train.epoch import evaluate
+from alexnet_deploy.train.epoch import validate
 from alexnet_deploy.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,13 +46,12 @@ def torchrun_train(output: Path, *args: str, processes: int = 2) -> subprocess.C
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
         "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", f"--rdzv-id={output.stem}", "--max-restarts=0",
-        "-m", "alexnet_deploy", "train", "--output", str(output), "--device", "cpu", "--dist-timeout", "60",
+        str(REPO / "tests" / "record_writes.py"), "train", "--output", str(output), "--device", "cpu", "--dist-timeout", "60",
         "--limit", str(LIMIT), "--width", str(WIDTH), "--batch-size", str(BATCH // processes),
         "--lr", str(LR), "--no-augment", "--dropout", "0", "--workers", "0", *args,
     ]  # fmt: skip
-    result = subprocess.run(
-        command, env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-    )
+    env = run_env() | {"RECORD_WRITES_DIR": str(output.parent)}  # rank<N>.txt: what each rank put in place
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -102,7 +101,7 @@ def test_two_ranks_of_half_batch_train_the_same_weights_as_one_process_of_full_b
 def test_sharded_validation_equals_one_process_evaluating_the_same_weights(runs):
     checkpoint = load_checkpoint(runs["ddp"])
     val = Split(limit=LIMIT).apply(load_digits())["val"]  # the split the run stored
-    stats = evaluate(
+    stats = validate(
         checkpoint.build_model(), batch_loader(EvalDataset(val, checkpoint.preprocessing), 7), torch.device("cpu")
     )
     assert checkpoint.metrics["val_top1"] == stats.top1 and checkpoint.metrics["val_top5"] == stats.top5
@@ -112,6 +111,11 @@ def test_sharded_validation_equals_one_process_evaluating_the_same_weights(runs)
 def test_rank_zero_alone_writes_one_log_line_per_epoch(runs):
     lines = runs["ddp"].with_suffix(".metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
+    # what each rank put in place, recorded in the processes (tests/record_writes.py): rank 1
+    # wrote nothing, rank 0 the metrics log once per epoch (both runs: epoch 1, resumed epoch 2)
+    assert not (runs["ddp"].parent / "rank1.txt").exists(), (runs["ddp"].parent / "rank1.txt").read_text()
+    written = (runs["ddp"].parent / "rank0.txt").read_text().splitlines()
+    assert written.count("ddp.metrics.jsonl") == 2 and written.count("ddp.pt") == 2, written
     assert not [p for p in runs["ddp"].parent.iterdir() if p.name.endswith(".tmp")]
 
 

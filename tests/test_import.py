@@ -55,10 +55,18 @@ def inputs() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def imported(zoo, tmp_path_factory) -> Path:
+def imported_by_cli(zoo, tmp_path_factory):
+    """``alexnet-deploy import`` of the zoo file: (the checkpoint, the CLI result). Every
+    test of the imported model reads what the command wrote."""
     _, path = zoo
     output = tmp_path_factory.mktemp("imported") / "alexnet.pt"
-    import_onnx(path, output)
+    return output, invoke("import", str(path), "--output", str(output))
+
+
+@pytest.fixture(scope="module")
+def imported(imported_by_cli) -> Path:
+    output, result = imported_by_cli
+    assert result.exit_code == 0, result.output
     return output
 
 
@@ -82,6 +90,15 @@ def test_imported_model_computes_the_zoo_graphs_logits(zoo, imported, inputs):
     assert relative_difference(ours, reference) <= TOLERANCE
     assert (ours.argmax(1) == reference.argmax(1)).all()
     assert len(set(reference.argmax(1))) >= 2  # the inputs tell classes apart, so a mix-up would show
+
+
+def test_import_through_the_cli_says_what_it_wrote_validated_and_dropped(imported_by_cli):
+    output, result = imported_by_cli
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    text = " ".join(result.stdout.split())  # rich may wrap a long path
+    assert f"wrote {output}: 1000 classes" in text and "validated on " in text, text
+    assert "Softmax" in text.split("dropped: ", 1)[1], text
+    assert [p.name for p in output.parent.iterdir()] == [output.name]  # the checkpoint alone, no temporaries
 
 
 def test_the_checkpoint_records_what_it_is_and_where_it_came_from(zoo, imported):

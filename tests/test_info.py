@@ -12,6 +12,7 @@ from conftest import invoke as run
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.info import inspect_model, layer_table
 from alexnet_deploy.model import AlexNet, AlexNetConfig, count_parameters
 from alexnet_deploy.plots import filter_grid
@@ -151,8 +152,18 @@ def test_filters_from_a_checkpoint_use_its_trained_weights(tiny_checkpoint, tmp_
     path = tmp_path / "conv1.png"
     result = run("info", "--checkpoint", str(tiny_checkpoint), "--filters", str(path))
     assert result.exit_code == 0, result.output
-    assert Image.open(path).size == (12 * 55 + 13 * 2, 1 * 55 + 2 * 2)  # width 1/8: 12 kernels, one row
+    image = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert image.shape == (1 * 55 + 2 * 2, 12 * 55 + 13 * 2, 3)  # width 1/8: 12 kernels, one row
     assert "trained weights" in result.stdout and "freshly" not in result.stdout
+    # every 5x5 block is one pixel of the checkpoint's own conv1 kernel, min-max stretched per kernel
+    weight = load_checkpoint(tiny_checkpoint).state_dict["features.conv1.weight"].double().numpy()
+    low, high = weight.min(axis=(1, 2, 3), keepdims=True), weight.max(axis=(1, 2, 3), keepdims=True)
+    expected = np.round((weight - low) / (high - low) * 255).transpose(0, 2, 3, 1)  # kernel, y, x, RGB
+    for index, kernel in enumerate(expected):
+        tile = image[2 : 2 + 55, 2 + index * 57 : 2 + index * 57 + 55]
+        blocks = tile.reshape(11, 5, 11, 5, 3)
+        assert (blocks == blocks[:, :1, :, :1]).all(), f"kernel {index}: a block is not one colour"
+        assert np.abs(blocks[:, 0, :, 0] - kernel).max() <= 1, f"kernel {index} is not conv1's trained kernel"
 
 
 def test_each_kernel_is_min_max_normalised_on_its_own():

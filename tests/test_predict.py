@@ -8,11 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, invoke
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
 from alexnet_deploy.data.preprocessing import Preprocessing
 from alexnet_deploy.errors import DeployError
+from alexnet_deploy.runners.registry import ModelFiles
 from alexnet_deploy.serve.predict import decode, local_classifier, open_runner, predict_files
 
 
@@ -24,7 +26,7 @@ def image_dir(tmp_path, held_out_pngs):
 
 
 def test_probabilities_are_the_softmax_of_the_runners_logits(image_dir, served_onnx, reference_logits, tiny_checkpoint):
-    runner, info = open_runner("onnxruntime", "fp32", served_onnx, image_dir, tiny_checkpoint)
+    runner, info = open_runner("onnxruntime", "fp32", ModelFiles(served_onnx, image_dir, tiny_checkpoint))
     with runner:
         report = predict_files(
             [str(image_dir)], local_classifier(runner, info.preprocessing), info.classes, 3, runner.name
@@ -129,3 +131,52 @@ def test_unknown_backend_and_missing_export_are_one_line_errors(tmp_path, served
     assert "'tflite' is not one of 'onnxruntime', 'openvino', 'torch', 'tensorrt'" in result.stderr
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "--onnx", str(tmp_path / "none.onnx")])
     assert result.exit_code == 1 and "none.onnx not found" in result.stderr
+
+
+def predicted_probabilities(image_dir, classes: list[str], *options: str) -> tuple[str, np.ndarray]:
+    """``predict`` of the 16 held-out digits through the CLI, every class's probability
+    read back from its --json: (the backend it names, 16 x classes)."""
+    json_path = image_dir.parent / "predictions.json"
+    result = invoke("predict", str(image_dir), "--top", str(len(classes)), "--json", str(json_path), *options)
+    assert result.exit_code == 0, result.output
+    report = json.loads(json_path.read_text())
+    assert report["errors"] == [] and len(report["predictions"]) == 16
+    table = np.array(
+        [[{t["class"]: t["probability"] for t in p["top"]}[name] for name in classes] for p in report["predictions"]]
+    )
+    return report["backend"], table
+
+
+def test_predict_backend_torch_gives_the_exported_models_answers(
+    image_dir, served_onnx, tiny_checkpoint, reference_logits
+):
+    from alexnet_deploy.checkpoint import load_checkpoint
+
+    classes = load_checkpoint(tiny_checkpoint).classes
+    options = ("--backend", "torch", "--checkpoint", str(tiny_checkpoint), "--onnx", str(served_onnx))
+    backend, probabilities = predicted_probabilities(image_dir, classes, *options)
+    assert backend == "torch/fp32"
+    expected = torch.softmax(torch.from_numpy(reference_logits).double(), dim=1).numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)  # PyTorch vs onnxruntime FP32 kernels
+    assert (probabilities.argmax(1) == reference_logits.argmax(1)).all()
+
+
+def test_predict_precision_int8_runs_the_int8_graph(image_dir, tiny_precisions, tiny_checkpoint, reference_logits):
+    """The INT8 graph's answers, not the FP32 export's: close to FP32, yet not equal."""
+    from alexnet_deploy.checkpoint import load_checkpoint
+
+    fp32, _ = tiny_precisions
+    classes = load_checkpoint(tiny_checkpoint).classes
+    options = ("--backend", "onnxruntime", "--precision", "int8", "--onnx", str(fp32))
+    backend, probabilities = predicted_probabilities(image_dir, classes, *options)
+    assert backend == "onnxruntime/int8"
+    expected = torch.softmax(torch.from_numpy(reference_logits).double(), dim=1).numpy()
+    assert (probabilities.argmax(1) == reference_logits.argmax(1)).mean() >= 15 / 16
+    difference = np.abs(probabilities - expected).max()
+    assert 1e-4 < difference < 0.2, f"max |Δ probability| vs FP32 {difference:.3g}"
+
+
+def test_predict_backend_torch_at_int8_is_one_line(image_dir, served_onnx, tiny_checkpoint):
+    options = ("--backend", "torch", "--precision", "int8", "--checkpoint", str(tiny_checkpoint))
+    result = invoke("predict", str(image_dir), "--onnx", str(served_onnx), *options)
+    assert_one_line_error(result, "torch runner has no INT8 path")

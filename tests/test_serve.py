@@ -4,11 +4,22 @@ in-process runner's, dynamic batching batches, bad requests fail alone, SIGTERM 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from conftest import assert_one_line_error, invoke
 from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
@@ -240,18 +251,14 @@ def test_serve_refuses_a_stock_repository_this_triton_cannot_run(served_onnx, tm
     assert "alexnet_onnx needs the onnxruntime backend" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_serve_command_runs_until_sigterm_then_exits_cleanly(served_onnx, tmp_path, held_out_pngs, reference_logits):
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
+@contextlib.contextmanager
+def serve_command(output: Path, *options: str):
+    """``alexnet-deploy serve OPTIONS`` in a child process on ephemeral ports, its stdout
+    and stderr in ``output``; yields (the process, its HTTP host:port) once it is ready,
+    and kills it if the caller has not stopped it."""
     root = Path(__file__).resolve().parents[1]
-    output = tmp_path / "serve.out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-c", "from alexnet_deploy.cli import app; app()", "serve", "--onnx", str(served_onnx)]
+    command = [sys.executable, "-c", "from alexnet_deploy.cli import app; app()", "serve", *options]
     command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
     with open(output, "w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -262,15 +269,78 @@ def test_serve_command_runs_until_sigterm_then_exits_cleanly(served_onnx, tmp_pa
         text = output.read_text()
         address = re.search(r"HTTP (127\.0\.0\.1:\d+)", text)
         assert address, text
-        with TritonClassifier(address.group(1)) as client:
-            # the default backend is the fastest here (openvino where installed): FP32 parity, not bit-equality
-            assert np.abs(client.logits("digit0", held_out_pngs[0]) - reference_logits[0]).max() <= 1e-4
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        yield process, address.group(1)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_serve_command_runs_until_sigterm_then_exits_cleanly(served_onnx, tmp_path, held_out_pngs, reference_logits):
+    output = tmp_path / "serve.out"
+    with serve_command(output, "--onnx", str(served_onnx)) as (process, address):
+        with TritonClassifier(address) as client:
+            # the default backend is the fastest here (openvino where installed): FP32 parity, not bit-equality
+            assert np.abs(client.logits("digit0", held_out_pngs[0]) - reference_logits[0]).max() <= 1e-4
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
     assert output.read_text().splitlines()[-2:] == ["stopping: draining in-flight requests", "stopped"]
     with pytest.raises(DeployError, match="cannot reach Triton"):
-        TritonClassifier(address.group(1), timeout_s=2).logits("x", b"\x89PNG")
+        TritonClassifier(address, timeout_s=2).logits("x", b"\x89PNG")
+
+
+def test_serve_precision_int8_serves_the_int8_graph(tiny_precisions, tmp_path, held_out_pngs, reference_logits):
+    """Without an engine (an empty --engines), ``--precision int8`` is OpenVINO running the
+    onnxruntime-layout INT8 graph that ``build`` wrote beside the export: its answers,
+    not the FP32 export's."""
+    pytest.importorskip("openvino")
+    from PIL import Image
+
+    from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
+    from alexnet_deploy.graph import export_metadata
+    from alexnet_deploy.runners.openvino import OpenVinoRunner
+
+    fp32, _ = tiny_precisions
+    output = tmp_path / "serve.out"
+    options = ("--onnx", str(fp32), "--precision", "int8", "--engines", str(tmp_path / "no-engines"))
+    with serve_command(output, *options) as (process, address):
+        with TritonClassifier(address) as client:
+            served = np.stack([client.logits(f"digit{i}", data) for i, data in enumerate(held_out_pngs)])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    assert "the alexnet ensemble uses alexnet_openvino_int8" in output.read_text()
+    preprocessing = export_metadata(onnx.load(str(fp32)), str(fp32)).preprocessing
+    batch = np.stack([preprocessing(Image.open(io.BytesIO(data))) for data in held_out_pngs])
+    with OpenVinoRunner(ArtifactLayout.from_onnx(fp32).onnx(ORT_INT8), "int8") as runner:
+        in_process = runner.infer(batch)
+    scale = np.abs(reference_logits).max()
+    assert np.abs(served - in_process).max() <= 1e-3 * scale  # the same graph, runtime and preprocessing
+    assert np.abs(served - reference_logits).max() > 1e-4 * scale  # quantised: not the FP32 export
+    assert (served.argmax(1) == reference_logits.argmax(1)).mean() >= 15 / 16
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (("--precision", "fp16"), "--backend onnxruntime serves fp32, not fp16; serve fp16 with --backend tensorrt"),
+        (
+            ("--backend", "onnxruntime", "--precision", "int8"),
+            "serves fp32, not int8; serve int8 with --backend tensorrt or openvino",
+        ),
+        (("--backend", "openvino", "--precision", "fp16"), "--backend openvino serves fp32 or int8, not fp16"),
+    ],
+    ids=["fp16-without-an-engine", "onnxruntime-int8", "openvino-fp16"],
+)
+def test_serve_refuses_a_precision_it_would_not_serve(served_onnx, tmp_path, options, fragment):
+    """No engine here (an empty --engines), so fp16 has no runner; onnxruntime's served
+    model is the FP32 export: one line, not an FP32 server answering for another precision."""
+    if options[:2] == ("--backend", "openvino"):
+        pytest.importorskip("openvino")
+    with socket.socket() as taken:  # should the refusal regress, Triton fails on this port instead of serving on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = invoke(
+            "serve", "--onnx", str(served_onnx), "--engines", str(tmp_path / "none"), "--http-port", port, *options
+        )
+    assert_one_line_error(result, fragment)

@@ -22,13 +22,13 @@ from onnx import TensorProto, helper, numpy_helper
 from alexnet_deploy.artifacts import sidecar_of
 from alexnet_deploy.cuda_driver import CudaDevice, max_ptx_version
 from alexnet_deploy.errors import BackendUnavailable, DeployError
-from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, to_standard_lrn
+from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, graph_precision, to_standard_lrn
 from alexnet_deploy.lrn import LRNParams, lrn_reference
 from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, parse_version
 from alexnet_deploy.plugin.registration import register_lrn_plugin
 from alexnet_deploy.tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason
 from alexnet_deploy.tensorrt.config import EngineBuildConfig
-from alexnet_deploy.tensorrt.engine import build_engine, onnx_precision
+from alexnet_deploy.tensorrt.engine import build_engine
 from alexnet_deploy.tensorrt.inspector import datatype_of, layer_precisions
 from alexnet_deploy.tensorrt.runner import TensorRTRunner
 from alexnet_deploy.tensorrt.sidecar import (
@@ -299,15 +299,15 @@ def test_datatype_names_are_normalised(text, expected):
 
 def test_precision_is_read_from_the_onnx():
     model = conv_lrn_model()
-    assert onnx_precision(model) == "fp32"
+    assert graph_precision(model) == "fp32"
     half = onnx.ModelProto()
     half.CopyFrom(model)
     half.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.zeros((CHANNELS, 3, 3, 3), np.float16), "w"))
-    assert onnx_precision(half) == "fp16"
+    assert graph_precision(half) == "fp16"
     quantized = onnx.ModelProto()
     quantized.CopyFrom(model)
     quantized.graph.node.insert(0, helper.make_node("QuantizeLinear", ["x", "s"], ["xq"]))
-    assert onnx_precision(quantized) == "int8"
+    assert graph_precision(quantized) == "int8"
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ from alexnet_deploy.data.preprocessing import Preprocessing, held_out_images
 from alexnet_deploy.data.sources import load_digits
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.model import AlexNet, AlexNetConfig
+from alexnet_deploy.progress import SilentProgress
 from alexnet_deploy.train.config import TrainConfig
 from alexnet_deploy.train.loop import train
-from alexnet_deploy.train.precision import Precision
+from alexnet_deploy.train.precision import MixedPrecision
 
 
 def test_the_shared_test_model_has_learned(tiny_checkpoint):
@@ -70,10 +71,18 @@ def test_resume_continues_to_the_requested_epoch(tmp_path):
     config = TrainConfig(
         output=output, epochs=1, limit=80, width=0.0625, batch_size=16, augment=Augmentation(False, False, 0)
     )
-    train(config)
+    first = train(config)
     config.epochs, config.resume = 2, True
-    result = train(config)
-    assert [m.epoch for m in result.history] == [1, 2]
+    begun = []
+
+    class Recording(SilentProgress):
+        def begin(self, description: str, total: int) -> None:
+            begun.append(description)
+
+    result = train(config, progress=Recording())
+    assert begun == ["epoch 2/2"]  # epoch 1 is read back, not trained again
+    # epoch 1's record is the first run's own (its timings too: a re-run would measure others)
+    assert result.history[0] == first.history[0] and [m.epoch for m in result.history] == [1, 2]
     assert len(output.with_suffix(".metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -248,14 +257,25 @@ def test_a_new_run_sweeps_temporary_files_a_killed_run_left(tmp_path):
     assert not stale.exists() and mine.exists()
 
 
-def test_bf16_training_computes_in_bf16_and_keeps_an_fp32_checkpoint(tmp_path):
+def test_bf16_training_computes_in_bf16_and_keeps_an_fp32_checkpoint(tmp_path, monkeypatch):
     output = tmp_path / "bf16.pt"
+    seen = set()
+    forward = AlexNet.forward
+
+    def recording(self, x):
+        out = forward(self, x)
+        if self.training:
+            seen.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(AlexNet, "forward", recording)
     result = train(TrainConfig(output=output, epochs=1, limit=80, width=0.0625, batch_size=16, precision="bf16"))
+    assert seen == {torch.bfloat16}, seen  # every training step's forward ran under bf16 autocast
     assert np.isfinite(result.history[-1].train_loss)
     checkpoint = load_checkpoint(output)
     assert {v.dtype for v in checkpoint.state_dict.values()} == {torch.float32}
     model = checkpoint.build_model()
-    with Precision("bf16", "cpu").autocast():
+    with MixedPrecision("bf16", "cpu").autocast():
         assert model(torch.randn(1, 3, 227, 227)).dtype == torch.bfloat16
 
 

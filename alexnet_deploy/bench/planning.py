@@ -6,20 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnx
 
-from ..artifacts import ORT_INT8, PRECISIONS, ArtifactLayout, Precision
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..errors import DeployError
 from ..files import sha256_file
-from ..graph import export_metadata, load_verified
-from ..runners.base import Runner
+from ..graph import export_metadata
+from ..inference import Runner
+from ..runners.registry import ArtifactMissing, ModelFiles, RunOptions, backend_entry, load_artifact
 from .config import BenchConfig
-
-SIMULATED_INT8 = "int8-sim"  # the row of the TensorRT-targeted INT8 graph run by onnxruntime
-QDQ_INT8 = "int8-qdq"  # the row of the TensorRT-targeted (Q/DQ) INT8 graph run by OpenVINO, in integers
 
 
 @dataclass
@@ -37,171 +33,71 @@ class Planned:
 
 @dataclass
 class PlanContext:
-    """What every planner may need, resolved once."""
+    """What every row's plan may need, resolved once."""
 
     config: BenchConfig
     torch_device: str  # "cpu" or "cuda"
-    onnxruntime_device: str
     reference_model: onnx.ModelProto  # the FP32 export
     reference_runner: Runner
     checkpoint: Checkpoint | None  # loaded when a torch backend runs
 
-
-BUILD_COMMANDS = {p: f"alexnet-deploy build --{p}" for p in PRECISIONS}
-BF16_NOT_BUILT = "bf16 has no ONNX or engine here: its rows are torch's (CPU with AVX512-BF16/AMX, or CUDA)"
-
-
-def _onnxruntime_graph(layout: ArtifactLayout, precision: str) -> tuple[Path, str | None]:
-    """The ONNX an onnxruntime row runs, and the note that says which graph it is."""
-    if precision == "int8":
-        return layout.onnx(ORT_INT8), "onnxruntime-targeted INT8 graph (QLinearConv/QGemm integer kernels)"
-    if precision == SIMULATED_INT8:
-        return layout.onnx(Precision.INT8), (
-            "TensorRT-targeted INT8 graph, quantization simulated in float by onnxruntime: "
-            "parity of the engine's graph, speed not an INT8 figure"
-        )
-    return layout.onnx(precision), None
+    @property
+    def files(self) -> ModelFiles:
+        return ModelFiles(self.config.onnx, self.config.layout.engines_dir, self.config.checkpoint)
 
 
-def _missing(context: PlanContext, path: Path, precision: str) -> str:
-    """The skip reason for an artifact not built yet, or an error if it was asked for."""
-    message = f"{path} not found; run `{BUILD_COMMANDS[precision]}`"
-    if context.config.precisions is not None:
-        raise DeployError(f"{message} (--precisions {precision} asked for it)")
-    return message
-
-
-def _verified_model(context: PlanContext, path: Path, stored: str) -> onnx.ModelProto:
-    """The ONNX at ``path``, loaded and verified now (so a wrong or modified file fails
-    before any timing), holding a ``stored``-precision model as its metadata says."""
-    model = context.reference_model if stored == "fp32" else load_verified(path)
-    carried = export_metadata(model, str(path)).precision
-    if carried != stored:
-        raise DeployError(f"{path} holds a {carried} model, expected {stored}")
-    return model
-
-
-def _plan_onnxruntime(context: PlanContext, precision: str) -> Planned:
-    planned = Planned("onnxruntime", precision, context.onnxruntime_device, harness_check=precision == "fp32")
-    if precision == "bf16":
-        planned.skipped = BF16_NOT_BUILT
-        return planned
-    if precision == "fp32" and context.onnxruntime_device == "cpu":
-        planned.open = lambda: context.reference_runner  # the reference session itself
-        return planned
-    path, note = _onnxruntime_graph(context.config.layout, precision)
-    planned.notes += [note] if note else []
-    stored = "int8" if precision == SIMULATED_INT8 else precision  # what the file's metadata says
-    if not path.is_file():
-        planned.skipped = _missing(context, path, stored)
-        return planned
-
-    model = _verified_model(context, path, stored)
-
-    def open_runner() -> Runner:
-        from ..runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(model, stored, context.onnxruntime_device)
-
-    planned.open = open_runner
-    return planned
-
-
-def _openvino_graph(layout: ArtifactLayout, precision: str) -> tuple[Path, str, str | None]:
-    """The ONNX an OpenVINO row runs, the precision its metadata carries, and the note
-    that says which graph it is. Both INT8 layouts run as integers (the runner's
-    runtime-graph note says so); bf16 is the FP32 export at bf16 inference precision."""
-    if precision == "int8":
-        return layout.onnx(ORT_INT8), "int8", "onnxruntime-layout INT8 graph (alexnet.int8-ort.onnx)"
-    if precision == QDQ_INT8:
-        return layout.onnx(Precision.INT8), "int8", "TensorRT-layout Q/DQ INT8 graph (alexnet.int8.onnx)"
-    if precision == "bf16":
-        return layout.onnx(Precision.FP32), "fp32", "the FP32 export at OpenVINO's bf16 inference precision"
-    return layout.onnx(precision), precision, None
-
-
-def _plan_openvino(context: PlanContext, precision: str) -> Planned:
-    from ..runners.openvino import OpenVinoRunner, openvino_unavailable_reason
-
-    planned = Planned("openvino", precision, "cpu")
-    reason = openvino_unavailable_reason()
-    if reason is not None:
-        planned.skipped = reason
-        return planned
-    path, stored, note = _openvino_graph(context.config.layout, precision)
-    planned.notes += [note] if note else []
-    if not path.is_file():
-        planned.skipped = _missing(context, path, stored)
-        return planned
-    model = _verified_model(context, path, stored)
-    runner_precision = "int8" if precision == QDQ_INT8 else precision
-    planned.open = lambda: OpenVinoRunner(model, runner_precision)
-    return planned
-
-
-def _plan_torch(context: PlanContext, precision: str, compile: bool) -> Planned:
-    from ..runners.torch import TorchRunner
-
-    planned = Planned("torch-compile" if compile else "torch", precision, context.torch_device)
-    checkpoint = context.checkpoint
-    if checkpoint is None:  # run_bench loads it whenever a torch backend is asked for
-        raise RuntimeError("torch rows planned without a checkpoint")
-    planned.open = lambda: TorchRunner(
-        checkpoint, precision, context.torch_device, compile=compile, cuda_graphs=context.config.cuda_graphs
-    )
-    return planned
-
-
-def _plan_tensorrt(context: PlanContext, precision: str) -> Planned:
-    planned = Planned("tensorrt", precision, "cuda")
-    if precision == "bf16":
-        planned.skipped = BF16_NOT_BUILT
-        return planned
-    if context.config.device == "cpu":
+def plan_row(context: PlanContext, name: str, precision: str) -> Planned:
+    """One row, decided by asking the registry: the backend cannot run here or has no
+    such precision (skipped), its file is not built (skipped, or an error when
+    ``--precisions`` named it), or how to open its runner on the verified file."""
+    entry = backend_entry(name)
+    device = entry.device_for(context.torch_device)
+    planned = Planned(name, precision, device, harness_check=(name, precision) == ("onnxruntime", "fp32"))
+    if name == "tensorrt" and context.config.device == "cpu":
         planned.skipped = "TensorRT runs only on a GPU (--device cpu)"
         return planned
-    try:
-        from ..tensorrt.availability import runner_unavailable_reason
-        from ..tensorrt.runner import TensorRTRunner
-        from ..tensorrt.sidecar import read_sidecar
-    except ImportError as error:
-        planned.skipped = f"the TensorRT runner cannot be imported ({error})"
-        return planned
-    reason = runner_unavailable_reason()
+    reason = entry.unsupported_reason(precision) or entry.unavailable_reason()
     if reason is not None:
         planned.skipped = reason
         return planned
-    path = context.config.layout.plan(precision)
-    if not path.is_file():
-        planned.skipped = _missing(context, path, precision)
+    if planned.harness_check and device == "cpu":
+        planned.open = lambda: context.reference_runner  # the reference session itself
         return planned
-    # the sidecar knows the profile: a batch it cannot take fails now, not minutes into the run
-    check_batches(read_sidecar(path).profile.max[0], context.config.batches, f"{path}'s profile")
-    planned.open = lambda: TensorRTRunner(path, precision, cuda_graphs=context.config.cuda_graphs)
+    artifact = entry.artifact(context.files, precision)
+    planned.notes += [artifact.note] if artifact.note else []
+    if artifact.kind == "checkpoint":
+        source: object = context.checkpoint
+        if source is None:  # run_bench loads it whenever a torch backend is asked for
+            raise RuntimeError("torch rows planned without a checkpoint")
+    else:
+        try:
+            source = load_artifact(artifact, context.reference_model)
+        except ArtifactMissing as missing:
+            if context.config.precisions is not None:
+                raise DeployError(f"{missing} (--precisions {artifact.stored} asked for it)") from None
+            planned.skipped = str(missing)
+            return planned
+    if artifact.kind == "plan":
+        from ..tensorrt.sidecar import read_sidecar
+
+        # the sidecar knows the profile: a batch it cannot take fails now, not minutes into the run
+        check_batches(read_sidecar(artifact.path).profile.max[0], context.config.batches, f"{artifact.path}'s profile")
+    options = RunOptions(device, cuda_graphs=context.config.cuda_graphs)
+    planned.open = lambda: entry.open(source, precision, options)
     return planned
-
-
-PLANNERS: dict[str, Callable[[PlanContext, str], Planned]] = {
-    "tensorrt": _plan_tensorrt,
-    "onnxruntime": _plan_onnxruntime,
-    "openvino": _plan_openvino,
-    "torch": lambda context, precision: _plan_torch(context, precision, compile=False),
-    "torch-compile": lambda context, precision: _plan_torch(context, precision, compile=True),
-}
 
 
 def plan_rows(context: PlanContext) -> list[Planned]:
-    """One plan per backend x precision asked for, in that order; onnxruntime's int8 is
-    followed by the simulated-INT8 row of the TensorRT-targeted graph, OpenVINO's by
-    its integer row of that graph."""
+    """One plan per backend x precision asked for, in that order; a row the registry
+    names a follow-up of (onnxruntime's and OpenVINO's int8: the TensorRT-layout graph
+    in their ways) comes right after it."""
     plans = []
-    for backend in context.config.backends:
+    for name in context.config.backends:
         for precision in context.config.chosen_precisions:
-            plans.append(PLANNERS[backend](context, precision))
-            if (backend, precision) == ("onnxruntime", "int8"):
-                plans.append(_plan_onnxruntime(context, SIMULATED_INT8))
-            if (backend, precision) == ("openvino", "int8"):
-                plans.append(_plan_openvino(context, QDQ_INT8))
+            plans.append(plan_row(context, name, precision))
+            follow_up = backend_entry(name).follow_ups.get(precision)
+            if follow_up is not None:
+                plans.append(plan_row(context, name, follow_up))
     return plans
 
 
@@ -216,17 +112,6 @@ def load_matching_checkpoint(config: BenchConfig, reference_model: onnx.ModelPro
             "re-run `alexnet-deploy export` or pass the right --checkpoint"
         )
     return checkpoint
-
-
-def resolve_devices(config: BenchConfig) -> tuple[str, str]:
-    """(torch device, onnxruntime device). onnxruntime follows torch onto the GPU only
-    when its CUDA execution provider is installed; otherwise its rows say "cpu"."""
-    from ..devices import resolve_device
-    from ..runners.onnxruntime import available_providers
-
-    torch_device = resolve_device(config.device).type
-    cuda_ep = "CUDAExecutionProvider" in available_providers()
-    return torch_device, "cuda" if torch_device == "cuda" and cuda_ep else "cpu"
 
 
 def check_batches(max_batch: int | None, batches: Sequence[int], what: str) -> None:

@@ -15,10 +15,10 @@ from ..doctor import machine_description
 from ..errors import BackendUnavailable, DeployError
 from ..files import require_file
 from ..graph import export_metadata, load_verified
+from ..inference import Runner
 from ..metrics import LatencyStats, fp32_tolerance, parity
 from ..progress import ProgressReporter, SilentProgress
-from ..runners.base import Runner
-from ..runners.onnxruntime import OnnxRuntimeRunner
+from ..runners import registry
 from .config import BenchConfig
 from .inputs import Rotation, check_memory, memory_limit_bytes
 from .planning import (
@@ -27,7 +27,6 @@ from .planning import (
     check_batches,
     load_matching_checkpoint,
     plan_rows,
-    resolve_devices,
 )
 from .report import BenchReport, BenchRow
 from .timing import HarnessCheck, Timing, harness_overhead, time_iterations
@@ -97,7 +96,9 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     does not match the ONNX) fails before the first image is timed."""
     config.check()
     progress = progress or SilentProgress()
-    torch_device, onnxruntime_device = resolve_devices(config)
+    from ..devices import resolve_device
+
+    torch_device = resolve_device(config.device).type
     reference_path = config.onnx
     require_file(reference_path, "reference ONNX", "run `alexnet-deploy export` first")
     reference_model = load_verified(reference_path)
@@ -107,8 +108,8 @@ def run_bench(config: BenchConfig, progress: ProgressReporter | None = None) -> 
     check_memory(config.batches, metadata.preprocessing.crop, memory_limit_bytes())
     torch_rows = any(b.startswith("torch") for b in config.backends)
     checkpoint = load_matching_checkpoint(config, reference_model) if torch_rows else None
-    reference_runner = OnnxRuntimeRunner(reference_model, "fp32", "cpu")
-    context = PlanContext(config, torch_device, onnxruntime_device, reference_model, reference_runner, checkpoint)
+    reference_runner = registry.reference_runner(reference_model)
+    context = PlanContext(config, torch_device, reference_model, reference_runner, checkpoint)
     plans = plan_rows(context)
 
     data_source = metadata.data_source
@@ -174,7 +175,7 @@ def _run_planned(
         for batch, rotation in rotations.items():
             row, _ = _measure_row(runner, planned, rotation, context.config, reference, labels)
             rows.append(row)
-            if planned.harness_check and isinstance(runner, OnnxRuntimeRunner):
+            if planned.harness_check and runner.run_bare is not None:
                 harness.append(harness_overhead(runner, runner.run_bare, rotation.batches))
             progress.advance(1, row=f"{planned.backend}/{planned.precision} @ {batch}")
         return rows

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..runners.base import Runner, StageTiming
+from ..inference import Runner, StageTiming
 from .config import DEFAULT_ITERATIONS, DEFAULT_WARMUP
 
 HARNESS_TOLERANCE = 0.02  # the bench loop may cost at most 2% against bare session.run

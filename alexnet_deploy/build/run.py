@@ -42,7 +42,7 @@ from ..quantize.fp16 import to_fp16
 from ..quantize.images import fill_calibration_dir, load_calibration_set
 from ..quantize.onnxruntime import insert_qdq_for_onnxruntime, output_activations
 from ..quantize.qdq import insert_qdq
-from ..runners.onnxruntime import OnnxRuntimeRunner
+from ..runners.registry import open_model, reference_runner
 from .config import THROUGHPUT_BATCH, THROUGHPUT_ROUNDS, BuildConfig
 
 
@@ -117,7 +117,7 @@ def evaluate(
     """Accuracy of ``model`` on the val images. A model that is to be written (``path``
     given) must output finite logits: it is evaluated *before* it is saved, so a broken
     one (NaN scales, say) never replaces a good file."""
-    with OnnxRuntimeRunner(model, precision) as runner:
+    with open_model("onnxruntime", model, precision) as runner:
         logits = runner.infer_all(images)
     if path is not None and not np.isfinite(logits).all():
         bad = int((~np.isfinite(logits)).any(axis=1).sum())
@@ -136,7 +136,7 @@ def interleaved_throughput(
     in turn for ``rounds`` rounds after one untimed warm-up call each, so load from
     other jobs on a shared machine slows every model alike and ratios stay fair."""
     batch_images = np.resize(images, (batch, *images.shape[1:]))  # repeats images if there are fewer
-    runners = [OnnxRuntimeRunner(model, precision) for model, precision in models]
+    runners = [open_model("onnxruntime", model, precision) for model, precision in models]
     seconds = [0.0] * len(runners)
     try:
         for runner in runners:
@@ -233,8 +233,8 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
         data_source, split, preprocessing, "val", classes=metadata.classes, class_ids=metadata.class_ids
     )
     report.val_images = len(images)
-    with OnnxRuntimeRunner(model) as reference_runner:
-        reference = reference_runner.infer_all(images)
+    with reference_runner(model) as fp32_runner:
+        reference = fp32_runner.infer_all(images)
     if not np.isfinite(reference).all():
         raise DeployError(f"{fp32_path} outputs non-finite logits on its val images; re-train and re-export it")
 

@@ -29,7 +29,6 @@ Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="Checkpoint writt
 Device = Annotated[DeviceChoice, typer.Option("--device", help="auto: CUDA when torch sees a GPU, else CPU.")]
 EnginePrecision = Annotated[Precision, typer.Option("--precision", help="Which ONNX twin or engine to run.")]
 JsonReport = Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")]
-Plot = Annotated[Path | None, typer.Option("--plot", help="Also draw the report as a PNG.")]
 ServerProtocol = Annotated[Protocol, typer.Option("--protocol", help="How to talk to the Triton server.")]
 
 

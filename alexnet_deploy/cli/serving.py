@@ -60,7 +60,8 @@ def predict(
 ) -> None:
     """Classify images: top-k class names and probabilities."""
     from ..files import write_text_atomic
-    from ..serve.predict import fastest_backend, local_classifier, open_runner, predict_files
+    from ..runners.registry import ModelFiles, fastest_backend
+    from ..serve.predict import local_classifier, open_runner, predict_files
 
     if json_path is not None:
         from ..files import check_writable_destination
@@ -72,8 +73,9 @@ def predict(
         with TritonClassifier(url, protocol) as client:
             report = predict_files(images, client.logits, client.classes(), top, f"triton {protocol}://{url}")
     else:
-        chosen = backend.value if backend is not None else fastest_backend(precision, engines)
-        runner, info = open_runner(chosen, precision, onnx, engines, checkpoint)
+        files = ModelFiles(onnx, engines, checkpoint)
+        chosen = backend.value if backend is not None else fastest_backend(precision, files)
+        runner, info = open_runner(chosen, precision, files)
         with runner:
             report = predict_files(images, local_classifier(runner, info.preprocessing), info.classes, top, runner.name)
     for prediction in report.predictions:
@@ -159,9 +161,10 @@ def serve(
 
     config = ServerConfig(repository, http_port, grpc_port, metrics_port, log=log)
     announce = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
-    from ..serve.predict import fastest_backend
+    from ..runners.registry import ModelFiles, fastest_backend
 
-    chosen = backend.value if backend is not None else fastest_backend(precision, engines, served=True)
+    files = ModelFiles(onnx, engines, DEFAULT_LAYOUT.checkpoint)
+    chosen = backend.value if backend is not None else fastest_backend(precision, files, served=True)
     serve_until_signal(config, onnx, announce, backend=chosen, precision=precision, engines_dir=engines)
 
 

@@ -18,7 +18,7 @@ from ..data.preprocessing import preprocess_all
 from ..data.sources import load_labelled_folder
 from ..errors import BackendUnavailable, DeployError
 from ..graph import export_metadata, load_verified
-from ..metrics import compare_logits, topk_accuracy
+from ..metrics import parity
 from ..progress import ProgressReporter, SilentProgress
 from .config import EvalConfig
 
@@ -63,7 +63,8 @@ def sample(labels: np.ndarray, limit: int | None) -> np.ndarray:
 def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> EvalReport:
     """Every backend x precision of ``config`` on its folder; rows that cannot run
     here (no TensorRT, no INT8 file yet) are kept with the reason."""
-    from ..serve.predict import open_runner
+    from ..devices import resolve_device
+    from ..runners.registry import ModelFiles, open_runner
 
     config.check()
     progress = progress or SilentProgress()
@@ -73,30 +74,31 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
     images, labels = preprocess_all(folder, metadata.preprocessing)
     report = EvalReport(str(config.data), len(images), len(np.unique(labels)), None)
     reference: np.ndarray | None = None
-    pairs = [(b, p) for b in config.backends for p in config.precisions]
+    pairs = [(b, p) for b in config.backends for p in config.chosen_precisions]
+    files = ModelFiles(config.onnx, config.engines, config.checkpoint)
+    torch_device = resolve_device("auto").type
     progress.begin("eval", len(pairs) * len(images))
     try:
         for backend, precision in pairs:
             try:
-                runner, _ = open_runner(backend, precision, config.onnx, config.engines, config.checkpoint)
-                runner.load()
+                runner = open_runner(backend, precision, files, torch_device).load()
             except (DeployError, BackendUnavailable) as error:
+                if config.precisions is not None and not isinstance(error, BackendUnavailable):
+                    raise  # a precision the user named must run: its file missing or modified is an error
                 report.rows.append(EvalRow(backend, precision, skipped=str(error)))
                 progress.advance(len(images), row=f"{backend}/{precision} skipped")
                 continue
             try:
-                outputs = []
-                for start in range(0, len(images), EVAL_BATCH):
-                    outputs.append(runner.infer(images[start : start + EVAL_BATCH]))
-                    progress.advance(len(outputs[-1]), row=runner.name)
+                name = runner.name
+                logits = runner.infer_all(images, EVAL_BATCH, lambda n: progress.advance(n, row=name))  # noqa: B023 -- called before the loop moves on
             finally:
                 runner.close()
-            logits = np.concatenate(outputs)
-            row = EvalRow(backend, precision, topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5))
             if reference is None:
                 reference, report.reference = logits, f"{backend}/{precision}"
-            row.max_abs_diff, row.agreement = compare_logits(reference, logits)
-            report.rows.append(row)
+            match = parity(reference, logits, labels)
+            report.rows.append(
+                EvalRow(backend, precision, match.top1, match.top5, match.top1_agreement, match.max_abs_diff)
+            )
     finally:
         progress.finish()
     return report

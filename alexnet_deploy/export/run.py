@@ -42,7 +42,7 @@ from ..graph import INPUT_NAME, OUTPUT_NAME, check_alexnet_graph, to_plugin_lrn
 from ..lrn import CONVENTION, LRNParams, local_response_norm, replace_lrn
 from ..metrics import compare_logits, fp32_tolerance
 from ..model import AlexNet
-from ..runners.onnxruntime import OnnxRuntimeRunner
+from ..runners.registry import reference_runner
 from .config import MAX_OPSET, MIN_OPSET
 
 
@@ -152,7 +152,7 @@ def validate(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, 
     """Torch model vs the onnxruntime reference on ``images``; raise if they disagree."""
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
-    with OnnxRuntimeRunner(onnx_model) as runner:
+    with reference_runner(onnx_model) as runner:
         actual = runner.infer(images)
     if not np.isfinite(expected).all():
         raise DeployError(

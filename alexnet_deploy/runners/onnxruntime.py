@@ -12,7 +12,7 @@ import onnx
 
 from ..errors import BackendUnavailable
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
-from .base import Runner
+from ..inference import Runner
 
 if TYPE_CHECKING:
     import onnxruntime

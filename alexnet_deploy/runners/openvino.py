@@ -2,22 +2,19 @@
 standard-op twin (``graph.to_standard_lrn``) of any of our ONNX files — FP32, FP16,
 and INT8 in either layout — on the CPU plugin.
 
-Why these settings (measured; docs/bench.md has the figures):
+Why these settings (each was measured; docs/bench.md has the figures and machines):
 
 * ``ov.convert_model`` on a file, not ``Core.read_model``: read_model leaves the
   grouped convolutions' weight-reshape subgraphs in front of them; convert_model folds
-  them (issue 20's measurement). convert_model takes a path, so the twin is written
-  to a temporary file first.
+  them. convert_model takes a path, so the twin is written to a temporary file first.
 * The LATENCY hint: with one synchronous request, THROUGHPUT runs one single-threaded
-  stream (0.5-0.6x LATENCY on 2 cores, docs/bench.md); LATENCY gives the one request
-  every core.
+  stream; LATENCY gives the one request every core.
 * The inference precision is pinned. OpenVINO's CPU default on a CPU with bf16 is
   bf16, which would make an "fp32" row a bf16 one; here fp32, fp16 and int8 rows run
   f32 wherever they are not integer, and bf16 is its own row, only where the CPU has it.
 * One compiled model with the dynamic batch axis, not one per batch size reshaped to a
-  static batch: static shapes did not pay here (AMD EPYC, AVX-512 VNNI, 2 cores:
-  -4% to +9% at batch 1/64/128 in FP32 and INT8, inside the run-to-run spread) and
-  each would cost a compile of 1-5 s.
+  static batch: static shapes gained nothing beyond the run-to-run spread, and each
+  would cost a compile of seconds.
 
 OpenVINO reads our Q/DQ INT8 graphs directly and fuses them into integer kernels, so
 the calibration that feeds TensorRT feeds OpenVINO with no second quantizer. What ran
@@ -37,7 +34,7 @@ import onnx
 
 from ..errors import BackendUnavailable
 from ..graph import load_model, to_standard_lrn
-from .base import Runner
+from ..inference import Runner
 
 PERFORMANCE_HINT = "LATENCY"
 # the layer types whose precision says whether the row is what it claims to be

@@ -14,8 +14,8 @@ AMX (``devices.cpu_bf16_unavailable_reason``), or a CUDA GPU that supports it. T
 INT8 path: quantized inference is what the Q/DQ ONNX is for.
 
 On a CPU the model and its inputs are channels-last (NHWC): oneDNN's convolutions run in
-that layout natively, so NCHW would cost a reorder before and after every conv (measured:
-channels-last is ~7% faster in FP32 and ~19% in bf16 with ``torch.compile``, issue 14).
+that layout natively, so NCHW would cost a reorder before and after every conv (the
+measured gain, with its machine: docs/bench.md, "Reduced precision on the CPU").
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..devices import cpu_bf16_unavailable_reason
 from ..errors import BackendUnavailable
+from ..inference import Runner, StageTiming
 from ..lrn import LRNParams, replace_lrn
-from .base import Runner, StageTiming
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CAPTURE_WARMUP = 3  # side-stream runs before capture, as torch.cuda.graphs asks

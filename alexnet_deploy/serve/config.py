@@ -24,12 +24,15 @@ def tensorrt_model_name(precision: str) -> str:
     return f"alexnet_tensorrt_{precision}"
 
 
-# OpenVINO serves the FP32 twin and, once built, the onnxruntime-layout INT8 twin
-OPENVINO_PRECISIONS = ("fp32", "int8")
-
-
 def openvino_model_name(precision: str) -> str:
     return f"alexnet_openvino_{precision}"
+
+
+def served_model_name(backend: str, precision: str) -> str:
+    """The repository's model that classifies with ``backend`` at ``precision``."""
+    if backend == "onnxruntime":
+        return ONNX_MODEL
+    return openvino_model_name(precision) if backend == "openvino" else tensorrt_model_name(precision)
 
 
 @dataclass(frozen=True)

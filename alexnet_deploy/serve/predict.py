@@ -18,23 +18,25 @@ import numpy as np
 import onnx
 from PIL import Image, UnidentifiedImageError
 
-from ..choices import PredictBackend
 from ..data.preprocessing import Preprocessing
 from ..data.sources import folder_entries, not_a_regular_file, warn_skipped
-from ..errors import DeployError
+from ..devices import resolve_device
+from ..errors import BackendUnavailable, DeployError
 from ..graph import export_metadata
-from ..runners.base import Runner
+from ..inference import Runner
+from ..runners import registry
+from ..runners.registry import ModelFiles
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ServingMetadata:
     """What serving needs from an export, read once from its ONNX metadata."""
 
     classes: tuple[str, ...]
     preprocessing: Preprocessing
 
     @classmethod
-    def of(cls, model: onnx.ModelProto, source: str) -> ModelInfo:
+    def of(cls, model: onnx.ModelProto, source: str) -> ServingMetadata:
         metadata = export_metadata(model, source)
         return cls(tuple(metadata.classes), metadata.preprocessing)
 
@@ -163,66 +165,16 @@ def predict_files(
     return report
 
 
-def fastest_backend(precision: str, engines_dir: Path, served: bool = False) -> str:
-    """The backend a command uses when none is given: the fastest that can run here.
-    TensorRT when its runner can run and the engine for ``precision`` exists; else
-    OpenVINO when installed and serving ``precision`` (the fastest CPU backend measured,
-    docs/bench.md: about 2x onnxruntime in FP32 and 6x in INT8 on an AVX-512 VNNI
-    CPU, 1.5x and 2.65x on issue 20's AVX2-only one); else onnxruntime.
-    ``served``: OpenVINO serves only :data:`serve.config.OPENVINO_PRECISIONS`."""
-    from ..artifacts import ArtifactLayout
-    from ..runners.openvino import openvino_unavailable_reason
-    from ..tensorrt.availability import runner_unavailable_reason
-    from .config import OPENVINO_PRECISIONS
-
-    if runner_unavailable_reason() is None and ArtifactLayout(engines_dir=engines_dir).plan(precision).is_file():
-        return PredictBackend.TENSORRT.value
-    if openvino_unavailable_reason() is None and (not served or precision in OPENVINO_PRECISIONS):
-        return PredictBackend.OPENVINO.value
-    return PredictBackend.ONNXRUNTIME.value
-
-
-def open_runner(
-    backend: str, precision: str, onnx_path: Path, engines_dir: Path, checkpoint: Path
-) -> tuple[Runner, ModelInfo]:
-    """The runner for ``backend``/``precision`` and the export's classes/preprocessing."""
-    from ..artifacts import ArtifactLayout
+def open_runner(backend: str, precision: str, files: ModelFiles) -> tuple[Runner, ServingMetadata]:
+    """The runner for ``backend``/``precision`` (from the registry) and the export's
+    classes/preprocessing; a backend that cannot run here is an error, not a skip."""
     from ..graph import load_verified
 
-    if backend not in PredictBackend.values():
-        raise DeployError(f"unknown backend {backend!r}; choose from {', '.join(PredictBackend.values())}")
     # weights and metadata both verified: the class names printed are the ones exported with these weights
-    reference = load_verified(onnx_path)
-    info = ModelInfo.of(reference, str(onnx_path))
-    if backend == "onnxruntime":
-        from ..runners.onnxruntime import OnnxRuntimeRunner
-
-        path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(precision)
-        model = reference if precision == "fp32" else load_verified(path)
-        return OnnxRuntimeRunner(model, precision, "cpu"), info
-    if backend == "openvino":
-        from ..artifacts import ORT_INT8
-        from ..runners.openvino import OpenVinoRunner, openvino_unavailable_reason
-
-        reason = openvino_unavailable_reason()
-        if reason is not None:
-            raise DeployError(f"the openvino backend cannot run here: {reason}")
-        # INT8: the onnxruntime layout, which OpenVINO runs fastest and closest to FP32 (docs/bench.md)
-        path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(ORT_INT8 if precision == "int8" else precision)
-        model = reference if precision == "fp32" else load_verified(path)
-        return OpenVinoRunner(model, precision), info
-    if backend == "torch":
-        from ..checkpoint import load_checkpoint
-        from ..devices import resolve_device
-        from ..runners.torch import TorchRunner
-
-        return TorchRunner(load_checkpoint(checkpoint), precision, resolve_device("auto").type), info
-    from ..artifacts import ArtifactLayout
-    from ..tensorrt.availability import runner_unavailable_reason
-
-    reason = runner_unavailable_reason()
-    if reason is not None:
-        raise DeployError(f"the tensorrt backend cannot run here: {reason}")
-    from ..tensorrt.runner import TensorRTRunner
-
-    return TensorRTRunner(ArtifactLayout(engines_dir=engines_dir).plan(precision), precision), info
+    reference = load_verified(files.onnx)
+    info = ServingMetadata.of(reference, str(files.onnx))
+    try:
+        runner = registry.open_runner(backend, precision, files, resolve_device("auto").type, reference=reference)
+    except BackendUnavailable as error:
+        raise DeployError(f"the {backend} backend cannot run {precision} here: {error}") from None
+    return runner, info

@@ -36,21 +36,22 @@ from pathlib import Path
 import onnx
 from google.protobuf import text_format
 
-from ..artifacts import ENGINES_DIR, ORT_INT8, PRECISIONS, ArtifactLayout, sidecar_of
+from ..artifacts import ENGINES_DIR, sidecar_of
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_verified, to_standard_lrn
+from ..runners.registry import BACKENDS, ArtifactMissing, ModelFiles, load_artifact
 from ..tensorrt.sidecar import read_sidecar
 from .config import (
     ENSEMBLE,
     IMAGE_INPUT,
     ONNX_MODEL,
-    OPENVINO_PRECISIONS,
     PREPROCESS,
     RepositoryConfig,
     openvino_model_name,
+    served_model_name,
     tensorrt_model_name,
 )
-from .predict import ModelInfo
+from .predict import ServingMetadata
 
 LABELS_FILE = "labels.txt"
 
@@ -83,7 +84,7 @@ def _batched_model(name: str, max_batch: int, size: int, classes: int, config: R
     return model
 
 
-def onnx_config(info: ModelInfo, size: int, config: RepositoryConfig):
+def onnx_config(info: ServingMetadata, size: int, config: RepositoryConfig):
     model = _batched_model(ONNX_MODEL, config.max_batch, size, len(info.classes), config, gpu=False)
     if config.flavour == "stock":
         model.backend = "onnxruntime"
@@ -92,7 +93,7 @@ def onnx_config(info: ModelInfo, size: int, config: RepositoryConfig):
     return model
 
 
-def openvino_config(precision: str, info: ModelInfo, size: int, config: RepositoryConfig):
+def openvino_config(precision: str, info: ServingMetadata, size: int, config: RepositoryConfig):
     """For CPU deployments: stock Triton's openvino backend loads the ONNX twin itself."""
     model = _batched_model(openvino_model_name(precision), config.max_batch, size, len(info.classes), config, gpu=False)
     if config.flavour == "stock":
@@ -104,7 +105,7 @@ def openvino_config(precision: str, info: ModelInfo, size: int, config: Reposito
     return model
 
 
-def tensorrt_config(precision: str, max_batch: int, info: ModelInfo, size: int, config: RepositoryConfig):
+def tensorrt_config(precision: str, max_batch: int, info: ServingMetadata, size: int, config: RepositoryConfig):
     model = _batched_model(tensorrt_model_name(precision), max_batch, size, len(info.classes), config, gpu=True)
     if config.flavour == "stock":
         model.platform = "tensorrt_plan"
@@ -113,7 +114,7 @@ def tensorrt_config(precision: str, max_batch: int, info: ModelInfo, size: int, 
     return model
 
 
-def preprocess_config(info: ModelInfo, size: int, config: RepositoryConfig):
+def preprocess_config(info: ServingMetadata, size: int, config: RepositoryConfig):
     pb = _pb()
     # max_batch_size 0: each request is one image of its own length, so nothing to batch
     model = pb.ModelConfig(name=PREPROCESS, backend="python", max_batch_size=0)
@@ -124,7 +125,7 @@ def preprocess_config(info: ModelInfo, size: int, config: RepositoryConfig):
     return model
 
 
-def ensemble_config(target: str, info: ModelInfo, size: int):
+def ensemble_config(target: str, info: ServingMetadata, size: int):
     """bytes -> ``preprocess`` -> ``target`` -> logits (1, classes), labelled."""
     pb = _pb()
     model = pb.ModelConfig(name=ENSEMBLE, platform="ensemble", max_batch_size=0)
@@ -180,14 +181,14 @@ def _write_model(
             target.write_bytes(content)
 
 
-def _openvino_source(onnx_path: Path, precision: str, result: Repository) -> onnx.ModelProto | None:
-    """The INT8 graph OpenVINO serves (the onnxruntime layout, its fastest: docs/bench.md),
-    verified, or None (noted in ``result.skipped``) while it is not built."""
-    path = ArtifactLayout.from_onnx(Path(onnx_path)).onnx(ORT_INT8)
-    if not path.is_file():
-        result.skipped.append(f"{openvino_model_name(precision)}: no {path} (run `alexnet-deploy build --int8`)")
+def _served_source(backend: str, precision: str, files: ModelFiles, fp32: onnx.ModelProto, result: Repository):
+    """The file the registry says ``backend`` serves ``precision`` from, verified (an
+    ONNX) or as a path (a plan), or None (noted in ``result.skipped``) while it is not built."""
+    try:
+        return load_artifact(BACKENDS[backend].artifact(files, precision), fp32)
+    except ArtifactMissing as missing:
+        result.skipped.append(f"{served_model_name(backend, precision)}: {missing}")
         return None
-    return load_verified(path)
 
 
 def write_repository(
@@ -208,7 +209,7 @@ def write_repository(
     if not output.parent.is_dir():
         raise DeployError(f"output directory {output.parent} does not exist (for {output})")
     model = load_verified(onnx_path)  # the served weights are the exported ones, as their metadata says
-    info = ModelInfo.of(model, str(onnx_path))
+    info = ServingMetadata.of(model, str(onnx_path))
     size = info.preprocessing.crop
     classes = list(info.classes)
     twin: onnx.ModelProto = to_standard_lrn(model)
@@ -223,8 +224,9 @@ def write_repository(
             staging, onnx_config(info, size, config), {"model.onnx": twin.SerializeToString(), **local}, classes
         )
         result.models.append(ONNX_MODEL)
-        for precision in OPENVINO_PRECISIONS:
-            source = model if precision == "fp32" else _openvino_source(onnx_path, precision, result)
+        model_files = ModelFiles(Path(onnx_path), Path(engines_dir))
+        for precision in BACKENDS["openvino"].served:
+            source = _served_source("openvino", precision, model_files, model, result)
             if source is None:
                 continue
             openvino_files = {"model.onnx": to_standard_lrn(source).SerializeToString()}
@@ -232,8 +234,8 @@ def write_repository(
                 openvino_files["model.py"] = _MODEL_PY.format(cls="OpenVinoModel").encode()
             _write_model(staging, openvino_config(precision, info, size, config), openvino_files, classes)
             result.models.append(openvino_model_name(precision))
-        for precision in PRECISIONS:
-            plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
+        for precision in BACKENDS["tensorrt"].served:
+            plan = BACKENDS["tensorrt"].artifact(model_files, precision).path
             if not plan.is_file():
                 continue
             max_batch = read_sidecar(plan).profile.max[0]

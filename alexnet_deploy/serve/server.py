@@ -37,10 +37,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from ..artifacts import ENGINES_DIR, ArtifactLayout
+from ..artifacts import ENGINES_DIR
 from ..choices import ServedBackend
 from ..errors import DeployError
-from ..tensorrt.availability import runner_unavailable_reason
 from .config import ServerConfig
 
 HOST = "127.0.0.1"  # never anything but loopback: this is a local/dev server
@@ -275,28 +274,26 @@ def serve_until_signal(
     drain). Without a repository, one is written from the export (and the engines) whose
     ``alexnet`` ensemble classifies with ``backend`` (``onnxruntime``, or ``openvino`` or
     ``tensorrt`` at ``precision``). ``announce`` receives the status lines (the CLI prints them)."""
-    from ..runners.openvino import openvino_unavailable_reason
-    from .config import ONNX_MODEL, OPENVINO_PRECISIONS, RepositoryConfig, openvino_model_name, tensorrt_model_name
+    from ..runners.registry import BACKENDS, ArtifactMissing, ModelFiles, backend_entry, load_artifact
+    from .config import RepositoryConfig, served_model_name
     from .repository import write_repository
 
     if backend not in ServedBackend.values():
         raise DeployError(f"--backend {backend}: the local server runs {' or '.join(ServedBackend.values())}")
-    if backend == "tensorrt":
-        reason = runner_unavailable_reason()
-        if reason is not None:
-            raise DeployError(f"--backend tensorrt: {reason}")
-        plan = ArtifactLayout(engines_dir=engines_dir).plan(precision)
-        if not plan.is_file():
-            raise DeployError(f"--backend tensorrt: no {plan}; run `alexnet-deploy build --{precision}`")
-    if backend == "openvino":
-        reason = openvino_unavailable_reason()
-        if reason is not None:
-            raise DeployError(f"--backend openvino: {reason}")
-        if precision not in OPENVINO_PRECISIONS:
-            raise DeployError(f"--backend openvino serves {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
-        target = openvino_model_name(precision)
-    else:
-        target = ONNX_MODEL if backend == "onnxruntime" else tensorrt_model_name(precision)
+    entry = backend_entry(backend)
+    reason = entry.unavailable_reason()
+    if reason is not None:
+        raise DeployError(f"--backend {backend}: {reason}")
+    if precision not in entry.served:  # never an FP32 model answering for another precision
+        others = [name for name, other in BACKENDS.items() if precision in other.served]
+        hint = f"; serve {precision} with --backend {' or '.join(others)}" if others else ""
+        raise DeployError(f"--backend {backend} serves {' or '.join(entry.served)}, not {precision}{hint}")
+    if config.repository is None:  # the file it serves must exist now, not be a missing model in the repository
+        try:
+            load_artifact(entry.artifact(ModelFiles(Path(onnx_path), Path(engines_dir)), precision))
+        except ArtifactMissing as missing:
+            raise DeployError(f"--backend {backend} --precision {precision}: {missing}") from None
+    target = served_model_name(backend, precision)
 
     with tempfile.TemporaryDirectory(prefix="alexnet-repository-") as scratch:
         repository = config.repository

@@ -20,6 +20,7 @@ import numpy as np
 from ..data.preprocessing import Preprocessing
 from ..errors import DeployError
 from ..graph import INPUT_NAME, OUTPUT_NAME
+from ..runners.registry import open_model
 from .config import IMAGE_INPUT
 from .predict import decode
 
@@ -97,9 +98,7 @@ class OnnxModel(_RunnerModel):
     """The standard-op twin (1/model.onnx) in our onnxruntime runner."""
 
     def _open(self, folder: Path):
-        from ..runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(folder / "model.onnx").load()
+        return open_model("onnxruntime", folder / "model.onnx").load()
 
 
 class OpenVinoModel(_RunnerModel):
@@ -107,10 +106,8 @@ class OpenVinoModel(_RunnerModel):
     OpenVINO runner, for the local server, whose Triton build has no openvino backend."""
 
     def _open(self, folder: Path):
-        from ..runners.openvino import OpenVinoRunner
-
         precision = self.config["parameters"]["precision"]["string_value"]
-        return OpenVinoRunner(folder / "model.onnx", precision).load()
+        return open_model("openvino", folder / "model.onnx", precision).load()
 
 
 class TensorRTModel(_RunnerModel):
@@ -118,6 +115,4 @@ class TensorRTModel(_RunnerModel):
     for the local server, whose Triton build has no tensorrt_plan backend."""
 
     def _open(self, folder: Path):
-        from ..tensorrt.runner import TensorRTRunner
-
-        return TensorRTRunner(folder / "model.plan").load()
+        return open_model("tensorrt", folder / "model.plan", device="cuda").load()  # its precision: the sidecar's

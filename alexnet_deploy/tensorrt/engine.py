@@ -28,6 +28,7 @@ from ..artifacts import Precision, build_log_of
 from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..files import atomic_output, check_writable_destination, require_file, sha256_file, write_text_atomic
+from ..graph import graph_precision
 from ..plugin import PLUGIN_ID, PLUGIN_VERSION
 from ..plugin.registration import clear_plugin_errors, plugin_errors, register_lrn_plugin
 from ..progress import ProgressReporter, SilentProgress
@@ -43,17 +44,6 @@ class BuildResult:
     sidecar_path: Path
     log: Path
     sidecar: EngineSidecar
-
-
-def onnx_precision(model) -> Precision:
-    """The precision an ONNX graph carries: Q/DQ nodes -> int8, FP16 weights -> fp16."""
-    from onnx import TensorProto
-
-    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
-        return Precision.INT8
-    if any(init.data_type == TensorProto.FLOAT16 for init in model.graph.initializer):
-        return Precision.FP16
-    return Precision.FP32
 
 
 def _single_input(model, source: Path) -> tuple[str, list[int]]:
@@ -103,15 +93,13 @@ def build_engine(
         raise BackendUnavailable(reason)
 
     import onnx
-    import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
     from polygraphy.exception import PolygraphyException
 
     progress = progress or SilentProgress()
     progress.begin(f"building {plan_path.name}", total=3)
     model = onnx.load(str(onnx_path), load_external_data=False)
     input_name, image_shape = _single_input(model, onnx_path)
-    precision = Precision(config.precision or onnx_precision(model))
+    precision = Precision(config.precision or graph_precision(model))
     profile = BatchProfile(
         input_name,
         [config.min_batch, *image_shape],
@@ -119,23 +107,7 @@ def build_engine(
         [config.max_batch, *image_shape],
     )
     register_lrn_plugin()  # before parsing: the parser resolves the custom node from the registry
-
-    timing_cache = str(config.timing_cache) if config.timing_cache else None
-    if config.timing_cache:
-        Path(config.timing_cache).parent.mkdir(parents=True, exist_ok=True)
-    create_config = CreateConfig(
-        tf32=config.tf32,
-        profiles=[Profile().add(profile.input, min=profile.min, opt=profile.opt, max=profile.max)],
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(config.workspace_gib * 2**30)},
-        load_timing_cache=timing_cache,
-        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,  # the inspector's per-layer precision needs it
-        builder_optimization_level=config.optimization_level,
-    )
-    build = EngineBytesFromNetwork(
-        NetworkFromOnnxPath(str(onnx_path), strongly_typed=True),
-        config=create_config,
-        save_timing_cache=timing_cache,
-    )
+    build = _engine_loader(onnx_path, config, profile)
 
     log = io.StringIO()
     started = time.perf_counter()
@@ -154,6 +126,53 @@ def build_engine(
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         layers = inspect_layers(engine_bytes, profile)
     progress.advance(stage="inspected")
+    sidecar = _sidecar(plan_path, onnx_path, config, precision, profile, build_seconds, layers)
+    with atomic_output(plan_path) as tmp:
+        tmp.write_bytes(engine_bytes)
+    sidecar_path = write_sidecar(plan_path, sidecar)  # after the plan: no sidecar without it
+    write_text_atomic(build_log_of(plan_path), log.getvalue())
+    progress.advance(stage="written")
+    progress.finish()
+    return BuildResult(plan_path, sidecar_path, build_log_of(plan_path), sidecar)
+
+
+def _engine_loader(onnx_path: Path, config: EngineBuildConfig, profile: BatchProfile):
+    """polygraphy's lazy loader that builds the serialized engine: strongly typed (the
+    precision is the ONNX's), one optimization profile, the timing cache, detailed
+    profiling verbosity (the inspector's per-layer precisions need it)."""
+    import tensorrt as trt
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    timing_cache = str(config.timing_cache) if config.timing_cache else None
+    if config.timing_cache:
+        Path(config.timing_cache).parent.mkdir(parents=True, exist_ok=True)
+    create_config = CreateConfig(
+        tf32=config.tf32,
+        profiles=[Profile().add(profile.input, min=profile.min, opt=profile.opt, max=profile.max)],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(config.workspace_gib * 2**30)},
+        load_timing_cache=timing_cache,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+        builder_optimization_level=config.optimization_level,
+    )
+    return EngineBytesFromNetwork(
+        NetworkFromOnnxPath(str(onnx_path), strongly_typed=True),
+        config=create_config,
+        save_timing_cache=timing_cache,
+    )
+
+
+def _sidecar(
+    plan_path: Path,
+    onnx_path: Path,
+    config: EngineBuildConfig,
+    precision: Precision,
+    profile: BatchProfile,
+    build_seconds: float,
+    layers: list,
+) -> EngineSidecar:
+    """What the plan was built with and for (TensorRT's version, this GPU, the profile,
+    the ONNX's digest), read back before any run."""
+    import tensorrt as trt
 
     device = cuda_device()
     assert device is not None, "tensorrt_unavailable_reason() saw a GPU before the build"
@@ -173,10 +192,4 @@ def build_engine(
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         layers=layers,
     )
-    with atomic_output(plan_path) as tmp:
-        tmp.write_bytes(engine_bytes)
-    sidecar_path = write_sidecar(plan_path, sidecar)  # after the plan: no sidecar without it
-    write_text_atomic(build_log_of(plan_path), log.getvalue())
-    progress.advance(stage="written")
-    progress.finish()
-    return BuildResult(plan_path, sidecar_path, build_log_of(plan_path), sidecar)
+    return sidecar

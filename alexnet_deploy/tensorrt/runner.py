@@ -20,8 +20,8 @@ import numpy as np
 from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..files import require_file
+from ..inference import Runner, StageTiming
 from ..plugin.registration import register_lrn_plugin
-from ..runners.base import Runner, StageTiming
 from .availability import runner_unavailable_reason
 from .sidecar import read_sidecar, sidecar_mismatches
 

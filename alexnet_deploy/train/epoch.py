@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..errors import DeployError
 from ..progress import ProgressReporter
 from . import distributed
-from .precision import Precision
+from .precision import MixedPrecision
 
 
 @dataclass
@@ -60,7 +60,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     progress: ProgressReporter,
-    precision: Precision = Precision(),
+    precision: MixedPrecision = MixedPrecision(),
     scaler: torch.amp.GradScaler | None = None,
     label_smoothing: float = 0.0,
     after_step: Callable[[], None] | None = None,
@@ -98,7 +98,7 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, device: torch.device) -> Accuracy:
+def validate(model: torch.nn.Module, loader, device: torch.device) -> Accuracy:
     model.eval()
     stats = Accuracy()
     for host_images, host_labels in loader:

@@ -11,9 +11,9 @@ memory format, chosen once from ``--precision`` and the device.
 
 Parameters, optimizer state and therefore the checkpoint stay float32 in every mode:
 autocast only changes the dtype ops compute in. The model trains channels-last (NHWC)
-on every device: cuDNN's convolutions prefer it, and so do oneDNN's on the CPU, where it
-measured 1.17x (1.12-1.22) the contiguous layout's whole training step on 2 cores
-(benchmarks/train_throughput.py, docs/training.md). The checkpoint is written contiguous.
+on every device: cuDNN's convolutions prefer it, and so do oneDNN's on the CPU (measured
+by benchmarks/train_throughput.py; figures in docs/training.md). The checkpoint is written
+contiguous.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
-class Precision:
+class MixedPrecision:
     name: str = "fp32"
     device_type: str = "cpu"
 
@@ -48,9 +48,9 @@ class Precision:
         return torch.channels_last
 
 
-def resolve_precision(name: str, device: torch.device) -> Precision:
+def resolve_precision(name: str, device: torch.device) -> MixedPrecision:
     if name not in TrainingPrecision.values():
         raise DeployError(f"unknown --precision {name!r}; choose one of {', '.join(TrainingPrecision.values())}")
     if name == "fp16" and device.type != "cuda":
         raise DeployError("--precision fp16 needs a CUDA device (it trains with a gradient scaler); use bf16 on CPU")
-    return Precision(name, device.type)
+    return MixedPrecision(name, device.type)

@@ -6,6 +6,7 @@ releases everything. Bench, compare and accuracy code only ever see this class."
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,9 @@ class StageTiming:
 
 class Runner(ABC):
     backend: str = "?"  # "onnxruntime", "tensorrt", "torch"
+    # the backend's own call and nothing around it, where it has one (onnxruntime's
+    # session.run): the baseline bench's harness check times ``infer`` against
+    run_bare: Callable[[np.ndarray], object] | None = None
 
     def __init__(self, precision: str, device: str) -> None:
         self.precision = precision  # "fp32", "fp16", "int8"
@@ -56,15 +60,23 @@ class Runner(ABC):
         if not self.is_loaded:
             raise RuntimeError(f"{self.name}: call load() before infer()")
         if self.max_batch is not None and len(images) > self.max_batch:
-            from ..errors import DeployError
+            from .errors import DeployError
 
             raise DeployError(f"{self.name}: batch {len(images)} exceeds this runner's maximum {self.max_batch}")
         return self._infer(images)
 
-    def infer_all(self, images: np.ndarray, chunk: int = 64) -> np.ndarray:
+    def infer_all(
+        self, images: np.ndarray, chunk: int = 64, on_chunk: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Logits of any number of images, inferred ``chunk`` at a time (for one-off
-        reference and accuracy passes, not for timing)."""
-        return np.concatenate([self.infer(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+        reference and accuracy passes, not for timing); ``on_chunk`` hears how many
+        images each call took (a progress bar)."""
+        outputs = []
+        for start in range(0, len(images), chunk):
+            outputs.append(self.infer(images[start : start + chunk]))
+            if on_chunk is not None:
+                on_chunk(len(outputs[-1]))
+        return np.concatenate(outputs)
 
     def close(self) -> None:
         if self.is_loaded:
