@@ -41,6 +41,13 @@ class Recipe(Choice):
     PAPER = "paper"  # Krizhevsky et al. 2012, Section 5: lr 0.01, /10 on plateau, 90 epochs
 
 
+class Variant(Choice):
+    """Which AlexNet (``model.py``): the 2012 paper's, or torchvision's ``alexnet``."""
+
+    PAPER = "paper"  # LRN, two-group conv2/4/5, 96-256-384-384-256 channels, 227 px
+    TORCHVISION = "torchvision"  # "One weird trick" (2014): no LRN, no groups, 64-192-384-256-256, 224 px
+
+
 class TrainingPrecision(Choice):
     FP32 = "fp32"
     BF16 = "bf16"

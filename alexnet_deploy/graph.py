@@ -24,6 +24,7 @@ from .data.split import Split
 from .digests import read_metadata, verify_metadata, verify_weights
 from .errors import DeployError
 from .files import require_file
+from .model import TORCHVISION
 from .plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 INPUT_NAME = "images"
@@ -134,10 +135,26 @@ def check_alexnet_graph(model: onnx.ModelProto, source: str, require_plugin: boo
         found = ", ".join(f"{o.name}{_dims(o)}" for o in outputs) or "none"
         raise DeployError(f"{source}: expected one output '{OUTPUT_NAME}' of shape [batch, classes], found {found}")
     plugin = [n for n in model.graph.node if is_plugin_lrn(n)]
-    if require_plugin and len(plugin) != 2:
+    if not architecture_has_lrn(model):
+        lrn = [n for n in model.graph.node if is_plugin_lrn(n) or is_standard_lrn(n)]
+        if lrn:
+            raise DeployError(
+                f"{source}: its metadata describes torchvision's AlexNet, which has no LRN, "
+                f"but the graph has {len(lrn)} LRN nodes"
+            )
+    elif require_plugin and len(plugin) != 2:
         raise DeployError(
             f"{source}: expected 2 LRN plugin nodes ({PLUGIN_NAMESPACE}::{PLUGIN_NAME}, exported with --lrn plugin), found {len(plugin)}"
         )
+
+
+def architecture_has_lrn(model: onnx.ModelProto) -> bool:
+    """Whether the exported network normalises after conv1/conv2 (the paper's does,
+    torchvision's variant does not), by the ``architecture`` metadata the export writes;
+    a file without it is the paper's (it predates the variants). The entry itself is
+    covered by ``metadata_sha256`` (:func:`export_metadata`)."""
+    architecture = _metadata_value(model, "architecture", required=False)
+    return not (isinstance(architecture, dict) and architecture.get("variant") == TORCHVISION)
 
 
 def load_model(path: Path, require_plugin: bool = True) -> onnx.ModelProto:

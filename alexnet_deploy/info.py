@@ -30,12 +30,13 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .errors import DeployError
 from .files import write_text_atomic
 from .lrn import LocalResponseNorm
-from .model import AlexNet, AlexNetConfig
+from .model import PAPER, TORCHVISION, TORCHVISION_INPUT_SIZE, VARIANTS, AlexNet, AlexNetConfig
 
 LAYER_TYPES: dict[type[nn.Module], str] = {
     nn.Conv2d: "conv",
     LocalResponseNorm: "lrn",
     nn.MaxPool2d: "maxpool",
+    nn.AdaptiveAvgPool2d: "avgpool",  # torchvision's variant: the identity at its input sizes
     nn.Linear: "fc",
 }
 WITHOUT_ROW = (nn.ReLU, nn.Dropout)
@@ -136,7 +137,7 @@ def _pair(value: int | str | tuple[int, ...]) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, tuple) else (value, value)
 
 
-def _layer_row(name: str, module: nn.Module, output: torch.Tensor) -> LayerRow:
+def _layer_row(name: str, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> LayerRow:
     out_shape = tuple(output.shape[1:])
     kernel = stride = padding = groups = None
     macs = 0
@@ -149,6 +150,10 @@ def _layer_row(name: str, module: nn.Module, output: torch.Tensor) -> LayerRow:
         kernel, stride, padding = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding)
     elif isinstance(module, LocalResponseNorm):
         kernel = (module.params.size,)
+    elif isinstance(module, nn.AdaptiveAvgPool2d):  # the windows it averages over, at this input
+        # the window it averages over at this input; the variant allows only inputs where it is 1x1/1
+        kernel = stride = tuple(i // o for i, o in zip(inputs.shape[2:], output.shape[2:], strict=True))
+        padding = (0, 0)
     return LayerRow(
         name=name,
         type=LAYER_TYPES.get(type(module), type(module).__name__.lower()),
@@ -175,7 +180,7 @@ def layer_table(model: AlexNet) -> LayerTable:
                 continue
             handles.append(
                 module.register_forward_hook(
-                    lambda module, inputs, output, name=name: rows.append(_layer_row(name, module, output))
+                    lambda module, inputs, output, name=name: rows.append(_layer_row(name, module, inputs[0], output))
                 )
             )
     was_training = model.training
@@ -246,7 +251,11 @@ class CheckpointSummary:
         if not o:
             return []
         return [
-            ("imported from", f"{o.get('file')} ({o.get('format')}, {o.get('producer')}, opset {o.get('opset')})"),
+            (
+                "imported from",
+                f"{o.get('file')} ({o.get('format')}, {o.get('producer')}"
+                + (f", opset {o['opset']})" if o.get("opset") is not None else ")"),
+            ),
             ("source sha256", str(o.get("sha256"))),
             ("labels", str(o.get("labels"))),
             ("dropped", "; ".join(map(str, o.get("dropped", [])))),
@@ -292,23 +301,40 @@ class ModelInfo:
         }
 
 
-def inspect_model(checkpoint: Path | None = None, groups: int | None = None, classes: int | None = None) -> ModelInfo:
-    """Describe the checkpoint's AlexNet, or a fresh one (defaults: 1000 classes, groups 2).
+def inspect_model(
+    checkpoint: Path | None = None, groups: int | None = None, classes: int | None = None, variant: str | None = None
+) -> ModelInfo:
+    """Describe the checkpoint's AlexNet, or a fresh one (defaults: 1000 classes, the
+    paper's variant with groups 2; torchvision's at 224 px, groups 1).
 
-    With a checkpoint, ``groups`` and ``classes`` may only restate its architecture:
-    a contradiction is an error rather than silently ignored.
+    With a checkpoint, ``groups``, ``classes`` and ``variant`` may only restate its
+    architecture: a contradiction is an error rather than silently ignored.
     """
     if groups is not None and groups not in (1, 2):
         raise DeployError(f"--groups must be 1 or 2, got {groups}")
     if classes is not None and not 2 <= classes <= MAX_CLASSES:
         raise DeployError(f"--classes must be in [2, {MAX_CLASSES:,}], got {classes}")
+    if variant is not None and variant not in VARIANTS:
+        raise DeployError(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     if checkpoint is None:
-        config = AlexNetConfig(num_classes=1000 if classes is None else classes, groups=2 if groups is None else groups)
+        if variant == TORCHVISION and groups not in (None, 1):
+            raise DeployError(f"--groups {groups}: the torchvision variant has no grouped convolutions")
+        torchvision = variant == TORCHVISION
+        config = AlexNetConfig(
+            num_classes=1000 if classes is None else classes,
+            groups=(1 if torchvision else 2) if groups is None else groups,
+            input_size=TORCHVISION_INPUT_SIZE if torchvision else AlexNetConfig.input_size,
+            variant=variant or PAPER,
+        )
         model = AlexNet(config).eval()
         return ModelInfo(config=config, table=layer_table(model), checkpoint=None, model=model)
 
     loaded = load_checkpoint(checkpoint)
-    restated = (("--groups", groups, loaded.config.groups), ("--classes", classes, loaded.config.num_classes))
+    restated = (
+        ("--groups", groups, loaded.config.groups),
+        ("--classes", classes, loaded.config.num_classes),
+        ("--variant", variant, loaded.config.variant),
+    )
     for option, given, actual in restated:
         if given is not None and given != actual:
             raise DeployError(

@@ -59,3 +59,29 @@ def test_width_multiplier_keeps_channels_divisible_by_groups():
 def test_config_round_trips_through_dict():
     config = AlexNetConfig(num_classes=7, groups=1, width=0.5)
     assert AlexNetConfig.from_dict(config.to_dict()) == config
+
+
+def test_the_torchvision_variant_is_torchvisions_layer_table():
+    """torchvision's alexnet (tests/test_torchvision.py holds it against torchvision's own
+    model): 64-192-384-256-256, conv1 padded by 2, no LRN, no groups, 61,100,840 parameters."""
+    model = AlexNet(AlexNetConfig(groups=1, input_size=224, variant="torchvision"))
+    f = model.features
+    assert [getattr(f, f"conv{i}").out_channels for i in range(1, 6)] == [64, 192, 384, 256, 256]
+    assert f.conv1.padding == (2, 2) and all(getattr(f, f"conv{i}").groups == 1 for i in range(1, 6))
+    assert not any(name.startswith("norm") for name, _ in f.named_children())
+    assert count_parameters(model) == 61_100_840
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"groups": 2, "input_size": 224}, "no grouped convolutions"),
+        ({"groups": 1, "input_size": 256}, "223 to 250 px"),
+        ({"groups": 1, "input_size": 222}, "223 to 250 px"),
+    ],
+)
+def test_the_torchvision_variant_refuses_what_it_is_not(options, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        AlexNetConfig(variant="torchvision", **options)
+    with pytest.raises(ValueError, match="variant must be one of paper, torchvision"):
+        AlexNetConfig(variant="resnet")

@@ -85,10 +85,10 @@ def caffe_preprocess(path: Path) -> np.ndarray:
     the channel mean, no division. float32 CHW."""
     image = Image.open(path).convert("RGB")
     width, height = image.size
-    scale = 256 / min(width, height)
-    image = image.resize((max(256, round(width * scale)), max(256, round(height * scale))), Image.Resampling.BILINEAR)
+    longer = int(256 * max(width, height) / min(width, height))  # torchvision's Resize(256) truncates
+    image = image.resize((256, longer) if width <= height else (longer, 256), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, np.float32)
-    top, left = (pixels.shape[0] - 227) // 2, (pixels.shape[1] - 227) // 2
+    top, left = round((pixels.shape[0] - 227) / 2), round((pixels.shape[1] - 227) / 2)  # as CenterCrop rounds
     crop = pixels[top : top + 227, left : left + 227, ::-1]  # RGB -> BGR
     return np.ascontiguousarray((crop - CAFFE_MEAN_BGR).transpose(2, 0, 1))
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..choices import Variant
 from ..console import console, error_console, one_line_errors, table
 
 
@@ -21,6 +22,10 @@ def info(
         int | None, typer.Option(help="No checkpoint: 2 = the paper's split (default), 1 = dense.")
     ] = None,
     classes: Annotated[int | None, typer.Option(help="No checkpoint: output classes (default 1000).")] = None,
+    variant: Annotated[
+        Variant | None,
+        typer.Option(help="No checkpoint: paper = the 2012 network (default), torchvision = torchvision's alexnet."),
+    ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write table, totals, metadata as JSON.")
     ] = None,
@@ -36,10 +41,13 @@ def info(
     if filters is not None:
         check_png_path(filters, "--filters")
     check_output_paths({"--checkpoint": checkpoint}, {"--json": json_path, "--filters": filters})
-    report = inspect_model(checkpoint, groups=groups, classes=classes)
+    report = inspect_model(checkpoint, groups=groups, classes=classes, variant=variant)
     shape = "×".join(str(v) for v in report.table.input_shape)
     config = report.config
-    title = f"AlexNet at {shape} float32 (groups {config.groups}, {config.num_classes} classes, width {config.width})"
+    title = (
+        f"AlexNet ({config.variant}) at {shape} float32 "
+        f"(groups {config.groups}, {config.num_classes} classes, width {config.width})"
+    )
     console.print(table(title, COLUMNS, report.table.display_rows()))
     console.print(
         f"parameters {report.table.parameters:,}  GMACs {report.table.gmacs:.3f}  "

@@ -19,7 +19,13 @@ from .options import Checkpoint, Engines, JsonReport, Onnx, choice_list, parse_c
 
 @one_line_errors
 def import_model(
-    model: Annotated[Path, typer.Argument(help="An AlexNet ONNX file, e.g. the ONNX model zoo's bvlc_alexnet.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="An AlexNet ONNX file (the ONNX model zoo's bvlc_alexnet, or torchvision's alexnet exported), "
+            "or torchvision's alexnet state dict (.pth/.pt, e.g. alexnet-owt-7be5be79.pth)."
+        ),
+    ],
     output: Annotated[Path, typer.Option(help="Checkpoint to write (only after it validates).")] = (
         DEFAULT_LAYOUT.checkpoint
     ),
@@ -38,14 +44,24 @@ def import_model(
         ),
     ] = None,
 ) -> None:
-    """Import a pretrained AlexNet ONNX (BVLC Caffe's, from the ONNX zoo) as our checkpoint, layer by layer."""
+    """Import a pretrained AlexNet (BVLC Caffe's from the ONNX zoo, or torchvision's) as our checkpoint, layer by layer."""
     from ..pretrained.onnx_import import import_onnx
+    from ..pretrained.torchvision_import import STATE_DICT_SUFFIXES, import_state_dict
 
-    with console.status("matching the graph to AlexNet and validating against onnxruntime"):
-        result = import_onnx(model, output, labels, data)
-    console.print(f"wrote {result.checkpoint}: {result.classes} classes ({result.labels}), data {result.data}")
+    if model.suffix.lower() in STATE_DICT_SUFFIXES:
+        with console.status("matching the state dict to torchvision's AlexNet and validating against its forward pass"):
+            result = import_state_dict(model, output, labels, data)
+    else:
+        with console.status("matching the graph to AlexNet and validating against onnxruntime"):
+            result = import_onnx(model, output, labels, data)
+    console.print(
+        f"wrote {result.checkpoint}: {result.variant} AlexNet, {result.classes} classes ({result.labels}), "
+        f"data {result.data}",
+        soft_wrap=True,
+    )
     console.print(f"validated on {result.validation}", soft_wrap=True)
-    console.print(f"dropped: {'; '.join(result.dropped)}", soft_wrap=True)
+    if result.dropped:
+        console.print(f"dropped: {'; '.join(result.dropped)}", soft_wrap=True)
 
 
 @one_line_errors

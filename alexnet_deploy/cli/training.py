@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..artifacts import ArtifactLayout
-from ..choices import DeviceChoice, Recipe, Schedule, TrainingPrecision
+from ..choices import DeviceChoice, Recipe, Schedule, TrainingPrecision, Variant
 from ..console import RichProgress, console, one_line_errors, table
 from ..errors import DeployError
 from ..train.config import DEFAULT_SEED, TrainConfig
@@ -88,8 +88,18 @@ def train(
     limit: Annotated[
         int | None, typer.Option(help="Use at most this many images (smoke runs); the split is made among them.")
     ] = None,
+    variant: Annotated[
+        Variant | None,
+        typer.Option(
+            help="paper = the 2012 network (default); torchvision = torchvision's alexnet (no LRN, no groups, 224 px).",
+            show_default=False,
+        ),
+    ] = None,
     groups: Annotated[
-        int | None, typer.Option(help="2 = the paper's two-GPU split of conv2/4/5 (default); 1 = dense.")
+        int | None,
+        typer.Option(
+            help="2 = the paper's two-GPU split of conv2/4/5 (default; 1 for --variant torchvision); 1 = dense."
+        ),
     ] = None,
     width: Annotated[
         float | None, typer.Option(help="Channel multiplier in (0, 1] (default 1); below 1 only for quick experiments.")
@@ -123,7 +133,7 @@ def train(
     resume: Annotated[
         bool,
         typer.Option(
-            help="Continue the run saved at --output (same --data; --limit, --groups, --width, --dropout default to the run's)."
+            help="Continue the run saved at --output (same --data; --limit, --variant, --groups, --width, --dropout default to the run's)."
         ),
     ] = False,
     precision: Annotated[
@@ -164,6 +174,7 @@ def train(
         device=device,
         seed=seed,
         limit=limit,
+        variant=variant,
         groups=groups,
         width=width,
         augment=Augmentation(horizontal_flip=flip) if augment else Augmentation(False, False, 0.0),

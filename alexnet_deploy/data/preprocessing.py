@@ -30,6 +30,11 @@ class Preprocessing:
     ``mean``/``std`` per channel (given in ``channel_order``, in pixel-scale units).
     Output: float32 CHW.
 
+    The geometry is torchvision's ``Resize(resize)`` (PIL bilinear, which antialiases)
+    then ``CenterCrop(crop)``, to the pixel: the longer side is ``int(resize * long /
+    short)`` and the crop's offset half the margin rounded. ``ToTensor`` + ``Normalize``
+    is the same arithmetic in another order (float32 rounding apart).
+
     Models trained here use RGB, [0, 1] and the training split's mean/std; the
     imported BVLC Caffe AlexNet uses BGR, [0, 255], the ImageNet mean and std 1
     (``alexnet_deploy.pretrained``). Files written before these two fields existed
@@ -104,8 +109,10 @@ class Preprocessing:
             left, top = max(0, (width - longest) // 2), max(0, (height - longest) // 2)
             image = image.crop((left, top, left + min(width, longest), top + min(height, longest)))
             width, height = image.size
-        scale = self.resize / min(width, height)
-        size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
+        # torchvision's Resize(int) arithmetic: the longer side is truncated, not rounded
+        short, long = sorted((width, height))
+        longer = int(self.resize * long / short)
+        size = (self.resize, longer) if width <= height else (longer, self.resize)
         return np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR))
 
     def normalise(
@@ -135,10 +142,11 @@ class Preprocessing:
         return out
 
     def __call__(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
-        """Deterministic evaluation transform: centre crop."""
+        """Deterministic evaluation transform: centre crop, placed as torchvision's
+        CenterCrop places it (half the margin, rounded half to even)."""
         pixels = self.resized(image)
-        top = (pixels.shape[0] - self.crop) // 2
-        left = (pixels.shape[1] - self.crop) // 2
+        top = round((pixels.shape[0] - self.crop) / 2)
+        left = round((pixels.shape[1] - self.crop) / 2)
         return self.normalise(pixels[top : top + self.crop, left : left + self.crop], out)
 
 

@@ -6,6 +6,13 @@ Route: torch's ``torch.export``-based exporter, with LRN held as one opaque
 ``torch.library`` custom op and translated to ONNX ``LRN``; the plugin variant then
 swaps those nodes for the custom op (``graph.to_plugin_lrn``). We translate to the
 standard op first because onnxscript will only emit ops whose schema it knows.
+
+torchvision's variant (``model.py``) has no LRN, so its graph has no plugin node and
+``--lrn`` changes nothing (the result says so; metadata ``lrn_mode`` "none"). Its
+adaptive average pool is the identity at the input sizes the variant allows (pool5 is
+already 6 x 6) and the exporter writes it as ``AveragePool`` 1x1/1: a 2D pooling that
+onnxruntime and OpenVINO run (tested) and TensorRT's ONNX parser imports as a pooling
+layer (its operator table: AveragePool, 2D/3D pooling).
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ def _lrn_to_onnx(x, size: int, alpha: float, beta: float, bias: float):
     return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=bias)
 
 
+# The ``lrn_mode`` of a network without LRN (torchvision's variant): ``--lrn`` has nothing to export
+NO_LRN = "none"
+
+
 @dataclass
 class Validation:
     images: int
@@ -73,7 +84,7 @@ class Validation:
 @dataclass
 class ExportResult:
     path: Path
-    lrn: str
+    lrn: str  # how LRN was exported, or why there is none
     opset: int
     validation: Validation
 
@@ -175,7 +186,7 @@ def export(
             "input_size": checkpoint.config.input_size,
             "architecture": checkpoint.config.to_dict(),
             "lrn_convention": CONVENTION,
-            "lrn_mode": str(lrn),
+            "lrn_mode": str(lrn) if model.config.has_lrn else NO_LRN,
             "precision": Precision.FP32.value,
             "source_checkpoint": Path(checkpoint_path).name,
             "checkpoint_sha256": checkpoint_hash(checkpoint_path),
@@ -191,4 +202,9 @@ def export(
     validation = validate(model, proto, images, source)
     with atomic_output(output) as tmp:
         onnx.save(proto, str(tmp))
-    return ExportResult(output, str(lrn), opset, validation)
+    described = (
+        str(lrn)
+        if model.config.has_lrn
+        else f"{NO_LRN}: {model.config.variant}'s AlexNet has no LRN, so no plugin node"
+    )
+    return ExportResult(output, described, opset, validation)

@@ -27,58 +27,11 @@ from onnx import helper, numpy_helper
 
 from ..errors import DeployError
 from ..lrn import LRNParams
-from ..model import feature_map_size
+from ..model import PAPER, TORCHVISION, TORCHVISION_INPUT_SIZE, feature_map_size
+from .layer_plans import PAPER_PLAN, TORCHVISION_CONV1_CHANNELS, TORCHVISION_PLAN, Conv, Fc, Pool
 
 IMPORT_INPUT_SIZE = 227  # Caffe's deploy size; the zoo graph declares 224
 _PASS_THROUGH = {"Dropout", "Identity"}  # inference no-ops between layers
-
-
-@dataclass(frozen=True)
-class _Conv:
-    name: str
-    channels: int
-    kernel: int
-    stride: int
-    pad: int
-    grouped: bool  # conv2/4/5: the paper's two-GPU split (groups 1 or 2, the same for all three)
-
-
-@dataclass(frozen=True)
-class _Pool:
-    name: str
-    last: bool = False  # pool5: may pad its end edge where no window reaches
-
-
-@dataclass(frozen=True)
-class _Fc:
-    name: str
-    inputs: int
-    outputs: int | None  # None: the class count, whatever it is
-
-
-_PLAN: tuple[object, ...] = (
-    _Conv("conv1", 96, 11, 4, 0, False),
-    "Relu",
-    "norm1",
-    _Pool("pool1"),
-    _Conv("conv2", 256, 5, 1, 2, True),
-    "Relu",
-    "norm2",
-    _Pool("pool2"),
-    _Conv("conv3", 384, 3, 1, 1, False),
-    "Relu",
-    _Conv("conv4", 384, 3, 1, 1, True),
-    "Relu",
-    _Conv("conv5", 256, 3, 1, 1, True),
-    "Relu",
-    _Pool("pool5", last=True),
-    "flatten",
-    _Fc("fc6", 256 * 6 * 6, 4096),
-    "Relu",
-    _Fc("fc7", 4096, 4096),
-    "Relu",
-    _Fc("fc8", 4096, None),
-)
 
 
 @dataclass
@@ -90,6 +43,7 @@ class MatchedGraph:
     lrn: LRNParams | None = None
     num_classes: int = 0
     softmax: bool = False
+    variant: str = PAPER
     input_name: str = ""
     logits_name: str = ""  # fc8's output, where the source graph's logits are
     nodes: list[str] = field(default_factory=list)  # "conv1 <- Conv 'conv1_1'" per matched node
@@ -174,7 +128,7 @@ def _square(values: object, length: int, default: int) -> list[int]:
     return list(values) if isinstance(values, list) and values else [default] * length
 
 
-def _match_conv(graph: _Graph, node: onnx.NodeProto, spec: _Conv, matched: MatchedGraph, in_channels: int) -> int:
+def _match_conv(graph: _Graph, node: onnx.NodeProto, spec: Conv, matched: MatchedGraph, in_channels: int) -> int:
     source = graph.source
     layer = f"{spec.name}, a {spec.kernel}x{spec.kernel}/{spec.stride} Conv of {spec.channels} channels"
     if node.op_type != "Conv":
@@ -213,7 +167,11 @@ def _match_conv(graph: _Graph, node: onnx.NodeProto, spec: _Conv, matched: Match
 def _match_lrn(graph: _Graph, node: onnx.NodeProto, name: str, matched: MatchedGraph) -> None:
     layer = f"{name}, a local response normalisation"
     if node.op_type != "LRN":
-        hint = " (torchvision's AlexNet has no LRN: it is another network)" if node.op_type == "MaxPool" else ""
+        hint = (
+            " (torchvision's AlexNet has no LRN, but 64 conv1 channels where this graph has 96)"
+            if node.op_type == "MaxPool"
+            else ""
+        )
         raise _refuse(graph.source, node, layer, f"is not an LRN{hint}")
     attrs = _attributes(node)
     params = LRNParams(
@@ -227,7 +185,7 @@ def _match_lrn(graph: _Graph, node: onnx.NodeProto, name: str, matched: MatchedG
     matched.lrn = params
 
 
-def _match_pool(graph: _Graph, node: onnx.NodeProto, spec: _Pool, size_in: int) -> None:
+def _match_pool(graph: _Graph, node: onnx.NodeProto, spec: Pool, size_in: int) -> None:
     layer = f"{spec.name}, a 3x3/2 MaxPool"
     if node.op_type != "MaxPool":
         raise _refuse(graph.source, node, layer, "is not a MaxPool")
@@ -249,6 +207,20 @@ def _match_pool(graph: _Graph, node: onnx.NodeProto, spec: _Pool, size_in: int) 
             )
 
 
+def _match_identity_pool(graph: _Graph, node: onnx.NodeProto) -> bool:
+    """torchvision's adaptive pool to 6 x 6 at 224 px, which exporters write as an
+    AveragePool 1x1/1 (the identity); False if ``node`` is the next layer instead."""
+    if node.op_type != "AveragePool":
+        return False
+    attrs = _attributes(node)
+    kernel, strides = _square(attrs.get("kernel_shape"), 2, 0), _square(attrs.get("strides"), 2, 1)
+    if kernel != [1, 1] or strides != [1, 1] or any(_square(attrs.get("pads"), 4, 0)) or _auto_padded(attrs):
+        raise _refuse(
+            graph.source, node, "avgpool, the adaptive pool to 6x6 (1x1/1 at 224 px)", f"is {kernel}/{strides}"
+        )
+    return True
+
+
 def _match_flatten(graph: _Graph, node: onnx.NodeProto, features: int) -> None:
     layer = f"the flatten to {features} features"
     attrs = _attributes(node)
@@ -263,7 +235,7 @@ def _match_flatten(graph: _Graph, node: onnx.NodeProto, features: int) -> None:
     raise _refuse(graph.source, node, layer, "is neither Flatten (axis 1) nor Reshape")
 
 
-def _match_fc(graph: _Graph, node: onnx.NodeProto, spec: _Fc, matched: MatchedGraph) -> None:
+def _match_fc(graph: _Graph, node: onnx.NodeProto, spec: Fc, matched: MatchedGraph) -> None:
     layer = f"{spec.name}, a fully connected layer {spec.inputs} -> {spec.outputs or 'classes'}"
     if node.op_type != "Gemm":
         raise _refuse(graph.source, node, layer, "is not a Gemm")
@@ -292,23 +264,36 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def match_alexnet(model: onnx.ModelProto, source: str) -> MatchedGraph:
-    """Walk ``model`` from its image input and map every layer onto ours."""
+    """Walk ``model`` from its image input and map every layer onto ours: the paper's
+    AlexNet, or torchvision's if conv1 has its 64 channels."""
     graph = _Graph(model, source)
     matched = MatchedGraph(groups=0, input_name=graph.input.name)
+    first = _next_layer(graph, graph.input.name, PAPER_PLAN[0])
+    torchvision = (
+        first.op_type == "Conv"
+        and len(first.input) > 1
+        and first.input[1] in graph.constants
+        and graph.constants[first.input[1]].shape[:1] == (TORCHVISION_CONV1_CHANNELS,)
+    )
+    matched.variant = TORCHVISION if torchvision else PAPER
+    input_size = TORCHVISION_INPUT_SIZE if torchvision else IMPORT_INPUT_SIZE
     value = graph.input.name
     channels = 3
-    sizes = {"pool1": (IMPORT_INPUT_SIZE - 11) // 4 + 1}  # each pool's input size at 227 px
+    sizes = {"pool1": (input_size - 11 + 4 * torchvision) // 4 + 1}  # each pool's input size
     sizes["pool2"] = (sizes["pool1"] - 3) // 2 + 1
     sizes["pool5"] = (sizes["pool2"] - 3) // 2 + 1
-    features = 256 * feature_map_size(IMPORT_INPUT_SIZE) ** 2
-    for step in _PLAN:
+    features = 256 * feature_map_size(input_size, matched.variant) ** 2
+    for step in TORCHVISION_PLAN if torchvision else PAPER_PLAN:
         node = _next_layer(graph, value, step)
-        if isinstance(step, _Conv):
+        if isinstance(step, Conv):
             channels = _match_conv(graph, node, step, matched, channels)
-        elif isinstance(step, _Pool):
+        elif isinstance(step, Pool):
             _match_pool(graph, node, step, sizes[step.name])
-        elif isinstance(step, _Fc):
+        elif isinstance(step, Fc):
             _match_fc(graph, node, step, matched)
+        elif step == "avgpool":
+            if not _match_identity_pool(graph, node):
+                continue  # absent: the flatten follows pool5 directly
         elif step == "flatten":
             _match_flatten(graph, node, features)
         elif step == "Relu":
@@ -317,6 +302,7 @@ def match_alexnet(model: onnx.ModelProto, source: str) -> MatchedGraph:
             _match_lrn(graph, node, str(step), matched)
         matched.nodes.append(f"{_step_name(step)} <- {describe(node)}")
         value = node.output[0]
+    matched.groups = matched.groups or 1
     matched.logits_name = value
     tail = _skip_pass_through(graph, value)
     if tail is not None and tail.op_type == "Softmax":

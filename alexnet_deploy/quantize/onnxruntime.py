@@ -23,7 +23,8 @@ slower than FP32 there. So this graph also has Q/DQ on the outputs:
   onnxruntime's QDQ selectors require.
 * **max-pool and flatten between quantized tensors** — Q/DQ with the same parameters on
   both sides. Max commutes with a monotonic quantizer, so onnxruntime drops the inner
-  pair and pools uint8 directly. Where a Conv's output reaches the next Conv/Gemm input
+  pair and pools uint8 directly. So does torchvision's adaptive pool, exported as an
+  identity 1x1 AveragePool (onnxruntime runs it as ``QLinearAveragePool``). Where a Conv's output reaches the next Conv/Gemm input
   only through such ops, it takes that input's calibrated range.
 * **LRN** (plugin node, or ONNX LRN in the standard-op twin) stays float between a
   DequantizeLinear and a QuantizeLinear; the last Gemm writes float logits.
@@ -55,6 +56,20 @@ UINT8_MIDPOINT = 128
 # Ops that commute with a per-tensor monotonic quantizer: onnxruntime runs them on the
 # quantized tensor when the same scale/zero point sit on both sides.
 COMMUTING_OPS = ("MaxPool", "Flatten", "Reshape")
+
+
+def commutes(node: onnx.NodeProto) -> bool:
+    """One of :data:`COMMUTING_OPS`, or an identity ``AveragePool`` (1x1, stride 1, no
+    pads): the exported adaptive pool of torchvision's AlexNet at its input size."""
+    if node.op_type in COMMUTING_OPS:
+        return True
+    if node.op_type != "AveragePool":
+        return False
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    ones = all(v == 1 for v in list(attributes.get("kernel_shape", [])) + list(attributes.get("strides", [1])))
+    return (
+        ones and not any(attributes.get("pads", [])) and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,7 @@ class _Graph:
     def non_negative(self, tensor: str) -> bool:
         """Produced by a ReLU, possibly through ops that keep the sign (pool, LRN, flatten)."""
         node = self.producer.get(tensor)
-        while node is not None and (node.op_type in COMMUTING_OPS or is_plugin_lrn(node) or is_standard_lrn(node)):
+        while node is not None and (commutes(node) or is_plugin_lrn(node) or is_standard_lrn(node)):
             node = self.producer.get(node.input[0])
         return node is not None and node.op_type == "Relu"
 
@@ -106,7 +121,7 @@ class _Graph:
         """``tensor`` and the outputs of the commuting ops it flows through, in order."""
         chain = [tensor]
         reader = self.sole_consumer(tensor)
-        while reader is not None and reader.op_type in COMMUTING_OPS:
+        while reader is not None and commutes(reader):
             chain.append(reader.output[0])
             reader = self.sole_consumer(chain[-1])
         return chain
@@ -148,7 +163,7 @@ def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[s
         plan[tensor] = ActivationQuantization.of(amax_of(tensor), graph.non_negative(tensor))
         # back through commuting producers (LRN -> MaxPool -> conv2): pool in uint8 too
         node = graph.producer.get(tensor)
-        while node is not None and node.op_type in COMMUTING_OPS:
+        while node is not None and commutes(node):
             upstream = node.input[0]
             if graph.sole_consumer(upstream) is not node:
                 break

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..artifacts import DEFAULT_LAYOUT
-from ..choices import DeviceChoice, Recipe, Schedule, TrainingPrecision
+from ..choices import DeviceChoice, Recipe, Schedule, TrainingPrecision, Variant
 from ..data.augmentation import Augmentation
 from ..data.split import Split
 from ..errors import DeployError
@@ -19,6 +19,17 @@ DEFAULT_DIST_TIMEOUT_S = 600.0  # torchrun's rendezvous and every collective, be
 
 
 DEFAULT_GROUPS, DEFAULT_WIDTH, DEFAULT_DROPOUT = 2, 1.0, 0.5
+
+
+def model_variant(variant: Variant | str | None) -> str:
+    """The variant a run trains (``--variant``, default the paper's), as a plain string."""
+    return Variant.PAPER.value if variant is None else Variant(variant).value
+
+
+def default_groups(variant: Variant | str | None) -> int:
+    """The paper's network splits conv2/4/5 in two; torchvision's has no groups."""
+    return 1 if model_variant(variant) == Variant.TORCHVISION else DEFAULT_GROUPS
+
 
 # What a recipe supplies, besides epochs: a resumed run keeps its own values of these
 # unless they are given again, and refuses different ones (a resumed lr schedule must be
@@ -50,7 +61,8 @@ class TrainConfig:
     device: DeviceChoice | str = DeviceChoice.AUTO
     seed: int | None = None  # None = DEFAULT_SEED, or with resume the run's own
     limit: int | None = None  # with resume: None = the run's own
-    groups: int | None = None  # None = 2, or with resume the run's own
+    variant: Variant | str | None = None  # None = paper, or with resume the run's own
+    groups: int | None = None  # None = 2 (paper) or 1 (torchvision), or with resume the run's own
     width: float | None = None  # None = 1.0, or with resume the run's own
     dropout: float | None = None  # None = 0.5 (the paper's), or with resume the run's own
     augment: Augmentation = field(default_factory=Augmentation)
@@ -112,6 +124,14 @@ class TrainConfig:
             (config.seed is None or 0 <= config.seed < 2**32, f"--seed must be in [0, 2**32), got {config.seed}"),
             (config.limit is None or config.limit >= 1, f"--limit must be at least 1, got {config.limit}"),
             (config.groups in (None, 1, 2), f"--groups must be 1 or 2, got {config.groups}"),
+            (
+                config.variant is None or config.variant in Variant.values(),
+                f"unknown --variant {str(config.variant)!r}; choose one of {', '.join(Variant.values())}",
+            ),
+            (
+                config.variant != Variant.TORCHVISION or config.groups in (None, 1),
+                f"--groups {config.groups} contradicts --variant torchvision, which has no grouped convolutions",
+            ),
             (config.width is None or 0 < config.width <= 1, f"--width must be in (0, 1], got {config.width}"),
             (config.dropout is None or 0 <= config.dropout < 1, f"--dropout must be in [0, 1), got {config.dropout}"),
             (config.workers is None or config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),

@@ -23,10 +23,10 @@ from ..data.sources import load_images
 from ..devices import resolve_device
 from ..errors import DeployError
 from ..files import check_writable_destination, sweep_stale_temporaries
-from ..model import AlexNet, AlexNetConfig
+from ..model import TORCHVISION, TORCHVISION_INPUT_SIZE, AlexNet, AlexNetConfig
 from ..progress import ProgressReporter, SilentProgress
 from . import distributed
-from .config import DEFAULT_DROPOUT, DEFAULT_GROUPS, DEFAULT_WIDTH, TrainConfig
+from .config import DEFAULT_DROPOUT, DEFAULT_WIDTH, TrainConfig, default_groups, model_variant
 from .epoch import all_reduce_accuracy, seed_everything, train_one_epoch, validate
 from .precision import MixedPrecision, resolve_precision
 from .results import EpochCallback, EpochMetrics, TrainResult
@@ -110,11 +110,14 @@ def _train(
         model_config, preprocessing = resume.checkpoint.config, resume.checkpoint.preprocessing
         split = resume.checkpoint.split
     else:
+        variant = model_variant(config.variant)
         model_config = AlexNetConfig(
             num_classes=len(images.classes),
-            groups=DEFAULT_GROUPS if config.groups is None else config.groups,
+            groups=default_groups(variant) if config.groups is None else config.groups,
             width=DEFAULT_WIDTH if config.width is None else config.width,
             dropout=DEFAULT_DROPOUT if config.dropout is None else config.dropout,
+            input_size=TORCHVISION_INPUT_SIZE if variant == TORCHVISION else AlexNetConfig.input_size,
+            variant=variant,
         )
         split = replace(config.split, limit=config.limit)
     parts = split.apply(images)
@@ -123,7 +126,7 @@ def _train(
             f"too few images ({len(images) if split.limit is None else min(split.limit, len(images))}) to split into train and val sets"
         )
     if resume is None:
-        preprocessing = fit_normalisation(parts["train"], Preprocessing())
+        preprocessing = fit_normalisation(parts["train"], Preprocessing(crop=model_config.input_size))
 
     assert config.seed is not None  # with_recipe
     seed_everything(config.seed)

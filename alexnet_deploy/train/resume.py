@@ -201,6 +201,10 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
         ),
         (fingerprint != images.fingerprint(), f"the images in {images.source} changed since the run began"),
         (
+            config.variant not in (None, checkpoint.config.variant),
+            f"the run has --variant {checkpoint.config.variant}, not {config.variant}",
+        ),
+        (
             config.groups not in (None, checkpoint.config.groups),
             f"the run has --groups {checkpoint.config.groups}, not {config.groups}",
         ),
