@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,8 @@ from ..artifacts import ArtifactLayout
 from ..checkpoint import Checkpoint
 from ..data.loading import EvalDataset, TrainingDataset, batch_loader, default_workers, loader_options
 from ..data.preprocessing import Preprocessing, fit_normalisation
-from ..data.sources import load_images
+from ..data.sources import ImageSet, load_images
+from ..data.split import Split
 from ..devices import resolve_device
 from ..errors import DeployError
 from ..files import check_writable_destination, sweep_stale_temporaries
@@ -27,10 +28,10 @@ from ..model import TORCHVISION, TORCHVISION_INPUT_SIZE, AlexNet, AlexNetConfig
 from ..progress import ProgressReporter, SilentProgress
 from . import distributed
 from .config import DEFAULT_DROPOUT, DEFAULT_WIDTH, TrainConfig, default_groups, model_variant
-from .epoch import all_reduce_accuracy, seed_everything, train_one_epoch, validate
+from .epoch import Accuracy, all_reduce_accuracy, seed_everything, train_one_epoch, validate
 from .precision import MixedPrecision, resolve_precision
 from .results import EpochCallback, EpochMetrics, TrainResult
-from .resume import load_resume, save_resume, write_epoch_outputs
+from .resume import Resume, load_resume, save_resume, write_epoch_outputs
 from .schedule import LrSchedule
 
 
@@ -86,17 +87,28 @@ def train(
         distributed.stop(context)
 
 
-def _train(
+@dataclass
+class _RunPlan:
+    """What one run trains: its options (the recipe's filled in), the network, the data
+    split and its parts, the preprocessing, and the resume state it continues from."""
+
+    config: TrainConfig
+    model_config: AlexNetConfig
+    split: Split
+    parts: dict[str, ImageSet]
+    preprocessing: Preprocessing
+    resume: Resume | None
+
+
+def _plan_run(
     config: TrainConfig,
     context: distributed.DistributedContext,
-    device: torch.device,
-    precision: MixedPrecision,
+    images: ImageSet,
     output: Path,
-    progress: ProgressReporter,
     on_epoch: EpochCallback | None,
-) -> TrainResult:
-    images = load_images(config.data)
-    # Rank 0 reads (and checks) the state; every rank gets it, or the same error.
+) -> _RunPlan:
+    """A new run from the options, or a resumed one from its state (rank 0 reads and
+    checks the state; every rank gets it, or the same error)."""
     resume = (
         distributed.run_on_main(context, lambda: load_resume(config, output, images, on_epoch))
         if config.resume
@@ -107,8 +119,7 @@ def _train(
         config.check()  # the run's own options, as read back
     config = config.with_recipe()
     if resume is not None:
-        model_config, preprocessing = resume.checkpoint.config, resume.checkpoint.preprocessing
-        split = resume.checkpoint.split
+        model_config, split = resume.checkpoint.config, resume.checkpoint.split
     else:
         variant = model_variant(config.variant)
         model_config = AlexNetConfig(
@@ -125,9 +136,26 @@ def _train(
         raise DeployError(
             f"too few images ({len(images) if split.limit is None else min(split.limit, len(images))}) to split into train and val sets"
         )
-    if resume is None:
-        preprocessing = fit_normalisation(parts["train"], Preprocessing(crop=model_config.input_size))
+    preprocessing = (
+        resume.checkpoint.preprocessing
+        if resume is not None
+        else fit_normalisation(parts["train"], Preprocessing(crop=model_config.input_size))
+    )
+    return _RunPlan(config, model_config, split, parts, preprocessing, resume)
 
+
+def _train(
+    config: TrainConfig,
+    context: distributed.DistributedContext,
+    device: torch.device,
+    precision: MixedPrecision,
+    output: Path,
+    progress: ProgressReporter,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    images = load_images(config.data)
+    plan = _plan_run(config, context, images, output, on_epoch)
+    config, model_config, resume = plan.config, plan.model_config, plan.resume
     assert config.seed is not None  # with_recipe
     seed_everything(config.seed)
     # Module.to takes memory_format (torch docs); torch's stubs leave it out of the overloads
@@ -136,38 +164,14 @@ def _train(
         torch.manual_seed(config.seed + context.rank)
     optimizer = make_optimizer(model, config, device)
     scaler = precision.grad_scaler()  # fp16's loss scale carries across epochs (and a resume)
-    workers = config.workers if config.workers is not None else default_workers(images, context.local_world_size)
-    options = loader_options(workers, device)
-    train_set = TrainingDataset(parts["train"], preprocessing, config.augment, config.seed)
-    # One permutation per (seed, epoch), cut into world_size shards (a single one
-    # without torchrun): a pure function of (seed, epoch), so a resumed run needs no
-    # saved shuffling state, and independent of the world size.
-    sampler = distributed.train_sampler(train_set, context, config.seed, drop_last=True)
+    train_set, sampler, loader, val_loader = _data_loaders(plan, images, context, device)
     batch_size = config.batch_size
     assert batch_size is not None  # with_recipe
-    loader = batch_loader(train_set, batch_size, sampler=sampler, drop_last=len(sampler) > batch_size, **options)
-    val_set = EvalDataset(parts["val"], preprocessing)
-    val_loader = batch_loader(val_set, batch_size, sampler=distributed.StridedShard(len(val_set), context), **options)
-    assert config.epochs is not None and config.schedule is not None and config.warmup is not None  # with_recipe
-    assert config.label_smoothing is not None
-    schedule = LrSchedule(
-        optimizer,
-        config.schedule,
-        epochs=config.epochs,
-        steps_per_epoch=len(loader),
-        warmup=config.warmup,
-        step_size=config.step_size,
-        gamma=config.gamma,
+    assert config.epochs is not None and config.label_smoothing is not None  # with_recipe
+    schedule = _lr_schedule(optimizer, config, len(loader))
+    history = (
+        [] if resume is None else _continue(resume, model, optimizer, schedule, scaler, device, context, config.seed)
     )
-    history: list[EpochMetrics] = []
-    if resume is not None:
-        model.load_state_dict(resume.checkpoint.state_dict)
-        resume.restore(optimizer, schedule, scaler, device)
-        if context.rank > 0:
-            # The state holds rank 0's generators (restored above on every rank); the
-            # other ranks draw their dropout masks from seed + rank again, as at the start.
-            torch.manual_seed(config.seed + context.rank)
-        history = resume.history
     first_epoch = len(history) + 1
     # DDP broadcasts rank 0's weights at construction; every rank already holds them.
     trained = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
@@ -200,35 +204,10 @@ def _train(
                 f"training diverged: the val loss of epoch {epoch} is {val_stats.loss}; nothing of it was saved (try a lower --lr)"
             )
         schedule.after_epoch(val_stats.loss)
-        metrics = EpochMetrics(
-            epoch=epoch,
-            lr=lr,
-            train_loss=train_stats.loss,
-            train_top1=train_stats.top1,
-            train_top5=train_stats.top5,
-            val_loss=val_stats.loss,
-            val_top1=val_stats.top1,
-            val_top5=val_stats.top5,
-            seconds=time.perf_counter() - started,
-            train_images_per_s=train_stats.count / train_seconds,
-        )
-        history.append(metrics)
+        history.append(EpochMetrics.of(epoch, lr, train_stats, val_stats, time.perf_counter() - started, train_seconds))
         if not context.is_main:
             continue
-        checkpoint = Checkpoint(
-            config=model_config,
-            state_dict={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            classes=images.classes,
-            preprocessing=preprocessing,
-            data_source=images.source,
-            split=split,
-            metrics={
-                "epoch": epoch,
-                "val_top1": val_stats.top1,
-                "val_top5": val_stats.top5,
-                "val_loss": val_stats.loss,
-            },
-        )
+        checkpoint = _epoch_checkpoint(plan, model, images, epoch, val_stats)
         checkpoint.check_weights()  # never save a NaN model
         save_resume(config, output, checkpoint, optimizer, schedule, scaler, history, device, fingerprint)
         write_epoch_outputs(output, checkpoint, history, on_epoch)
@@ -238,4 +217,63 @@ def _train(
     distributed.barrier(context)
     return TrainResult(
         output, log_path, history, model_config.num_classes, context.world_size, context.is_main, batch_size
+    )
+
+
+def _lr_schedule(optimizer: torch.optim.SGD, config: TrainConfig, steps_per_epoch: int) -> LrSchedule:
+    assert config.epochs is not None and config.schedule is not None and config.warmup is not None  # with_recipe
+    return LrSchedule(
+        optimizer,
+        config.schedule,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        warmup=config.warmup,
+        step_size=config.step_size,
+        gamma=config.gamma,
+    )
+
+
+def _continue(resume: Resume, model, optimizer, schedule, scaler, device, context, seed: int) -> list[EpochMetrics]:
+    """A resumed run's weights, optimizer, schedule, loss scale and random states, as
+    saved; its history so far."""
+    model.load_state_dict(resume.checkpoint.state_dict)
+    resume.restore(optimizer, schedule, scaler, device)
+    if context.rank > 0:
+        # The state holds rank 0's generators (restored above on every rank); the
+        # other ranks draw their dropout masks from seed + rank again, as at the start.
+        torch.manual_seed(seed + context.rank)
+    return resume.history
+
+
+def _data_loaders(plan: _RunPlan, images: ImageSet, context: distributed.DistributedContext, device: torch.device):
+    """(training set, its sampler, its loader, the val loader) of one rank."""
+    config = plan.config
+    assert config.seed is not None and config.batch_size is not None  # with_recipe
+    workers = config.workers if config.workers is not None else default_workers(images, context.local_world_size)
+    options = loader_options(workers, device)
+    train_set = TrainingDataset(plan.parts["train"], plan.preprocessing, config.augment, config.seed)
+    # One permutation per (seed, epoch), cut into world_size shards (a single one
+    # without torchrun): a pure function of (seed, epoch), so a resumed run needs no
+    # saved shuffling state, and independent of the world size.
+    sampler = distributed.train_sampler(train_set, context, config.seed, drop_last=True)
+    batch_size = config.batch_size
+    loader = batch_loader(train_set, batch_size, sampler=sampler, drop_last=len(sampler) > batch_size, **options)
+    val_set = EvalDataset(plan.parts["val"], plan.preprocessing)
+    val_loader = batch_loader(val_set, batch_size, sampler=distributed.StridedShard(len(val_set), context), **options)
+    return train_set, sampler, loader, val_loader
+
+
+def _epoch_checkpoint(
+    plan: _RunPlan, model: torch.nn.Module, images: ImageSet, epoch: int, val: Accuracy
+) -> Checkpoint:
+    """The checkpoint an epoch writes: its weights (contiguous, on the CPU) and what
+    later steps need to use them."""
+    return Checkpoint(
+        config=plan.model_config,
+        state_dict={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        classes=images.classes,
+        preprocessing=plan.preprocessing,
+        data_source=images.source,
+        split=plan.split,
+        metrics={"epoch": epoch, "val_top1": val.top1, "val_top5": val.top5, "val_loss": val.loss},
     )
