@@ -31,7 +31,7 @@ from .config import DEFAULT_DROPOUT, DEFAULT_WIDTH, TrainConfig, default_groups,
 from .epoch import Accuracy, all_reduce_accuracy, seed_everything, train_one_epoch, validate
 from .precision import MixedPrecision, resolve_precision
 from .results import EpochCallback, EpochMetrics, TrainResult
-from .resume import Resume, load_resume, save_resume, write_epoch_outputs
+from .resume import Resume, prepare_resume, save_resume, write_epoch_outputs
 from .schedule import LrSchedule
 
 
@@ -110,7 +110,7 @@ def _plan_run(
     """A new run from the options, or a resumed one from its state (rank 0 reads and
     checks the state; every rank gets it, or the same error)."""
     resume = (
-        distributed.run_on_main(context, lambda: load_resume(config, output, images, on_epoch))
+        distributed.run_on_main(context, lambda: prepare_resume(config, output, images, on_epoch))
         if config.resume
         else None
     )

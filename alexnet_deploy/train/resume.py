@@ -158,12 +158,22 @@ class Resume:
                 raise DeployError(f"{self.path} is a damaged resume state: optimizer buffers do not fit the model")
 
 
-def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: EpochCallback | None) -> Resume:
-    """The state of the run at ``output``, checked against this run's options and data;
-    a checkpoint that fell behind its state (a kill between the two writes) is rewritten."""
+def prepare_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: EpochCallback | None) -> Resume:
+    """Everything ``--resume`` does before training: read the state of the run at
+    ``output``, check it against this run's options and data, and rewrite a checkpoint
+    that fell behind its state (a kill between the two writes)."""
     state_path = ArtifactLayout.from_checkpoint(output).resume_state
     if not state_path.is_file():
         raise DeployError(f"--resume needs {state_path} from an earlier run of --output {output}; it is missing")
+    resume, epoch, fingerprint = _read_state(state_path)
+    _check_same_run(config, output, resume.checkpoint, images, fingerprint)
+    _catch_up_checkpoint(output, resume, epoch, on_epoch)
+    return resume
+
+
+def _read_state(state_path: Path) -> tuple[Resume, int, str]:
+    """The resume state at ``state_path``, every field type-checked: (the state, its
+    epoch, the fingerprint of the images it trained on)."""
     state = load_payload(state_path, "an alexnet-deploy resume state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise DeployError(f"{state_path} is not an alexnet-deploy resume state (expected format {STATE_FORMAT!r})")
@@ -190,6 +200,13 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
         raise DeployError(f"{state_path} is a damaged resume state: {error}") from None
     if not history or [m.epoch for m in history] != list(range(1, epoch + 1)):
         raise DeployError(f"{state_path} is a damaged resume state: its history does not end at epoch {epoch}")
+    return Resume(state_path, checkpoint, history, state), epoch, fingerprint
+
+
+def _check_same_run(
+    config: TrainConfig, output: Path, checkpoint: Checkpoint, images: ImageSet, fingerprint: str
+) -> None:
+    """This run's data and options contradict nothing the saved run was trained with."""
     contradictions = [
         (
             checkpoint.classes != images.classes,
@@ -228,6 +245,12 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
     for contradicts, message in contradictions:
         if contradicts:
             raise DeployError(f"cannot --resume {output}: {message}")
+
+
+def _catch_up_checkpoint(output: Path, resume: Resume, epoch: int, on_epoch: EpochCallback | None) -> None:
+    """The checkpoint at ``output`` belongs to the state's run and is not ahead of it;
+    one left an epoch behind (a kill between the two writes) is rewritten from the state."""
+    state_path, checkpoint, history = resume.path, resume.checkpoint, resume.history
     saved_epoch: int | None = None
     if output.exists():
         on_disk = load_checkpoint(output)
@@ -244,7 +267,6 @@ def load_resume(config: TrainConfig, output: Path, images: ImageSet, on_epoch: E
             )
     if saved_epoch is None or saved_epoch < epoch:
         write_epoch_outputs(output, checkpoint, history, on_epoch)  # the pair was cut between its two writes
-    return Resume(state_path, checkpoint, history, state)
 
 
 def _run_differences(on_disk: Checkpoint, saved: Checkpoint, same_epoch: bool) -> list[str]:
