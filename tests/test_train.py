@@ -204,7 +204,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from alexnet_deploy.console import one_line_errors
+    from alexnet_deploy.cli.console import one_line_errors
     from alexnet_deploy.files import atomic_output
 
     app = typer.Typer()

@@ -10,7 +10,7 @@ import typer
 import typer.core
 
 from .. import __version__
-from ..console import console
+from .console import console
 
 try:  # typer >= 0.24 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from ..choices import Variant
-from ..console import console, error_console, one_line_errors, table
+from .console import console, error_console, one_line_errors, table
+from .options import ReportFiles
 
 
 @one_line_errors
@@ -34,13 +35,10 @@ def info(
     ] = None,
 ) -> None:
     """The layer table (shapes, parameters, MACs, activations), measured from the model."""
-    from ..files import check_output_paths, check_png_path
     from ..info import COLUMNS, inspect_model, write_info_json
     from ..plots import save_filter_grid
 
-    if filters is not None:
-        check_png_path(filters, "--filters")
-    check_output_paths({"--checkpoint": checkpoint}, {"--json": json_path, "--filters": filters})
+    ReportFiles(json_path, extra={"--filters": filters}).check({"--checkpoint": checkpoint})
     report = inspect_model(checkpoint, groups=groups, classes=classes, variant=variant)
     shape = "×".join(str(v) for v in report.table.input_shape)
     config = report.config

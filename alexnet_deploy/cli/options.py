@@ -9,7 +9,9 @@ are ``str`` Enums, so Typer rejects a bad value and ``--help`` lists the choices
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -57,3 +59,42 @@ def parse_choices(text: str, allowed: Sequence[str], option: str) -> tuple[str, 
     chosen = tuple(part.strip() for part in text.split(",") if part.strip())
     check_choices(chosen, allowed, option)
     return chosen
+
+
+PlotReport = Annotated[Path | None, typer.Option("--plot", help="Also draw the report as a PNG.")]
+
+
+@dataclass
+class ReportFiles:
+    """A command's ``--json`` and ``--plot`` (the option group every reporting command
+    shares): checked before any work by the one output rule (no output over an input,
+    inside an input folder, or over another output; a PNG name for the plot), written
+    after it, each with one ``wrote PATH`` line."""
+
+    json: Path | None
+    plot: Path | None = None
+    extra: dict[str, Path | None] = field(default_factory=dict)  # other outputs of the command ("--filters")
+
+    def check(
+        self, inputs: Mapping[str, Path | None] | None = None, folders: Mapping[str, Path | None] | None = None
+    ) -> None:
+        from ..files import check_output_paths, check_png_path
+
+        for option, path in {"--plot": self.plot, **self.extra}.items():
+            if path is not None and option in ("--plot", "--filters"):
+                check_png_path(path, option)
+        check_output_paths(inputs or {}, {"--json": self.json, "--plot": self.plot, **self.extra}, folders)
+
+    def write(self, report: object, draw: Callable[[Path], None] | None = None) -> None:
+        """``report`` (a dict, or anything with ``to_dict``) as JSON, and the figure
+        ``draw`` makes, to the paths given."""
+        from ..files import write_text_atomic
+        from .console import console
+
+        if self.json is not None:
+            data = report.to_dict() if hasattr(report, "to_dict") else report
+            write_text_atomic(self.json, json.dumps(data, indent=2, default=str) + "\n")
+            console.print(f"wrote {self.json}")
+        if self.plot is not None and draw is not None:
+            draw(self.plot)
+            console.print(f"wrote {self.plot}")

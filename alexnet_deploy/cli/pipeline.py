@@ -20,8 +20,8 @@ from ..choices import (
     DeviceChoice,
     LrnExport,
 )
-from ..console import RichProgress, console, one_line_errors, table
 from ..export.config import MAX_OPSET, MIN_OPSET
+from .console import RichProgress, console, one_line_errors, table
 from .options import (
     Checkpoint,
     Engines,
@@ -204,7 +204,6 @@ def bench(
 ) -> None:
     """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
     from ..bench.run import run_bench
-    from ..console import bench_table
     from ..files import (
         check_output_paths,
         check_png_path,
@@ -212,6 +211,7 @@ def bench(
         write_text_atomic,
     )
     from ..plots import save_bench_plot
+    from .console import bench_table
 
     config = BenchConfig(
         batches=parse_batches(batch),

@@ -4,7 +4,6 @@ AlexNet ONNX, e.g. the ONNX zoo's BVLC AlexNet, into our checkpoint) and ``eval`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +11,9 @@ import typer
 
 from ..artifacts import DEFAULT_LAYOUT, Precision
 from ..choices import PredictBackend
-from ..console import RichProgress, console, one_line_errors, table
 from ..evaluate.config import EvalConfig
-from .options import Checkpoint, Engines, JsonReport, Onnx, choice_list, parse_choices
+from .console import RichProgress, console, one_line_errors, table
+from .options import Checkpoint, Engines, JsonReport, Onnx, ReportFiles, choice_list, parse_choices
 
 
 @one_line_errors
@@ -89,10 +88,10 @@ def eval_model(
 ) -> None:
     """Top-1/top-5 of every backend x precision on a labelled folder, and agreement with the first row."""
     from ..evaluate.run import evaluate
-    from ..files import check_output_paths, write_text_atomic
     from ..runners.registry import ModelFiles, read_files
 
-    check_output_paths(read_files(ModelFiles(onnx, engines, checkpoint)), {"--json": json_path}, {"--data": data})
+    outputs = ReportFiles(json_path)
+    outputs.check(read_files(ModelFiles(onnx, engines, checkpoint)), {"--data": data})
     config = EvalConfig(
         data=data,
         onnx=onnx,
@@ -109,6 +108,4 @@ def eval_model(
         f"agreement and max |Δ logits| against {report.reference or 'no row'}"
     )
     console.print(table(title, ("backend", "precision", "top-1", "top-5", "agree", "max |Δ|", "skipped"), rows))
-    if json_path is not None:
-        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2))
-        console.print(f"wrote {json_path}")
+    outputs.write(report)

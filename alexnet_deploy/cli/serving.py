@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,6 @@ from ..choices import (
     RepositoryFlavour,
     ServedBackend,
 )
-from ..console import console, error_console, one_line_errors, table
 from ..serve.config import (
     ONNX_MODEL,
     TRITON_GRPC_PORT,
@@ -26,12 +24,14 @@ from ..serve.config import (
     RepositoryConfig,
     ServerConfig,
 )
+from .console import console, error_console, one_line_errors, table
 from .options import (
     Checkpoint,
     EnginePrecision,
     Engines,
     JsonReport,
     Onnx,
+    ReportFiles,
     ServerProtocol,
 )
 
@@ -59,13 +59,13 @@ def predict(
     checkpoint: Checkpoint = DEFAULT_LAYOUT.checkpoint,
 ) -> None:
     """Classify images: top-k class names and probabilities."""
-    from ..files import check_output_paths, write_text_atomic
     from ..runners.registry import ModelFiles, fastest_backend, read_files
     from ..serve.predict import image_inputs, local_classifier, open_runner, predict_files
 
     files = ModelFiles(onnx, engines, checkpoint)
     named, folders = image_inputs(images)
-    check_output_paths((read_files(files) if url is None else {}) | named, {"--json": json_path}, folders)
+    outputs = ReportFiles(json_path)
+    outputs.check((read_files(files) if url is None else {}) | named, folders)
     if url is not None:
         from ..serve.client import TritonClassifier
 
@@ -81,9 +81,7 @@ def predict(
         console.print(f"{prediction.source}: {ranked}", soft_wrap=True, highlight=False)
     for message in report.errors:
         error_console.print(f"error: {message}", soft_wrap=True, highlight=False)
-    if json_path is not None:
-        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2))
-        console.print(f"wrote {json_path}")
+    outputs.write(report)
     if report.errors:
         raise typer.Exit(1)
 
@@ -192,12 +190,10 @@ def loadtest(
     ] = None,
 ) -> None:
     """Load a running Triton server: throughput, latency, errors, server batch sizes."""
-    from ..files import check_output_paths, check_png_path, write_text_atomic
     from ..serve.loadtest import parse_levels, run_loadtest
 
-    check_output_paths({}, {"--json": json_path, "--plot": plot})
-    if plot is not None:
-        check_png_path(plot, "--plot")
+    outputs = ReportFiles(json_path, plot)
+    outputs.check()
     config = LoadConfig(
         url,
         protocol,
@@ -208,32 +204,8 @@ def loadtest(
         model,
     )
     report = run_loadtest(config)
-    rows = [
-        (
-            row.concurrency,
-            row.requests,
-            row.errors,
-            row.throughput_rps,
-            row.images_per_s,
-            *((row.latency_ms.p50, row.latency_ms.p90, row.latency_ms.p99) if row.latency_ms else (None, None, None)),
-            row.mean_server_batch,
-            " ".join(f"{b}×{n}" for b, n in row.server_batches.items()),
-        )
-        for row in report.rows
-    ]
-    columns = [
-        "concurrency",
-        "requests",
-        "errors",
-        "req/s",
-        "img/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "mean batch",
-        "server batches (size×executions)",
-    ]
-    console.print(table(f"{model} over {protocol} at {url} (batching seen on {report.measured_model})", columns, rows))
+    title = f"{model} over {protocol} at {url} (batching seen on {report.measured_model})"
+    console.print(table(title, LOADTEST_COLUMNS, [_loadtest_row(row) for row in report.rows]))
     for row in report.rows:
         if row.first_error:
             error_console.print(
@@ -241,13 +213,32 @@ def loadtest(
                 soft_wrap=True,
                 highlight=False,
             )
-    if json_path is not None:
-        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-        console.print(f"wrote {json_path}")
-    if plot is not None:
-        from ..plots import save_loadtest_figure
+    from ..plots import save_loadtest_figure
 
-        save_loadtest_figure(report, f"{model} over {protocol} ({report.measured_model} batching)", plot)
-        console.print(f"wrote {plot}")
+    outputs.write(
+        report,
+        lambda path: save_loadtest_figure(report, f"{model} over {protocol} ({report.measured_model} batching)", path),
+    )
     if any(row.errors for row in report.rows):
         raise typer.Exit(1)
+
+
+LOADTEST_COLUMNS = (
+    "concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "mean batch",
+    "server batches (size×executions)",
+)  # fmt: skip
+
+
+def _loadtest_row(row) -> tuple:
+    latency = (row.latency_ms.p50, row.latency_ms.p90, row.latency_ms.p99) if row.latency_ms else (None, None, None)
+    batches = " ".join(f"{b}×{n}" for b, n in row.server_batches.items())
+    return (
+        row.concurrency,
+        row.requests,
+        row.errors,
+        row.throughput_rps,
+        row.images_per_s,
+        *latency,
+        row.mean_server_batch,
+        batches,
+    )

@@ -10,10 +10,10 @@ import typer
 
 from ..artifacts import ArtifactLayout
 from ..choices import DeviceChoice, Recipe, Schedule, TrainingPrecision, Variant
-from ..console import RichProgress, console, one_line_errors, table
 from ..errors import DeployError
 from ..train.config import DEFAULT_SEED, TrainConfig
 from ..train.recipe import recipe_summary
+from .console import RichProgress, console, one_line_errors, table
 from .options import Device
 
 

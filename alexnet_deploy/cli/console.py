@@ -25,10 +25,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .errors import BackendUnavailable, DeployError, Skipped
+from ..errors import BackendUnavailable, DeployError, Skipped
 
 if TYPE_CHECKING:
-    from .bench.report import BenchReport
+    from ..bench.report import BenchReport
 
 # Messages contain brackets (extras, shapes), so no markup. Output that is not a
 # terminal (a log, CI, a pipe) gets a wide page: rich's 80-column default would
