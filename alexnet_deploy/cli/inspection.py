@@ -27,10 +27,13 @@ def info(
     filters: Annotated[
         Path | None, typer.Option(help="Write conv1's kernels as a PNG grid (paper's Figure 3).")
     ] = None,
+    onnx: Annotated[
+        Path | None, typer.Option(help="Also show an ONNX file's metadata (INT8: calibration, layers out of INT8).")
+    ] = None,
 ) -> None:
     """The layer table (shapes, parameters, MACs, activations), measured from the model."""
     from ..files import check_distinct_paths, check_png_path, check_writable_destination
-    from ..info import COLUMNS, inspect_model, write_info_json
+    from ..info import COLUMNS, inspect_model, onnx_rows, write_info_json
     from ..plots import save_filter_grid
 
     if filters is not None:
@@ -40,6 +43,7 @@ def info(
         if path is not None:
             check_writable_destination(path)
     report = inspect_model(checkpoint, groups=groups, classes=classes)
+    report.onnx = [] if onnx is None else onnx_rows(onnx)
     shape = "×".join(str(v) for v in report.table.input_shape)
     config = report.config
     title = f"AlexNet at {shape} float32 (groups {config.groups}, {config.num_classes} classes, width {config.width})"
@@ -52,6 +56,8 @@ def info(
         for field, value in report.checkpoint.rows():
             # markup off: the LRN convention and paths hold [brackets] rich would eat as tags
             console.print(f"{field + ':':<16}{value}", markup=False, highlight=False, soft_wrap=True)
+    for field, value in report.onnx:
+        console.print(f"{field + ':':<16}{value}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
         write_info_json(report, json_path)
         console.print(f"wrote {json_path}")

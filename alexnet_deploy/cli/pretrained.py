@@ -93,6 +93,8 @@ def eval_model(
         f"agreement and max |Δ logits| against {report.reference or 'no row'}"
     )
     console.print(table(title, ("backend", "precision", "top-1", "top-5", "agree", "max |Δ|", "skipped"), rows))
+    for note in report.notes:
+        console.print(note, soft_wrap=True)
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2))
         console.print(f"wrote {json_path}")
