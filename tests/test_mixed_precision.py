@@ -86,13 +86,14 @@ def test_tensorrt_layout_keeps_qdq_placement_and_casts_around_fp16_layers(fp32_m
 
 
 def test_onnxruntime_layout_runs_the_int8_layers_as_integer_kernels(fp32_model, amax, tmp_path):
-    """conv1, conv2 and conv5 stay QLinearConv, fc6 and fc8 QGemm (fc6 with float output
-    for the FP32 fc7). conv3 feeds the FP16 conv4: a QuantizeLinear on its output would
-    quantize the tensor the fallback protects, so onnxruntime runs it in float."""
+    """conv1, conv2 and conv5 stay QLinearConv, fc8 QGemm. conv3 feeds the FP16 conv4
+    and fc6 the FP32 fc7: a QuantizeLinear on their outputs would quantize the very
+    tensor the fallback protects, so onnxruntime runs them in float over their int8
+    inputs and weights (with conv4 and fc7, four float Conv/Gemm)."""
     model = mixed_int8(fp32_model, amax, "onnxruntime", FALLBACK)
     ops = optimized_op_types(model, tmp_path)
-    assert ops.count("QLinearConv") == 3 and ops.count("QGemm") == 2
-    assert sum(op in FLOAT_OPS for op in ops) == 3  # conv3, conv4 and fc7
+    assert ops.count("QLinearConv") == 3 and ops.count("QGemm") == 1
+    assert sum(op in FLOAT_OPS for op in ops) == 4
 
 
 def test_all_layers_out_of_int8_computes_what_fp32_does(fp32_model, amax):
@@ -131,3 +132,22 @@ def test_unknown_fallback_layer_is_refused(fp32_model, amax):
 
     with pytest.raises(DeployError, match="conv9"):
         mixed_int8(fp32_model, amax, "tensorrt", {"conv9": "fp16"})
+
+
+def test_openvino_runs_every_int8_layer_of_the_mixed_file_as_an_integer_kernel(fp32_model, amax):
+    """OpenVINO (which runs the onnxruntime-layout file) needs only quantized inputs: all
+    six INT8 layers run u8/i8, conv4 and fc7 in float, read back from its runtime graph."""
+    pytest.importorskip("openvino")
+    from alexnet_deploy.runners.registry import open_model
+
+    model = mixed_int8(fp32_model, amax, "onnxruntime", FALLBACK)
+    metadata = export_metadata(fp32_model, "model")
+    images, _ = held_out_images(metadata.data_source, metadata.split, metadata.preprocessing, "val", 8)
+    with open_model("openvino", model, "int8") as runner:
+        runner.infer(images)
+        counts = runner.runtime_precisions()  # type: ignore[attr-defined]
+    integer = ("u8", "i8")
+    assert sum(counts[("Convolution", p)] for p in integer) == 4, counts  # conv1-3, conv5
+    assert sum(counts[("FullyConnected", p)] for p in integer) == 2, counts  # fc6, fc8
+    assert counts[("Convolution", "f32")] + counts[("Convolution", "f16")] == 1, counts  # conv4
+    assert counts[("FullyConnected", "f32")] == 1, counts  # fc7

@@ -171,9 +171,9 @@ def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[s
         reached = next((t for t in chain if t in inputs), None)
         if any(t in float_inputs for t in chain[: chain.index(reached) if reached else None]):
             # read by a layer left out of INT8: a QuantizeLinear here would quantize the
-            # very tensor the fallback protects, so this output stays float (onnxruntime
-            # then runs a Conv as float over its dequantized int8 inputs; a Gemm is still
-            # a QGemm with float output)
+            # very tensor the fallback protects, so this output stays float, and
+            # onnxruntime runs this layer (with its ReLU) in float over its dequantized
+            # int8 input and weights: INT8 values, not an integer kernel
             continue
         parameters = (
             plan[reached] if reached else ActivationQuantization.of(amax_of(chain[0]), graph.non_negative(chain[0]))

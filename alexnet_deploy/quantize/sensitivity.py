@@ -94,9 +94,13 @@ def layer_outputs(model: onnx.ModelProto, quantized: onnx.ModelProto, images: np
 
     names = {layer: output for layer, (_, output) in layer_tensors(model).items()}
     tensors = list(names.values())
+    # the graphs as written: onnxruntime's optimiser fuses Conv+ReLU even where the Conv's
+    # output is also a graph output, and then hands back the ReLU's output under its name
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     collected = []
     for graph in (model, quantized):
-        session = onnxruntime.InferenceSession(exposing(graph, tensors), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(exposing(graph, tensors), options, providers=["CPUExecutionProvider"])
         batches = [
             session.run(tensors, {INPUT_NAME: images[i : i + SQNR_BATCH]}) for i in range(0, len(images), SQNR_BATCH)
         ]
