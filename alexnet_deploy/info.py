@@ -305,7 +305,7 @@ def onnx_rows(path: Path) -> list[tuple[str, str]]:
     calibration = metadata.calibration
     if calibration is not None:
         rows.append(("calibration", f"{calibration.method}, {calibration.images} images"))
-        rows.append(("mixed precision", calibration.mixed_precision() or "none: every Conv/Gemm in INT8"))
+        rows.append(("mixed", calibration.mixed_precision() or "none: every Conv/Gemm in INT8"))
     return [(name, printable(text)) for name, text in rows]
 
 
