@@ -105,3 +105,11 @@ class Protocol(Choice):
 class RepositoryFlavour(Choice):
     STOCK = "stock"  # Triton's onnxruntime / openvino / tensorrt_plan backends
     LOCAL = "local"  # python backend only, for `serve`
+
+
+class QdqLayout(Choice):
+    """Which INT8 layout ``sensitivity`` measures."""
+
+    TENSORRT = "tensorrt"  # Q/DQ on the Conv/Gemm inputs: alexnet.int8.onnx, the engine's
+    ONNXRUNTIME = "onnxruntime"  # the integer-kernel layout: alexnet.int8-ort.onnx
+    BOTH = "both"

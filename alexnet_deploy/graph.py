@@ -192,6 +192,10 @@ class CalibrationProvenance:
     image_fingerprint: str
     model_sha256: str
     percentile: float | None = None  # the percentile method's --percentile
+    # build --min-agreement/--max-drop: the layers left out of INT8 (layer -> "fp16"/"fp32")
+    # and the budget they were chosen for; None without a budget
+    fallback: dict[str, str] | None = None
+    budget: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         values: dict[str, object] = {
@@ -200,7 +204,16 @@ class CalibrationProvenance:
             "image_fingerprint": self.image_fingerprint,
             "model_sha256": self.model_sha256,
         }
-        return values if self.percentile is None else values | {"percentile": self.percentile}
+        optional = {"percentile": self.percentile, "fallback": self.fallback, "budget": self.budget}
+        return values | {k: v for k, v in optional.items() if v is not None}
+
+    def mixed_precision(self) -> str | None:
+        """``"out of INT8: fc7 fp32 (budget min_agreement 0.99)"``, or None without a budget."""
+        if self.budget is None:
+            return None
+        layers = ", ".join(f"{layer} {precision}" for layer, precision in (self.fallback or {}).items()) or "none"
+        budget = ", ".join(f"{k} {v:g}" for k, v in self.budget.items())
+        return f"out of INT8: {layers} (budget {budget})"
 
 
 @dataclass(frozen=True)
@@ -283,7 +296,16 @@ def _calibration(model: onnx.ModelProto, source: str) -> CalibrationProvenance |
     percentile = data.get("percentile")
     if percentile is not None and not _number(percentile):
         raise DeployError(f"{source}: metadata 'calibration' is invalid: percentile {str(percentile)[:30]!r}")
-    return CalibrationProvenance(**{k: data[k] for k in fields}, percentile=percentile)
+    fallback, budget = data.get("fallback"), data.get("budget")
+    if fallback is not None and not (
+        isinstance(fallback, dict) and all(isinstance(v, str) and v in ("fp16", "fp32") for v in fallback.values())
+    ):
+        raise DeployError(f"{source}: metadata 'calibration' is invalid: fallback {str(fallback)[:60]!r}")
+    if budget is not None and not (isinstance(budget, dict) and all(_number(v) for v in budget.values())):
+        raise DeployError(f"{source}: metadata 'calibration' is invalid: budget {str(budget)[:60]!r}")
+    return CalibrationProvenance(
+        **{k: data[k] for k in fields}, percentile=percentile, fallback=fallback, budget=budget
+    )
 
 
 def export_metadata(model: onnx.ModelProto, source: str) -> ExportMetadata:

@@ -288,6 +288,7 @@ class ModelInfo:
     table: LayerTable
     checkpoint: CheckpointSummary | None
     model: AlexNet = field(repr=False, compare=False)
+    onnx: list[tuple[str, str]] = field(default_factory=list)  # --onnx: what its metadata says
 
     @property
     def trained(self) -> bool:
@@ -298,7 +299,23 @@ class ModelInfo:
             "config": self.config.to_dict(),
             **self.table.to_dict(),
             "checkpoint": asdict(self.checkpoint) if self.checkpoint is not None else None,
-        }
+        } | ({"onnx": dict(self.onnx)} if self.onnx else {})
+
+
+def onnx_rows(path: Path) -> list[tuple[str, str]]:
+    """(field, text) pairs of one of our ONNX files' metadata: its precision, and for an
+    INT8 file its target runtime, calibration and the layers a budget left out of INT8."""
+    from .graph import export_metadata, load_verified
+
+    metadata = export_metadata(load_verified(Path(path)), str(path))
+    rows = [("onnx", str(path)), ("precision", metadata.precision.value)]
+    if metadata.target_runtime is not None:
+        rows.append(("target runtime", metadata.target_runtime))
+    calibration = metadata.calibration
+    if calibration is not None:
+        rows.append(("calibration", f"{calibration.method}, {calibration.images} images"))
+        rows.append(("mixed", calibration.mixed_precision() or "none: every Conv/Gemm in INT8"))
+    return [(name, printable(text)) for name, text in rows]
 
 
 def inspect_model(

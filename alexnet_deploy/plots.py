@@ -3,6 +3,9 @@ training curves (loss, top-1/top-5 on train and val, per epoch), the bench's
 throughput/accuracy figure and a load test's throughput and latency per concurrency
 level.
 
+The sensitivity figure shows, per layer, the INT8 agreement alone and all-but-it and the
+all-INT8 graph's SQNR.
+
 The filter grid is drawn pixel-exact with Pillow: every kernel pixel becomes a
 ``scale`` x ``scale`` block, with no axes and no interpolation, so the PNG's size
 is known from the kernel count alone. The curves use matplotlib's object API on
@@ -28,6 +31,7 @@ from .files import atomic_output, check_png_path
 
 if TYPE_CHECKING:
     from .bench.report import BenchReport, BenchRow
+    from .quantize.sensitivity import SensitivityReport
     from .serve.loadtest import LoadReport
     from .train.results import EpochMetrics
 
@@ -192,5 +196,45 @@ def bench_figure(report: BenchReport) -> Figure:
 def save_bench_plot(report: BenchReport, path: Path) -> None:
     check_png_path(Path(path), "--plot")
     figure = bench_figure(report)
+    with atomic_output(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def sensitivity_figure(report: SensitivityReport) -> Figure:
+    """Per layer in network order: top-1 agreement with that layer alone in INT8 and
+    with every layer but it in INT8 (one bar pair per layout), and the all-INT8 graph's
+    SQNR of each layer's output on a second axis; the most sensitive layer marked."""
+    figure = Figure(figsize=BENCH_FIGURE_INCHES, dpi=BENCH_FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    agreement, sqnr = figure.subplots(2, 1, sharex=True)
+    layers = sorted(
+        report.layers, key=lambda entry: int(entry.layer.removeprefix("conv").removeprefix("fc"))
+    )  # conv1 .. fc8
+    names = [entry.layer for entry in layers]
+    positions = np.arange(len(names))
+    width = 0.8 / (2 * len(report.layouts))
+    for index, (layout, kind) in enumerate((lo, k) for lo in report.layouts for k in ("alone", "all_but")):
+        values = [100 * getattr(entry, kind)[layout].agreement for entry in layers]
+        label = f"{layout}: {'only this layer' if kind == 'alone' else 'all but this layer'} in INT8"
+        agreement.bar(positions + (index - len(report.layouts) + 0.5) * width, values, width, label=label)
+    agreement.set(
+        ylabel="top-1 agreement with FP32 (%)", title=f"INT8 sensitivity, most sensitive: {report.ranking[0]}"
+    )
+    agreement.set_ylim(0, 135)  # room above the bars for the legend
+    agreement.legend(fontsize="x-small", ncols=2, loc="upper center")
+    for layout in report.layouts:
+        values = [min(entry.sqnr_db[layout], 99.0) for entry in layers]
+        sqnr.plot(positions, values, "o-", label=f"{layout}, all-INT8")
+    sqnr.set(ylabel="output SQNR (dB)", xlabel="layer")
+    sqnr.set_xticks(positions, names)
+    sqnr.legend(fontsize="small")
+    for axes in (agreement, sqnr):
+        axes.grid(alpha=0.3)
+    return figure
+
+
+def save_sensitivity_plot(report: SensitivityReport, path: Path) -> None:
+    check_png_path(Path(path), "--plot")
+    figure = sensitivity_figure(report)
     with atomic_output(Path(path)) as tmp:
         figure.savefig(tmp, format="png")

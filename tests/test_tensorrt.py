@@ -433,3 +433,38 @@ def test_gpu_check_without_a_gpu_exits_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no CUDA GPU" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no report for a visit that checked nothing
+
+
+@pytest.mark.tensorrt
+@needs_runner
+def test_engine_from_a_mixed_precision_int8_file(tiny_checkpoint, tmp_path):
+    """What ``build --min-agreement`` writes for TensorRT: INT8 Q/DQ with conv4 in FP16
+    between explicit casts and fc7 in FP32. The strongly typed build takes the casts
+    as FP16 layers without a builder flag; the engine agrees with onnxruntime's run of
+    the same file. Not run on the CPU machines (no TensorRT core): scripts/gpu-check.sh
+    runs it where a GPU is lent."""
+    from alexnet_deploy.data.preprocessing import held_out_images
+    from alexnet_deploy.export.run import export
+    from alexnet_deploy.graph import export_metadata
+    from alexnet_deploy.quantize.calibration import activation_amax, collect_statistics, quantized_activations
+    from alexnet_deploy.quantize.mixed import mixed_int8
+
+    fp32_path = tmp_path / "alexnet.onnx"
+    export(tiny_checkpoint, fp32_path)
+    model = onnx.load(str(fp32_path))
+    metadata = export_metadata(model, "model")
+    calibration, _ = held_out_images(metadata.data_source, metadata.split, metadata.preprocessing, "calibration", 64)
+    amax = activation_amax(collect_statistics(model, calibration, tensors=quantized_activations(model)), "entropy")
+    mixed = mixed_int8(model, amax, "tensorrt", {"conv4": "fp16", "fc7": "fp32"})
+    onnx_path = tmp_path / "alexnet.int8.onnx"
+    onnx.save(mixed, str(onnx_path))
+    config = EngineBuildConfig(precision="int8", opt_batch=8, max_batch=32, workspace_gib=1, timing_cache=None)
+    result = build_engine(onnx_path, tmp_path / "alexnet.int8.plan", config)
+    counts = read_sidecar(result.plan).precision_counts()
+    assert counts.get("int8", 0) > 0 and counts.get("fp16", 0) > 0, counts
+    images_, _ = held_out_images(metadata.data_source, metadata.split, metadata.preprocessing, "val", 32)
+    with TensorRTRunner(result.plan) as runner:
+        engine = runner.infer(images_)
+    session = ort.InferenceSession(to_standard_lrn(mixed).SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"images": images_})[0]
+    assert np.mean(engine.argmax(axis=1) == expected.argmax(axis=1)) >= 0.9

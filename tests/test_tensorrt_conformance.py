@@ -99,6 +99,63 @@ def observed(request, exported_onnx, tmp_path_factory) -> dict:
     return observations
 
 
+@pytest.fixture(scope="module")
+def mixed_onnx(exported_onnx, tmp_path_factory) -> Path:
+    """An INT8 file in TensorRT's layout with conv1 in FP16 between casts (it feeds the
+    first LRN plugin node) and fc7 in FP32: what ``build --min-agreement`` writes."""
+    from alexnet_deploy.quantize.calibration import quantized_activations
+    from alexnet_deploy.quantize.mixed import mixed_int8
+
+    model = onnx.load(str(exported_onnx))
+    mixed = mixed_int8(model, dict.fromkeys(quantized_activations(model), 4.0), "tensorrt", MIXED_FALLBACK)
+    path = tmp_path_factory.mktemp("conformance-mixed") / "alexnet.int8.onnx"
+    onnx.save(mixed, str(path))
+    return path
+
+
+MIXED_FALLBACK = {"conv1": "fp16", "fc7": "fp32"}
+
+
+@pytest.fixture(scope="module")
+def observed_mixed(mixed_onnx, tmp_path_factory) -> dict:
+    """The probe on the mixed file, with the newest supported TensorRT."""
+    release = RELEASES[-1]
+    out = tmp_path_factory.mktemp(f"trt-mixed-{release.version}")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "tensorrt_conformance_probe.py"), str(mixed_onnx), str(out)],
+        check=False,
+        env=environment(release, REPO),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"probe for TensorRT {release.version} crashed:\n{result.stderr[-4000:]}"
+    observations = json.loads((out / "observations.json").read_text())
+    observations["release"], observations["out"], observations["stderr"] = release.version, out, result.stderr
+    return observations
+
+
+def test_a_mixed_precision_int8_file_gets_through_polygraphy_up_to_the_builder(observed_mixed, mixed_onnx):
+    """The FP16 fallback layer's casts sit between conv1 and the plugin node: the plugin
+    is still found by op type and domain, created from the parser's fields, offers its
+    FP32/FP16 tactics, and build_engine reaches trt.Builder() (where the stand-in core
+    stops). What TensorRT's parser and builder do with the casts needs the real core:
+    scripts/gpu-check.sh builds an engine from such a file where one is lent."""
+    model = onnx.load(str(mixed_onnx))
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert [helper.get_attribute_value(a) for n in casts for a in n.attribute] == [
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.FLOAT,
+    ]
+    assert [n["lookup"] for n in observed_mixed["plugin_nodes"]] == [
+        [PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE]
+    ] * 2
+    assert len(succeeded(observed_mixed, "create_plugin/STRICT_AOT")) == 2
+    assert succeeded(observed_mixed, "aot/fp16")["tactics"] == sorted(TACTICS)
+    assert succeeded(observed_mixed, "build_engine")["deploy_error"].startswith("TensorRT could not build")
+    assert "TensorRT core stand-in: createInferBuilder" in observed_mixed["stderr"]
+
+
 def succeeded(observations: dict, key: str):
     entry = observations[key]
     assert entry["ok"], f"TensorRT {observations['release']}: {key} raised {entry['error']}\n{entry['trace']}"

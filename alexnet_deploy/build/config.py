@@ -9,9 +9,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import CALIBRATION_DIR, DEFAULT_LAYOUT, ENGINES_DIR, PRECISIONS, ArtifactLayout
+from ..artifacts import CALIBRATION_DIR, DEFAULT_LAYOUT, ENGINES_DIR, PRECISIONS, ArtifactLayout, Precision
 from ..choices import CalibrationMethod
 from ..errors import DeployError
+from ..quantize.budget import Budget
 from ..tensorrt.config import EngineBuildConfig
 
 DEFAULT_PERCENTILE = 99.99
@@ -32,6 +33,10 @@ class BuildConfig:
     percentile: float = DEFAULT_PERCENTILE
     recalibrate: bool = False
     compare_methods: bool = False
+    # the INT8 accuracy budget on the held-out val images (quantize.budget): top-1
+    # agreement with FP32 (a fraction) and top-1 drop against the labels (points)
+    min_agreement: float | None = None
+    max_drop: float | None = None
     engines_dir: Path = ENGINES_DIR
     # the TensorRT engine options, handed to the engine builder; their defaults are its
     opt_batch: int = EngineBuildConfig.opt_batch
@@ -50,6 +55,9 @@ class BuildConfig:
             )
         if not 0 < self.percentile <= 100:
             raise DeployError(f"--percentile must be in (0, 100], got {self.percentile}")
+        self.budget.check()
+        if self.budget.active and Precision.INT8 not in self.precisions:
+            raise DeployError("--min-agreement and --max-drop are budgets for the INT8 build: add --int8")
         if not 1 <= self.opt_batch <= self.max_batch:
             raise DeployError(f"need 1 <= --opt-batch ({self.opt_batch}) <= --max-batch ({self.max_batch})")
         if not (math.isfinite(self.workspace_gib) and self.workspace_gib > 0):
@@ -62,6 +70,10 @@ class BuildConfig:
         return ArtifactLayout.from_onnx(
             Path(self.onnx), calibration_dir=Path(self.calibration_dir), engines_dir=Path(self.engines_dir)
         )
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.min_agreement, self.max_drop)
 
     @property
     def methods(self) -> tuple[str, ...]:

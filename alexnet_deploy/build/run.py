@@ -39,10 +39,12 @@ from ..quantize.calibration import (
     collect_statistics,
     quantized_activations,
 )
+from ..quantize.fallback import FallbackChoice, choose_fallback
 from ..quantize.fp16 import to_fp16
 from ..quantize.images import fill_calibration_dir, load_calibration_set
-from ..quantize.onnxruntime import insert_qdq_for_onnxruntime, output_activations
-from ..quantize.qdq import insert_qdq
+from ..quantize.mixed import mixed_int8
+from ..quantize.onnxruntime import output_activations
+from ..quantize.sensitivity import Evaluator
 from ..runners.registry import open_model, reference_runner
 from .config import THROUGHPUT_BATCH, THROUGHPUT_ROUNDS, BuildConfig
 
@@ -67,6 +69,7 @@ class BuildReport:
     val_images: int = 0
     calibration: list[str] = field(default_factory=list)  # what happened with the cache
     engines: dict[str, Path] = field(default_factory=dict)
+    mixed: FallbackChoice | None = None  # with a budget: the layers out of INT8 and why
     engine_note: str | None = None  # why no engine was built, if none was
 
 
@@ -153,17 +156,26 @@ def interleaved_throughput(
     return [batch * rounds / s for s in seconds]
 
 
-def calibration_provenance(cache: CalibrationCache, runtime: str) -> dict[str, object]:
-    """The metadata an INT8 file carries: which runtime its Q/DQ layout targets and
-    where its ranges came from (so a file separated from its cache still says); read
-    back by ``graph.export_metadata``."""
+def calibration_provenance(
+    cache: CalibrationCache, runtime: str, mixed: FallbackChoice | None = None
+) -> dict[str, object]:
+    """The metadata an INT8 file carries: which runtime its Q/DQ layout targets, where
+    its ranges came from (so a file separated from its cache still says) and, built
+    under a budget, the layers left out of INT8 and that budget; read back by
+    ``graph.export_metadata``."""
     provenance = CalibrationProvenance(
-        cache.method, cache.images, cache.data_fingerprint, cache.model_sha256, cache.percentile
+        cache.method,
+        cache.images,
+        cache.data_fingerprint,
+        cache.model_sha256,
+        cache.percentile,
+        None if mixed is None else dict(mixed.fallback),
+        None if mixed is None else mixed.budget.to_dict(),
     )
     return {"precision": Precision.INT8.value, "target_runtime": runtime, "calibration": provenance.to_dict()}
 
 
-def _calibrated_amax(
+def calibrated_amax(
     config: BuildConfig,
     model: onnx.ModelProto,
     model_sha: str,
@@ -250,7 +262,8 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
                 config.calibration_dir, data_source, split, metadata.classes, metadata.class_ids
             )
             report.calibration.append(f"wrote {count} held-out calibration images to {config.calibration_dir}")
-        candidates += _int8_candidates(config, model, fp32_path, preprocessing, report, progress)
+        validation = (images, labels, reference)
+        candidates += _int8_candidates(config, model, fp32_path, preprocessing, validation, report, progress)
 
     for candidate in candidates:
         report.accuracy.append(
@@ -281,30 +294,35 @@ def _int8_candidates(
     model: onnx.ModelProto,
     fp32_path: Path,
     preprocessing: Preprocessing,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray],
     report: BuildReport,
     progress,
 ) -> list[_Candidate]:
-    """Both INT8 layouts per calibration method (the chosen method's to be written),
-    and onnxruntime's quantize_static with --compare-methods."""
-    calibrations, calibration_images = _calibrated_amax(
+    """Both INT8 layouts per calibration method (the chosen method's to be written,
+    with the layers a budget takes out of INT8), and onnxruntime's quantize_static
+    with --compare-methods. ``validation``: the val images, labels, FP32 logits."""
+    calibrations, calibration_images = calibrated_amax(
         config, model, sha256_file(fp32_path), preprocessing, report, progress
     )
     # row names: "int8 (entropy)" is the TensorRT graph (simulated in float by onnxruntime),
     # "int8 (entropy; onnxruntime graph)" the one onnxruntime runs in integer kernels
-    layouts = (
-        ("tensorrt", insert_qdq, "int8", ""),
-        ("onnxruntime", insert_qdq_for_onnxruntime, ORT_INT8, "; onnxruntime graph"),
-    )
+    layouts = (("tensorrt", "int8", ""), ("onnxruntime", ORT_INT8, "; onnxruntime graph"))
     candidates = []
     for method, cache in calibrations.items():
         chosen = method == config.calib_method
-        for runtime, layout, artifact, suffix in layouts:
-            quantized = layout(model, cache.amax)
-            set_metadata(quantized, calibration_provenance(cache, runtime))
+        mixed = None
+        if chosen and config.budget.active:
+            evaluator = Evaluator(model, cache.amax, *validation)
+            mixed = report.mixed = choose_fallback(evaluator, config.budget, calibration_images, progress)
+        fallback = {} if mixed is None else mixed.fallback
+        out = "".join(f"; {layer} {precision}" for layer, precision in fallback.items())
+        for runtime, artifact, suffix in layouts:
+            quantized = mixed_int8(model, cache.amax, runtime, fallback)
+            set_metadata(quantized, calibration_provenance(cache, runtime, mixed))
             path = config.layout.onnx(artifact) if chosen else None
             candidates.append(
                 _Candidate(
-                    f"int8 ({method}{suffix})", "int8", quantized, path, artifact, timed=runtime == "onnxruntime"
+                    f"int8 ({method}{suffix}{out})", "int8", quantized, path, artifact, timed=runtime == "onnxruntime"
                 )
             )
     if config.compare_methods:

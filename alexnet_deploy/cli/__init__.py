@@ -4,12 +4,13 @@ function, render; errors the user can fix come back as one line on stderr.
 ``app`` (the Typer application and its usage-error handling), ``options`` (the options
 commands share), and the commands by kind: ``training`` (train), ``pipeline`` (export, build, bench),
 ``inspection`` (info, doctor), ``serving`` (predict, repository, serve, loadtest) and
-``pretrained`` (import, eval).
+``pretrained`` (import, eval), ``precision`` (sensitivity).
 Library modules are imported inside each command, so ``--help`` stays fast."""
 
 from .app import app
 from .inspection import doctor, info
 from .pipeline import bench, build, export
+from .precision import sensitivity
 from .pretrained import eval_model, import_model
 from .serving import loadtest, predict, repository, serve
 from .training import train
@@ -19,5 +20,6 @@ for _command in (train, export, build, bench, info, doctor, predict, repository,
 # `import` and `eval` are Python keywords/builtins, so their functions are named otherwise
 app.command("import")(import_model)
 app.command("eval")(eval_model)
+app.command()(sensitivity)
 
 __all__ = ["app"]

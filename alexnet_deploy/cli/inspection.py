@@ -33,13 +33,17 @@ def info(
     filters: Annotated[
         Path | None, typer.Option(help="Write conv1's kernels as a PNG grid (paper's Figure 3).")
     ] = None,
+    onnx: Annotated[
+        Path | None, typer.Option(help="Also show an ONNX file's metadata (INT8: calibration, layers out of INT8).")
+    ] = None,
 ) -> None:
     """The layer table (shapes, parameters, MACs, activations), measured from the model."""
-    from ..info import COLUMNS, inspect_model, write_info_json
+    from ..info import COLUMNS, inspect_model, onnx_rows, write_info_json
     from ..plots import save_filter_grid
 
-    ReportFiles(json_path, extra={"--filters": filters}).check({"--checkpoint": checkpoint})
+    ReportFiles(json_path, extra={"--filters": filters}).check({"--checkpoint": checkpoint, "--onnx": onnx})
     report = inspect_model(checkpoint, groups=groups, classes=classes, variant=variant)
+    report.onnx = [] if onnx is None else onnx_rows(onnx)
     shape = "×".join(str(v) for v in report.table.input_shape)
     config = report.config
     title = (
@@ -55,6 +59,8 @@ def info(
         for field, value in report.checkpoint.rows():
             # markup off: the LRN convention and paths hold [brackets] rich would eat as tags
             console.print(f"{field + ':':<16}{value}", markup=False, highlight=False, soft_wrap=True)
+    for field, value in report.onnx:
+        console.print(f"{field + ':':<16}{value}", markup=False, highlight=False, soft_wrap=True)
     if json_path is not None:
         write_info_json(report, json_path)
         console.print(f"wrote {json_path}")

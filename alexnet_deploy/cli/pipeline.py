@@ -80,6 +80,17 @@ def build(
         bool,
         typer.Option(help="Also evaluate every method and onnxruntime's quantize_static, with img/s beside accuracy."),
     ] = False,
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(
+            help="INT8 budget: top-1 agreement with FP32 on the held-out val images (0.99 = 99%); layers leave "
+            "INT8, most sensitive first, until both INT8 files meet it."
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(help="INT8 budget: top-1 drop against the val labels, in percentage points (0.5)."),
+    ] = None,
     engines: Engines = BuildConfig.engines_dir,
     opt_batch: Annotated[
         int, typer.Option(help="Optimization-profile batch TensorRT tunes for.")
@@ -111,6 +122,8 @@ def build(
         percentile=percentile,
         recalibrate=recalibrate,
         compare_methods=compare_methods,
+        min_agreement=min_agreement,
+        max_drop=max_drop,
         engines_dir=engines,
         opt_batch=opt_batch,
         max_batch=max_batch,
@@ -124,6 +137,14 @@ def build(
         console.print(f"{precision} ONNX: {path}", soft_wrap=True)
     if report.onnxruntime_int8 is not None:
         console.print(f"int8 ONNX for onnxruntime: {report.onnxruntime_int8}", soft_wrap=True)
+    if report.mixed is not None:
+        out = ", ".join(f"{layer} in {precision}" for layer, precision in report.mixed.fallback.items())
+        console.print(
+            f"INT8 budget {report.mixed.budget.describe()}: {out or 'every layer stays INT8'} "
+            f"({report.mixed.evaluations} evaluations, {report.mixed.seconds:.1f} s"
+            + (f"; ranking {', '.join(report.mixed.ranking)})" if report.mixed.ranking else ")"),
+            soft_wrap=True,
+        )
     timed = any(r.throughput_ips is not None for r in report.accuracy)
     rows = [
         (r.name, f"{r.top1:.2%}", f"{r.top5:.2%}", f"{r.top1_agreement:.2%}", f"{r.max_abs_diff:.3g}")

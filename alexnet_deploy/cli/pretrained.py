@@ -108,4 +108,6 @@ def eval_model(
         f"agreement and max |Δ logits| against {report.reference or 'no row'}"
     )
     console.print(table(title, ("backend", "precision", "top-1", "top-5", "agree", "max |Δ|", "skipped"), rows))
+    for note in report.notes:
+        console.print(note, soft_wrap=True)
     outputs.write(report)

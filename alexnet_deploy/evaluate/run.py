@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..artifacts import ORT_INT8, Precision
 from ..data.preprocessing import preprocess_all
 from ..data.sources import load_labelled_folder
 from ..errors import BackendUnavailable, DeployError
@@ -45,6 +46,7 @@ class EvalReport:
     classes_present: int
     reference: str | None  # "backend/precision" of the row the others are compared with
     rows: list[EvalRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # INT8 files built under a budget: the layers out of INT8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +106,12 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> Ev
     finally:
         if begun:
             progress.finish()
+    int8_ran = any(row.precision == Precision.INT8 and row.skipped is None for row in report.rows)
+    for path in [files.layout.onnx(name) for name in (Precision.INT8, ORT_INT8)] if int8_ran else []:
+        calibration = export_metadata(load_verified(path), str(path)).calibration if path.is_file() else None
+        note = None if calibration is None else calibration.mixed_precision()
+        if note is not None:
+            report.notes.append(f"{path.name}: {note}")
     return report
 
 

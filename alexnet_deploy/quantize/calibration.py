@@ -70,7 +70,7 @@ class TensorStatistics:
         return self.amax / len(self.histogram)
 
 
-def _exposing(model: onnx.ModelProto, tensors: list[str]) -> bytes:
+def exposing(model: onnx.ModelProto, tensors: list[str]) -> bytes:
     """The FP32 twin with ``tensors`` added as graph outputs, serialized for onnxruntime."""
     twin = to_standard_lrn(model)
     twin.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors)
@@ -91,7 +91,7 @@ def collect_statistics(
 
     progress = progress or SilentProgress()
     tensors = tensors or quantized_activations(model)
-    session = onnxruntime.InferenceSession(_exposing(model, tensors), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(exposing(model, tensors), providers=["CPUExecutionProvider"])
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     amax = dict.fromkeys(tensors, 0.0)
     histograms = {name: np.zeros(HISTOGRAM_BINS, np.int64) for name in tensors}
@@ -108,6 +108,21 @@ def collect_statistics(
             progress.advance(len(batch))
     progress.finish()
     return {name: TensorStatistics(amax[name], histograms[name]) for name in tensors}
+
+
+def activation_max(
+    model: onnx.ModelProto, images: np.ndarray, tensors: list[str], batch_size: int = 32
+) -> dict[str, float]:
+    """Each tensor's max |x| over ``images``: one pass of the FP32 model."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(exposing(model, tensors), providers=["CPUExecutionProvider"])
+    amax = dict.fromkeys(tensors, 0.0)
+    for start in range(0, len(images), batch_size):
+        outputs = session.run(tensors, {INPUT_NAME: images[start : start + batch_size]})
+        for name, values in zip(tensors, outputs, strict=True):
+            amax[name] = max(amax[name], float(np.abs(values).max(initial=0.0)))
+    return amax
 
 
 def percentile_amax(stats: TensorStatistics, percentile: float = 99.99) -> float:

@@ -38,6 +38,7 @@ Everything here is a pure function over the protobuf, like ``qdq.insert_qdq``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,9 @@ class ActivationQuantization:
 class _Graph:
     """Producer/consumer lookups over one graph (read-only)."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, keep_float: Collection[str] = ()) -> None:
         graph = model.graph
+        self.keep_float = set(keep_float)  # outputs of the Conv/Gemm left out of INT8
         self.initializers = {t.name: t for t in graph.initializer}
         self.outputs = {o.name for o in graph.output}
         self.nodes = list(graph.node)
@@ -126,8 +128,16 @@ class _Graph:
             reader = self.sole_consumer(chain[-1])
         return chain
 
-    def quantized_nodes(self) -> list[onnx.NodeProto]:
+    def weighted_nodes(self) -> list[onnx.NodeProto]:
+        """Every Conv/Gemm on an activation, INT8 or not."""
         return [n for n in self.nodes if n.op_type in QUANTIZED_OPS and n.input[0] not in self.initializers]
+
+    def quantized_nodes(self) -> list[onnx.NodeProto]:
+        return [n for n in self.weighted_nodes() if n.output[0] not in self.keep_float]
+
+    def float_inputs(self) -> set[str]:
+        """The activation inputs of the Conv/Gemm left out of INT8."""
+        return {n.input[0] for n in self.weighted_nodes() if n.output[0] in self.keep_float}
 
 
 def _layer_inputs(graph: _Graph) -> set[str]:
@@ -151,7 +161,7 @@ def output_activations(model: onnx.ModelProto) -> list[str]:
 
 def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[str, ActivationQuantization]:
     """Which tensors get a Q/DQ pair, and with what parameters."""
-    inputs = _layer_inputs(graph)
+    inputs, float_inputs = _layer_inputs(graph), graph.float_inputs()
 
     def amax_of(tensor: str) -> float:
         if tensor not in activation_amax:
@@ -174,6 +184,12 @@ def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[s
         if chain[0] in graph.outputs:
             continue  # the logits stay float: QGemm writes float output
         reached = next((t for t in chain if t in inputs), None)
+        if any(t in float_inputs for t in chain[: chain.index(reached) if reached else None]):
+            # read by a layer left out of INT8: a QuantizeLinear here would quantize the
+            # very tensor the fallback protects, so this output stays float, and
+            # onnxruntime runs this layer (with its ReLU) in float over its dequantized
+            # int8 input and weights: INT8 values, not an integer kernel
+            continue
         parameters = (
             plan[reached] if reached else ActivationQuantization.of(amax_of(chain[0]), graph.non_negative(chain[0]))
         )
@@ -182,13 +198,16 @@ def _activation_plan(graph: _Graph, activation_amax: dict[str, float]) -> dict[s
     return plan
 
 
-def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onnx.ModelProto:
+def insert_qdq_for_onnxruntime(
+    model: onnx.ModelProto, activation_amax: dict[str, float], keep_float: Collection[str] = ()
+) -> onnx.ModelProto:
     """The onnxruntime-targeted INT8 graph (see the module docstring). ``activation_amax``
     holds the calibrated ranges of :func:`.calibration.quantized_activations` and
-    :func:`output_activations`. Pure."""
+    :func:`output_activations`. The Conv/Gemm nodes whose output is in ``keep_float``
+    stay float (mixed precision, :mod:`.mixed`). Pure."""
     result = onnx.ModelProto()
     result.CopyFrom(model)
-    graph = _Graph(result)
+    graph = _Graph(result, keep_float)
     plan = _activation_plan(graph, activation_amax)
     initializers: list[onnx.TensorProto] = []
     dequantized = {tensor: f"{tensor}_dq" for tensor in plan}
@@ -241,7 +260,7 @@ def insert_qdq_for_onnxruntime(model: onnx.ModelProto, activation_amax: dict[str
     }
     nodes = [n for t in result.graph.input if t.name in plan for n in qdq_nodes(t.name)]
     for node in graph.nodes:
-        if node.op_type in QUANTIZED_OPS and node.input[0] in plan:
+        if node.op_type in QUANTIZED_OPS and node.input[0] in plan and node.output[0] not in graph.keep_float:
             nodes.extend(integer_parameters(node))
         for i, name in enumerate(node.input):
             if name in dequantized:

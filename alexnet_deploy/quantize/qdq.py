@@ -17,6 +17,8 @@ that here.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -27,9 +29,13 @@ from ..errors import DeployError
 from .int8 import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
 
 
-def insert_qdq(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onnx.ModelProto:
+def insert_qdq(
+    model: onnx.ModelProto, activation_amax: dict[str, float], keep_float: Collection[str] = ()
+) -> onnx.ModelProto:
     """Q/DQ on every Conv/Gemm input: activations per-tensor with the calibrated amax,
-    weights per-channel as int8 initializers behind a DequantizeLinear. Pure."""
+    weights per-channel as int8 initializers behind a DequantizeLinear. The Conv/Gemm
+    nodes whose output is in ``keep_float`` are left as they are (mixed precision,
+    :mod:`.mixed`). Pure."""
     result = onnx.ModelProto()
     result.CopyFrom(model)
     graph = result.graph
@@ -37,7 +43,7 @@ def insert_qdq(model: onnx.ModelProto, activation_amax: dict[str, float]) -> onn
     nodes: list[onnx.NodeProto] = []
     dequantized: dict[str, str] = {}
     for node in graph.node:
-        if node.op_type in QUANTIZED_OPS:
+        if node.op_type in QUANTIZED_OPS and node.output[0] not in keep_float:
             activation = node.input[0]
             if activation not in dequantized:
                 if activation not in activation_amax:
