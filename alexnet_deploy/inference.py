@@ -22,8 +22,24 @@ class StageTiming:
     d2h_ms: float
 
 
+@dataclass(frozen=True)
+class OpTime:
+    """One op as a backend's own profiler reports it: its name (the backend's, after
+    fusing), its type, its mean time per ``infer`` call, the precision it ran in where
+    the profiler says, and the graph's nodes fused into it where the backend lists them."""
+
+    name: str
+    type: str
+    ms: float
+    precision: str = ""
+    fused: tuple[str, ...] = ()
+
+
 class Runner(ABC):
     backend: str = "?"  # "onnxruntime", "tensorrt", "torch"
+    # the backend's own per-op profiler, named for the reader; None: it has none here
+    profiler: str | None = None
+    profiler_leaves_out = "whatever the runner does outside the profiled ops"
     # the backend's own call and nothing around it, where it has one (onnxruntime's
     # session.run): the baseline bench's harness check times ``infer`` against
     run_bare: Callable[[np.ndarray], object] | None = None
@@ -69,6 +85,14 @@ class Runner(ABC):
         """Logits of any number of images, inferred ``chunk`` at a time (for one-off
         reference and accuracy passes, not for timing)."""
         return np.concatenate([self.infer(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
+    def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
+        """Per-op times of ``runs`` calls on ``images`` (after one untimed call), from the
+        backend's own profiler in a run of its own (trtexec's ``--separateProfileRun``):
+        profiling slows a backend down, so ``infer`` stays unprofiled. Needs ``load()``."""
+        from .errors import BackendUnavailable
+
+        raise BackendUnavailable(f"the {self.backend} runner has no per-layer profiler")
 
     def close(self) -> None:
         if self.is_loaded:
