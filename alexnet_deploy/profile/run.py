@@ -90,6 +90,9 @@ def run_profile(config: ProfileConfig, progress: ProgressReporter | None = None)
         checkpoint = config.checkpoint
         load_matching_checkpoint(BenchConfig(onnx=config.onnx, checkpoint=config.checkpoint), model)
     files = registry.ModelFiles(config.onnx, config.engines_dir, checkpoint)
+    from ..devices import resolve_device
+
+    torch_device = resolve_device("auto").type  # torch rows on the GPU where there is one
     pool, _ = held_out_images(
         metadata.data_source,
         metadata.split,
@@ -110,7 +113,7 @@ def run_profile(config: ProfileConfig, progress: ProgressReporter | None = None)
         for backend in config.backends:
             for precision in config.precisions:
                 try:
-                    runner = registry.open_profiled(backend, precision, files).load()
+                    runner = registry.open_profiled(backend, precision, files, torch_device).load()
                 except (BackendUnavailable, registry.ArtifactMissing) as error:
                     skipped.append((backend, precision, str(error)))
                     progress.advance(len(config.batches), row=f"{backend}/{precision} skipped")

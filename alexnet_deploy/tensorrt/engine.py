@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from ..artifacts import Precision, build_log_of
 from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..files import atomic_output, check_writable_destination, require_file, sha256_file, write_text_atomic
+from ..layer_names import name_nodes
 from ..plugin import PLUGIN_ID, PLUGIN_VERSION
 from ..plugin.registration import clear_plugin_errors, plugin_errors, register_lrn_plugin
 from ..progress import ProgressReporter, SilentProgress
@@ -131,18 +133,22 @@ def build_engine(
         profiling_verbosity=trt.ProfilingVerbosity.DETAILED,  # the inspector's per-layer precision needs it
         builder_optimization_level=config.optimization_level,
     )
-    build = EngineBytesFromNetwork(
-        NetworkFromOnnxPath(str(onnx_path), strongly_typed=True),
-        config=create_config,
-        save_timing_cache=timing_cache,
-    )
-
     log = io.StringIO()
     started = time.perf_counter()
     clear_plugin_errors()
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            engine_bytes = bytes(build())
+        # The network is parsed from the graph with its nodes named after AlexNet's layers,
+        # so the engine's layer names (and IProfiler's, inspector's) say conv1 ... fc8.
+        with tempfile.TemporaryDirectory(prefix="alexnet-trt-") as folder:
+            named = Path(folder) / onnx_path.name
+            onnx.save(name_nodes(onnx.load(str(onnx_path))), str(named))
+            build = EngineBytesFromNetwork(
+                NetworkFromOnnxPath(str(named), strongly_typed=True),
+                config=create_config,
+                save_timing_cache=timing_cache,
+            )
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                engine_bytes = bytes(build())
     # polygraphy reports a failed build as PolygraphyException; TensorRT's bindings raise
     # TypeError/RuntimeError when the core itself fails (e.g. no builder could be created).
     except (PolygraphyException, RuntimeError, TypeError) as error:
