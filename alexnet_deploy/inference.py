@@ -35,6 +35,15 @@ class OpTime:
     fused: tuple[str, ...] = ()
 
 
+def median_per_call(times: list[float], calls: int) -> float:
+    """An op's time per call from the times it reported over ``calls`` profiled calls:
+    the median, counting a call in which it did not run as 0 (a load spike in one call
+    then moves nothing)."""
+    padded = sorted(times + [0.0] * max(0, calls - len(times)))
+    middle = len(padded) // 2
+    return padded[middle] if len(padded) % 2 else (padded[middle - 1] + padded[middle]) / 2
+
+
 class Runner(ABC):
     backend: str = "?"  # "onnxruntime", "tensorrt", "torch"
     # the backend's own per-op profiler, named for the reader; None: it has none here

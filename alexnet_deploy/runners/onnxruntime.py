@@ -14,7 +14,7 @@ import onnx
 
 from ..errors import BackendUnavailable
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
-from ..inference import OpTime, Runner
+from ..inference import OpTime, Runner, median_per_call
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -96,17 +96,17 @@ class OnnxRuntimeRunner(Runner):
 
 
 def kernel_times(events: list[dict], runs: int) -> list[OpTime]:
-    """Mean per-call kernel time of each node in an onnxruntime profile, counting only
-    the nodes that ran inside the last ``runs`` ``model_run`` events."""
+    """Each node's kernel time per call in an onnxruntime profile: the median over the
+    last ``runs`` ``model_run`` events, counting only the nodes that ran inside them."""
     calls = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
     )
     windows = [(e["ts"], e["ts"] + e["dur"]) for e in calls[-runs:]]
-    totals: dict[tuple[str, str], float] = {}
+    times: dict[tuple[str, str], list[float]] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         if any(start <= event["ts"] <= end for start, end in windows):
             key = (event["name"].removesuffix("_kernel_time"), str(event.get("args", {}).get("op_name", "?")))
-            totals[key] = totals.get(key, 0.0) + event["dur"] / 1e3
-    return [OpTime(name, op_type, ms / max(1, len(windows))) for (name, op_type), ms in totals.items()]
+            times.setdefault(key, []).append(event["dur"] / 1e3)
+    return [OpTime(name, op_type, median_per_call(ms, len(windows))) for (name, op_type), ms in times.items()]

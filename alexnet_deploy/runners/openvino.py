@@ -37,7 +37,7 @@ import onnx
 
 from ..errors import BackendUnavailable
 from ..graph import load_model, to_standard_lrn
-from ..inference import OpTime, Runner
+from ..inference import OpTime, Runner, median_per_call
 
 PERFORMANCE_HINT = "LATENCY"
 # the layer types whose precision says whether the row is what it claims to be
@@ -103,8 +103,9 @@ class OpenVinoRunner(Runner):
 
     def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
         """PERF_COUNT on a second compile of the same graph: each executed node's real
-        time, summed over ``runs`` calls after one warm-up and divided by ``runs``; the
-        runtime graph's ``originalLayersNames`` say which graph nodes each one fused."""
+        time per call, the median over ``runs`` calls after one warm-up (a load spike in
+        one call does not inflate it); the runtime graph's ``originalLayersNames`` say
+        which graph nodes each one fused."""
         compiled = self._compile(perf_count=True)
         fused = {
             op.get_friendly_name(): tuple(str(op.get_rt_info()["originalLayersNames"].astype(str)).split(","))
@@ -114,16 +115,16 @@ class OpenVinoRunner(Runner):
         request = compiled.create_infer_request()
         feed = {0: np.ascontiguousarray(images, dtype=np.float32)}
         request.infer(feed)
-        totals: dict[tuple[str, str, str], float] = {}
+        calls: dict[tuple[str, str, str], list[float]] = {}
         for _ in range(runs):
             request.infer(feed)
             for info in request.get_profiling_info():  # the counters of the last call
                 if str(info.status).rsplit(".", 1)[-1] == "EXECUTED":
                     key = (info.node_name, info.node_type, info.exec_type.rsplit("_", 1)[-1])
-                    totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1e3
+                    calls.setdefault(key, []).append(info.real_time.total_seconds() * 1e3)
         return [
-            OpTime(name, kind, ms / runs, precision.lower(), fused.get(name, ()))
-            for (name, kind, precision), ms in totals.items()
+            OpTime(name, kind, median_per_call(times, runs), precision.lower(), fused.get(name, ()))
+            for (name, kind, precision), times in calls.items()
         ]
 
     def runtime_precisions(self) -> Counter[tuple[str, str]]:
