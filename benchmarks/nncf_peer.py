@@ -9,7 +9,8 @@ hint, f32 where not integer). Speed: interleaved rounds of ``--iterations`` call
 ``--batch``, the order alternating per round, so load from other jobs hits both alike;
 the ratio is the median of the per-round ratios, with its range. Fidelity: top-1
 agreement and max |Δ logits| against onnxruntime FP32 (the project's reference) on the
-held-out val images. Share of the limit: img/s x 2 x MACs per image / the INT8 GEMM rate.
+held-out val images. Share of the limit: img/s x 2 x MACs per image / the INT8 GEMM rate
+(``profile.limits``), measured once in every round so that it meets the same load.
 
     python benchmarks/nncf_peer.py --onnx export/alexnet.onnx [--batch 128] [--rounds 6] [--json out.json]
 """
@@ -109,7 +110,9 @@ def main() -> None:
     for run in runs.values():
         run(batch)  # warm-up
     ips: dict[str, list[float]] = {name: [] for name in runs}
+    int8_rates: list[float] = []
     for round_index in range(args.rounds):
+        int8_rates.append(measure_limits(args.limit_size, 1).int8_gops)  # in the round, so under its load
         order = list(runs) if round_index % 2 == 0 else list(reversed(runs))
         for name in order:
             start = time.perf_counter()
@@ -117,7 +120,6 @@ def main() -> None:
                 runs[name](batch)
             ips[name].append(args.batch * args.iterations / (time.perf_counter() - start))
     ratios = [a / b for a, b in zip(ips["ours"], ips["nncf"], strict=True)]
-    limits = measure_limits(args.limit_size, 3)
     gops_per_image = 2 * sum(w.macs for w in layer_work(fp32)) / 1e9
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -127,9 +129,10 @@ def main() -> None:
         "median_ips": {name: statistics.median(values) for name, values in ips.items()},
         "ratio_ours_over_nncf": statistics.median(ratios),
         "ratio_range": [min(ratios), max(ratios)],
-        "int8_gops": limits.int8_gops,
-        "share_of_int8_limit": {
-            name: statistics.median(values) * gops_per_image / limits.int8_gops for name, values in ips.items()
+        "int8_gops": int8_rates,
+        "share_of_int8_limit": {  # median over rounds of each round's img/s x GOP/image / that round's INT8 rate
+            name: statistics.median(v * gops_per_image / r for v, r in zip(values, int8_rates, strict=True))
+            for name, values in ips.items()
         },
         "fidelity": fidelity,
         "notes": ours.notes,

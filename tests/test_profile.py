@@ -28,11 +28,12 @@ from alexnet_deploy.profile.run import profile_row
 from alexnet_deploy.runners import registry
 from alexnet_deploy.runners.registry import open_model
 
-# What the tiny model's profile may leave out, or count twice, of the end-to-end time:
-# at batch 8 the tiny network runs for a few ms, in which a backend's own work outside
-# the ops (and torch's Python dispatch between modules) weighs far more than in the real
-# model, where docs/bench.md reports 80-120%.
-COVERAGE_BOUNDS = (0.4, 1.6)
+# How far the tiny model's layer sum may stray from its end-to-end time: at batch 8 the
+# tiny network runs for a few ms, in which a backend's work outside the ops (below 1) and
+# the profiler's own cost per op (above 1: torch.profiler records every aten op) weigh far
+# more than in the real model, where docs/bench.md reports 79-122%. A layer counted twice,
+# or half the layers lost, falls outside.
+COVERAGE_BOUNDS = (0.4, 1.8)
 ROW = ProfileConfig(runs=3, iterations=6)
 LIMITS = Limits(fp32_gflops=100.0, int8_gops=400.0, copy_gbps=20.0, size=0)
 # (backend, precision) pairs that run here on the shared tiny model
@@ -178,7 +179,7 @@ def test_a_planted_expensive_layer_takes_its_share(tiny_checkpoint, images, back
             row = profile_row(runner, images, ROW, work, LIMITS, output_layers(graph))
         shares[kernel] = next(layer.share for layer in row.layers if layer.layer == "conv3")
     # 9x the MACs: conv3 goes from a few percent of the time to most of it
-    assert 0 < shares[3] and shares[9] >= 3 * shares[3], shares
+    assert shares[3] > 0 and shares[9] >= 3 * shares[3], shares
 
 
 def test_cli_writes_the_json_the_issue_names(tiny_files, tmp_path):

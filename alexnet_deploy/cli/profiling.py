@@ -65,15 +65,16 @@ def profile(
     report = run_profile(config, RichProgress())
     from ..console import profile_table
 
-    limits = report.limits
-    console.print(
-        f"limits measured in this run: FP32 GEMM {limits['fp32_gflops']:.0f} GFLOP/s, "
-        f"INT8 GEMM {limits['int8_gops']:.0f} GOP/s, copy {limits['copy_gbps']:.1f} GB/s (read + write)",
-        soft_wrap=True,
-    )
     for row in report.rows:
         title, columns, rows = profile_table(row)
         console.print(table(title, columns, rows))
+        if row.limits:
+            limits = row.limits
+            console.print(
+                f"limits measured before this row: FP32 GEMM {limits['fp32_gflops']:.0f} GFLOP/s, "
+                f"INT8 GEMM {limits['int8_gops']:.0f} GOP/s, copy {limits['copy_gbps']:.1f} GB/s (read + write)",
+                soft_wrap=True,
+            )
         console.print(f"profiler: {row.profiler}; it leaves out {row.left_out}", markup=False, soft_wrap=True)
     for backend, precision, reason in report.skipped:
         console.print(f"{backend}/{precision} skipped: {reason}", markup=False, soft_wrap=True)

@@ -56,6 +56,7 @@ class ProfileRow:
     limit: str  # "FP32", "INT8", or "" where no limit was measured (a GPU row)
     layers: list[LayerProfile]
     left_out: str  # what the profiler does not time
+    limits: dict = field(default_factory=dict)  # limits.Limits.to_dict(), measured just before this row
     notes: list[str] = field(default_factory=list)
 
     @property

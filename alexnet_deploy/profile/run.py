@@ -1,6 +1,6 @@
-"""The profile run: measure the limits, then for every backend x precision x batch time
-the runner end to end, profile it in a run of its own, and put its ops onto AlexNet's
-layers. Everything that can fail on bad input fails before the first image is timed."""
+"""The profile run: for every backend x precision x batch measure the machine's limits,
+time the runner end to end, profile it in a run of its own, and put its ops onto
+AlexNet's layers. Everything that can fail on bad input fails before the first image is timed."""
 
 from __future__ import annotations
 
@@ -67,8 +67,17 @@ def profile_row(
         limit=("INT8" if integer else "FP32") if on_cpu else "",
         layers=layers,
         left_out=runner.profiler_leaves_out,
+        limits=limits.to_dict() if limits is not None and on_cpu else {},
         notes=list(runner.notes),
     )
+
+
+def median_limits(measured: list[dict]) -> dict:
+    """The rows' limits, each the median over the rows (for the roofline of all rows)."""
+    keys = ("fp32_gflops", "int8_gops", "copy_gbps")
+    if not measured:
+        return dict.fromkeys(keys, 0.0)
+    return {key: statistics.median(m[key] for m in measured) for key in keys}
 
 
 def run_profile(config: ProfileConfig, progress: ProgressReporter | None = None) -> ProfileReport:
@@ -102,10 +111,6 @@ def run_profile(config: ProfileConfig, progress: ProgressReporter | None = None)
         metadata.classes,
         metadata.class_ids,
     )
-    progress.begin("limits", 1)
-    limits = measure_limits(config.limit_size, config.limit_rounds)
-    progress.advance(1)
-    progress.finish()
     rows: list[ProfileRow] = []
     skipped: list[tuple[str, str, str]] = []
     progress.begin("profile", len(config.backends) * len(config.precisions) * len(config.batches))
@@ -121,6 +126,8 @@ def run_profile(config: ProfileConfig, progress: ProgressReporter | None = None)
                 try:
                     for batch in config.batches:
                         images = np.ascontiguousarray(pool[np.arange(batch) % len(pool)])
+                        # measured just before each row, so a shared machine's load meets both alike
+                        limits = measure_limits(config.limit_size, config.limit_rounds)
                         rows.append(profile_row(runner, images, config, work, limits, aliases))
                         progress.advance(1, row=f"{backend}/{precision} @ {batch}")
                 finally:
@@ -130,7 +137,7 @@ def run_profile(config: ProfileConfig, progress: ProgressReporter | None = None)
     return ProfileReport(
         rows,
         skipped,
-        limits.to_dict(),
+        median_limits([row.limits for row in rows]),
         machine_description(),
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config.to_dict(),

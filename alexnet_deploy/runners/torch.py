@@ -31,7 +31,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..devices import cpu_bf16_unavailable_reason
 from ..errors import BackendUnavailable
-from ..inference import OpTime, Runner, StageTiming
+from ..inference import OpTime, Runner, StageTiming, median_per_call
 from ..lrn import LRNParams, replace_lrn
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -225,7 +225,7 @@ class TorchRunner(Runner):
     def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
         """torch.profiler over ``runs`` eager calls after one warm-up, each module of the
         network inside a ``record_function`` range named by :func:`profiled_name`:
-        CPU time on a CPU, device time on CUDA, per call."""
+        CPU time on a CPU, device time on CUDA, per call (the median over the calls)."""
         from torch.profiler import ProfilerActivity, profile, record_function
 
         if self.compile:
@@ -255,12 +255,12 @@ class TorchRunner(Runner):
         finally:
             for handle in handles:
                 handle.remove()
-        times = []
-        for event in profiled.key_averages():
-            if event.key in kinds:
+        calls: dict[str, list[float]] = {}
+        for event in profiled.events():
+            if event.name in kinds:
                 total_us = event.device_time_total if self.on_cuda else event.cpu_time_total
-                times.append(OpTime(event.key, kinds[event.key], total_us / 1e3 / runs, self.precision))
-        return times
+                calls.setdefault(event.name, []).append(total_us / 1e3)
+        return [OpTime(label, kinds[label], median_per_call(ms, runs), self.precision) for label, ms in calls.items()]
 
     def _close(self) -> None:
         self.model = self._compiled = None
