@@ -109,8 +109,9 @@ def layer_profiles(
                 peak = limits.peak(integer)
                 # the ridge point: operations per byte where the roofline bends
                 profile.bound = "compute" if profile.intensity >= peak / limits.copy_gbps else "memory"
+                if ms > 0:
+                    profile.bandwidth_share = moved / seconds / 1e9 / limits.copy_gbps
                 if ms > 0 and done.macs:
                     profile.limit_share = operations / seconds / 1e9 / peak
-                    profile.bandwidth_share = moved / seconds / 1e9 / limits.copy_gbps
         profiles.append(profile)
     return profiles
