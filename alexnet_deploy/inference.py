@@ -22,8 +22,33 @@ class StageTiming:
     d2h_ms: float
 
 
+@dataclass(frozen=True)
+class OpTime:
+    """One op as a backend's own profiler reports it: its name (the backend's, after
+    fusing), its type, its mean time per ``infer`` call, the precision it ran in where
+    the profiler says, and the graph's nodes fused into it where the backend lists them."""
+
+    name: str
+    type: str
+    ms: float
+    precision: str = ""
+    fused: tuple[str, ...] = ()
+
+
+def median_per_call(times: list[float], calls: int) -> float:
+    """An op's time per call from the times it reported over ``calls`` profiled calls:
+    the median, counting a call in which it did not run as 0 (a load spike in one call
+    then moves nothing)."""
+    padded = sorted(times + [0.0] * max(0, calls - len(times)))
+    middle = len(padded) // 2
+    return padded[middle] if len(padded) % 2 else (padded[middle - 1] + padded[middle]) / 2
+
+
 class Runner(ABC):
     backend: str = "?"  # "onnxruntime", "tensorrt", "torch"
+    # the backend's own per-op profiler, named for the reader; None: it has none here
+    profiler: str | None = None
+    profiler_leaves_out = "whatever the runner does outside the profiled ops"
     # the backend's own call and nothing around it, where it has one (onnxruntime's
     # session.run): the baseline bench's harness check times ``infer`` against
     run_bare: Callable[[np.ndarray], object] | None = None
@@ -77,6 +102,14 @@ class Runner(ABC):
             if on_chunk is not None:
                 on_chunk(len(outputs[-1]))
         return np.concatenate(outputs)
+
+    def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
+        """Per-op times of ``runs`` calls on ``images`` (after one untimed call), from the
+        backend's own profiler in a run of its own (trtexec's ``--separateProfileRun``):
+        profiling slows a backend down, so ``infer`` stays unprofiled. Needs ``load()``."""
+        from .errors import BackendUnavailable
+
+        raise BackendUnavailable(f"the {self.backend} runner has no per-layer profiler")
 
     def close(self) -> None:
         if self.is_loaded:

@@ -1,7 +1,7 @@
 """The pictures: conv1's kernels as a grid (the 2012 paper's Figure 3), the
 training curves (loss, top-1/top-5 on train and val, per epoch), the bench's
-throughput/accuracy figure and a load test's throughput and latency per concurrency
-level.
+throughput/accuracy figure, the profile's per-layer bars and roofline, and a load
+test's throughput and latency per concurrency level.
 
 The sensitivity figure shows, per layer, the INT8 agreement alone and all-but-it and the
 all-INT8 graph's SQNR.
@@ -31,6 +31,7 @@ from .files import atomic_output, check_png_path
 
 if TYPE_CHECKING:
     from .bench.report import BenchReport, BenchRow
+    from .profile.report import ProfileReport
     from .quantize.sensitivity import SensitivityReport
     from .serve.loadtest import LoadReport
     from .train.results import EpochMetrics
@@ -236,5 +237,53 @@ def sensitivity_figure(report: SensitivityReport) -> Figure:
 def save_sensitivity_plot(report: SensitivityReport, path: Path) -> None:
     check_png_path(Path(path), "--plot")
     figure = sensitivity_figure(report)
+    with atomic_output(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def profile_figure(report: ProfileReport) -> Figure:
+    """One panel of per-layer bars (ms per batch) for each row, and a roofline: every
+    timed weighted layer at its arithmetic intensity and achieved rate, under the FP32
+    and INT8 roofs (the GEMM limits and the copy bandwidth measured in the same run,
+    the median over its rows)."""
+    panels = len(report.rows) + 1
+    columns = min(panels, 3)
+    lines = math.ceil(panels / columns)
+    figure = Figure(figsize=(5.0 * columns, 4.0 * lines), dpi=BENCH_FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(lines, columns, squeeze=False).ravel()
+    for axes, row in zip(grid, report.rows, strict=False):
+        names = [layer.layer for layer in row.layers]
+        axes.barh(names, [layer.ms for layer in row.layers], color="tab:blue")
+        axes.invert_yaxis()
+        axes.set(
+            title=f"{row.backend} {row.precision} batch {row.batch}: {row.end_to_end_ms:.1f} ms end to end",
+            xlabel="ms per batch (profiler)",
+        )
+        axes.title.set_fontsize("small")
+    roofline = grid[len(report.rows)]
+    limits = report.limits
+    intensities = np.logspace(-1, 4, 200)
+    for name, peak in (("FP32", limits["fp32_gflops"]), ("INT8", limits["int8_gops"])):
+        roofline.plot(intensities, np.minimum(peak, limits["copy_gbps"] * intensities), label=f"{name} roof")
+    for row in report.rows:
+        points = [
+            (layer.intensity, 2 * layer.gmacs_per_s)
+            for layer in row.layers
+            if layer.intensity and layer.gmacs_per_s and row.device == "cpu"
+        ]
+        if points:
+            roofline.scatter(*zip(*points, strict=True), s=20, label=f"{row.backend} {row.precision} @{row.batch}")
+    roofline.set(xscale="log", yscale="log", xlabel="operations per byte", ylabel="G(FL)OP/s", title="roofline")
+    roofline.legend(fontsize="x-small")
+    roofline.grid(alpha=0.3)
+    for axes in grid[panels:]:
+        axes.set_visible(False)
+    return figure
+
+
+def save_profile_plot(report: ProfileReport, path: Path) -> None:
+    check_png_path(Path(path), "--plot")
+    figure = profile_figure(report)
     with atomic_output(Path(path)) as tmp:
         figure.savefig(tmp, format="png")

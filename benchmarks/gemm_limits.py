@@ -1,6 +1,8 @@
 """What this CPU can compute at most, to put bench's CPU rows in proportion: the rate
-of a large float32 GEMM (torch, 4096³) and of a large int8 GEMM, each the median of
-interleaved rounds so load from other jobs hits all alike. Two int8 GEMMs are timed,
+of a large float32 GEMM (torch, 4096³), of a large int8 GEMM and of a large memory copy,
+each the median of interleaved rounds so load from other jobs hits all alike. The
+kernels live in the package (``alexnet_deploy.profile.limits``), where ``alexnet-deploy
+profile`` measures them in its own run. Two int8 GEMMs are timed,
 because they differ several-fold on a CPU with VNNI: torch's ``_int_mm`` (int8 × int8
 → int32, oneDNN) and onnxruntime's ``MatMulInteger`` (uint8 × int8 → int32, MLAS);
 the faster is the INT8 limit.
@@ -24,65 +26,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-import torch
-from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from alexnet_deploy.doctor import machine_description
+from alexnet_deploy.profile.limits import kernels
 
 GFLOP_PER_IMAGE = 1.44
 INT8_PRECISIONS = ("int8", "int8-qdq")  # rows that compute in integers (int8-sim does not)
-
-
-def rate_of(gemm: Callable[[], object], size: int) -> Callable[[], float]:
-    """A timer of one ``size``³ GEMM call, in G(FL)OP/s, after one warm-up call."""
-    gemm()  # warm-up: thread pool, caches, lazy initialisation
-
-    def run() -> float:
-        start = time.perf_counter()
-        gemm()
-        return 2 * size**3 / (time.perf_counter() - start) / 1e9
-
-    return run
-
-
-def fp32_gemm(size: int) -> Callable[[], float]:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    return rate_of(lambda: torch.matmul(a, b), size)
-
-
-def torch_int8_gemm(size: int) -> Callable[[], float]:
-    a = torch.randint(-128, 128, (size, size), dtype=torch.int8)
-    b = torch.randint(-128, 128, (size, size), dtype=torch.int8)
-    return rate_of(lambda: torch._int_mm(a, b), size)
-
-
-def int8_gemm(size: int) -> Callable[[], float]:
-    import onnxruntime
-
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
-        "int8_gemm",
-        [
-            helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
-            helper.make_tensor_value_info("b", TensorProto.INT8, [size, size]),
-        ],
-        [helper.make_tensor_value_info("c", TensorProto.INT32, [size, size])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {
-        "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
-        "b": rng.integers(-128, 128, (size, size), dtype=np.int8),
-    }
-    return rate_of(lambda: session.run(None, feeds), size)
 
 
 def row_shares(bench: dict, fp32_rate: float, int8_rate: float) -> list[tuple[str, int, float, str, float]]:
@@ -106,28 +58,25 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the limits (and shares) here")
     args = parser.parse_args()
 
-    kernels = {
-        f"FP32 GEMM (torch {torch.__version__} matmul)": fp32_gemm(args.size),
-        "INT8 GEMM (torch _int_mm, s8 x s8)": torch_int8_gemm(args.size),
-        "INT8 GEMM (onnxruntime MatMulInteger, u8 x s8)": int8_gemm(args.size),
-    }
-    rates: dict[str, list[float]] = {name: [] for name in kernels}
+    timers = kernels(args.size)
+    rates: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(args.rounds):
-        for name, run in kernels.items():  # interleaved: a load spike hits all
+        for name, run in timers.items():  # interleaved: a load spike hits all
             rates[name].append(run())
     medians = {name: statistics.median(values) for name, values in rates.items()}
     fp32_rate = next(rate for name, rate in medians.items() if name.startswith("FP32"))
     int8_rate = max(rate for name, rate in medians.items() if name.startswith("INT8"))
+    copy_rate = next(rate for name, rate in medians.items() if name.startswith("copy"))
     machine = machine_description()
     print(f"{machine['cpu']}, {machine['cpu_cores']} cores, ISA: {', '.join(machine['cpu_precision_features'])}")
     for name, rate in medians.items():
         low, high = min(rates[name]), max(rates[name])
         print(
-            f"{name} {args.size}³: {rate:.0f} G(FL)OP/s, median of {args.rounds} (range {low:.0f}-{high:.0f}), "
-            f"bound {rate / GFLOP_PER_IMAGE:.0f} img/s"
+            f"{name}: {rate:.0f} G(FL)OP/s or GB/s, median of {args.rounds} (range {low:.0f}-{high:.0f})"
+            + ("" if name.startswith("copy") else f", bound {rate / GFLOP_PER_IMAGE:.0f} img/s")
         )
     report: dict = {"machine": machine, "size": args.size, "rounds": rates, "medians": medians}
-    report |= {"fp32_gflops": fp32_rate, "int8_gops": int8_rate}
+    report |= {"fp32_gflops": fp32_rate, "int8_gops": int8_rate, "copy_gbps": copy_rate}
     if args.bench is not None:
         shares = row_shares(json.loads(args.bench.read_text()), fp32_rate, int8_rate)
         print("\n| row | batch | img/s | limit | share of limit |\n|---|---|---|---|---|")

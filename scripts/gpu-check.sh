@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything one visit to a GPU machine should do, in one go: install what the GPU half
 # needs, run every GPU and TensorRT test (`pytest -m "gpu or tensorrt"`), run the LRN
-# kernel micro-benchmark, and write a dated markdown report
+# kernel micro-benchmark, profile a freshly built model's engines per layer, and write a dated markdown report
 # docs/gpu-check-<date>-<device>.md -- or into $OUT when that is set (the lent machines
 # return what is written there).
 #
@@ -78,6 +78,21 @@ fi
 "$PYTHON" benchmarks/lrn_kernel.py --batch 128 --markdown "$WORK/bench.md" >"$WORK/bench.log" 2>&1
 BENCH_RC=$?
 
+# 4. Where the time goes: a small model trained, exported and built here, then every
+#    engine profiled per layer (TensorRT's IProfiler) beside torch on CUDA
+#    (torch.profiler). Without TensorRT the tensorrt rows say why they were skipped.
+MODEL="$WORK/model"
+{
+    "$PYTHON" -m alexnet_deploy train --width 0.25 --epochs 1 --limit 600 --output "$MODEL/alexnet.pt" &&
+        "$PYTHON" -m alexnet_deploy export --checkpoint "$MODEL/alexnet.pt" --output "$MODEL/alexnet.onnx" &&
+        "$PYTHON" -m alexnet_deploy build --onnx "$MODEL/alexnet.onnx" --calibration "$MODEL/calibration" \
+            --calib-from-data --engines "$MODEL/engines" &&
+        "$PYTHON" -m alexnet_deploy profile --onnx "$MODEL/alexnet.onnx" --checkpoint "$MODEL/alexnet.pt" \
+            --engines "$MODEL/engines" --backends tensorrt,torch --precisions fp32,fp16,int8 --batch 1,128 \
+            --json "$REPORT_DIR/profile-$STAMP-$SLUG.json"
+} >"$WORK/profile.log" 2>&1
+PROFILE_RC=$?
+
 {
     echo "# GPU check, $STAMP: $DEVICE"
     echo
@@ -104,7 +119,13 @@ BENCH_RC=$?
         tail -n 40 "$WORK/bench.log"
         echo '```'
     fi
+    echo
+    echo "## Per-layer profile: \`alexnet-deploy profile --backends tensorrt,torch\` (exit $PROFILE_RC)"
+    echo
+    echo '```'
+    tail -n 120 "$WORK/profile.log"
+    echo '```'
 } >"$REPORT"
 
-echo "gpu-check: tests exit $TESTS_RC ($SKIPPED skipped), benchmark exit $BENCH_RC; report $REPORT"
-[ "$TESTS_RC" -eq 0 ] && [ "$SKIPPED" -eq 0 ] && [ "$BENCH_RC" -eq 0 ]
+echo "gpu-check: tests exit $TESTS_RC ($SKIPPED skipped), benchmark exit $BENCH_RC, profile exit $PROFILE_RC; report $REPORT"
+[ "$TESTS_RC" -eq 0 ] && [ "$SKIPPED" -eq 0 ] && [ "$BENCH_RC" -eq 0 ] && [ "$PROFILE_RC" -eq 0 ]

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ cli = CliRunner()
 
 ROW_KEYS = {
     "backend", "precision", "device", "batch", "throughput_ips", "latency_ms", "top1_agreement", "max_abs_diff",
-    "top1", "top5", "gpu_compute_ms", "h2d_ms", "d2h_ms", "iterations", "notes", "skipped",
+    "top1", "top5", "gpu_compute_ms", "h2d_ms", "d2h_ms", "iterations", "stability", "notes", "skipped",
 }  # fmt: skip
 FAST = ["--iterations", "2", "--warmup", "1", "--max-images", "12"]
 
@@ -188,6 +189,46 @@ def test_timed_loop_by_default_budget_stops_at_the_time_but_not_below_the_minimu
     timing = time_iterations(runner, batches, warmup=0, iterations=10, duration_s=1e-9, min_iterations=3)
     assert timing.iterations == 3
     assert time_iterations(runner, batches, warmup=0, iterations=10, duration_s=60, min_iterations=3).iterations == 10
+
+
+class PacedRunner(CountingRunner):
+    """Takes ``pace[i % len(pace)]`` seconds for its i-th call: a steady or a jumpy backend."""
+
+    def __init__(self, pace: list[float]) -> None:
+        super().__init__()
+        self.pace = pace
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        time.sleep(self.pace[len(self.seen) % len(self.pace)])
+        return super()._infer(images)
+
+
+def test_a_steady_row_stops_once_its_last_three_windows_agree():
+    runner = PacedRunner([0.002]).load()
+    timing = time_iterations(
+        runner, [np.zeros((1, 1), np.float32)], warmup=0, iterations=None, duration_s=30, window_s=0.02, tolerance=0.5
+    )
+    assert timing.stability.stable is True and timing.wall_s < 5  # long before its 30 s budget
+    last = timing.stability.windows_ips[-3:]
+    assert len(timing.stability.windows_ips) >= 3 and max(last) <= 1.5 * min(last)
+    assert timing.stability.note() is None
+
+
+def test_a_row_that_never_settles_runs_its_budget_and_says_unstable():
+    runner = PacedRunner([0.001, 0.02]).load()  # every other window 5-20x slower
+    timing = time_iterations(
+        runner, [np.zeros((1, 1), np.float32)], warmup=0, iterations=None, duration_s=0.5, window_s=1e-6, tolerance=0.1
+    )
+    assert timing.wall_s >= 0.5 and timing.stability.stable is False
+    assert timing.stability.spread > 0.3
+    assert timing.stability.note().startswith("unstable (±")
+    assert timing.stability.to_dict()["spread"] == timing.stability.spread
+
+
+def test_a_fixed_count_is_not_cut_short_by_stability():
+    runner = PacedRunner([0.001]).load()
+    timing = time_iterations(runner, [np.zeros((1, 1), np.float32)], warmup=0, iterations=12, window_s=1e-6)
+    assert timing.iterations == 12 and len(timing.stability.windows_ips) == 12
 
 
 def test_harness_check_feeds_bench_loop_and_bare_call_the_same_inputs():

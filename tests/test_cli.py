@@ -23,7 +23,7 @@ def run(*args: str):
 def test_help_lists_the_pipeline_commands():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("train", "export", "build", "bench", "doctor", "info"):
+    for command in ("train", "export", "build", "bench", "profile", "doctor", "info"):
         assert command in result.stdout
 
 

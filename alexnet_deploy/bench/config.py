@@ -17,13 +17,20 @@ BACKENDS = BenchBackend.values()
 # 1.1x eager torch at batch 128 (docs/bench.md), which the main job's budget cannot spare.
 DEFAULT_BACKENDS = tuple(b for b in BACKENDS if b != BenchBackend.TORCH_COMPILE)
 PRECISIONS = BenchPrecision.values()
-# Without --iterations or --duration a row stops after DEFAULT_ITERATIONS or, once it has
-# DEFAULT_MIN_ITERATIONS, after DEFAULT_ROW_SECONDS: full AlexNet at batch 128 runs ~1-2 s
-# an iteration on 2 CPU cores, and the main job's ten-odd rows must fit its time budget.
+# Without --iterations or --duration a row keeps timing windows until the stability rule
+# below is met, once it has DEFAULT_MIN_ITERATIONS, or until DEFAULT_ROW_SECONDS: full
+# AlexNet at batch 128 runs ~1-2 s an iteration on 2 CPU cores, and the main job's
+# ten-odd rows must fit its time budget. DEFAULT_ITERATIONS is the timed loop's own
+# default count, for callers that give neither.
 DEFAULT_ITERATIONS = 10
 DEFAULT_ROW_SECONDS = 8.0
 DEFAULT_MIN_ITERATIONS = 3
 DEFAULT_WARMUP = 2
+# The stability rule (perf_analyzer's -s, whose default is also 10%): a row bounded by
+# time keeps timing windows of DEFAULT_WINDOW_S until its last three agree within this
+# tolerance, or its time runs out; the row then says "unstable (±x%)".
+DEFAULT_STABILITY = 0.10
+DEFAULT_WINDOW_S = 1.0
 DEFAULT_MAX_IMAGES = 512
 MAX_DURATION_S = 3600.0  # per row and batch: a bound, so a typo cannot run for ever
 MAX_ITERATIONS = 1_000_000
@@ -48,7 +55,7 @@ class BenchConfig:
     # None: every precision, listing those not built yet as skipped. Named precisions
     # were asked for on purpose, so their missing ONNX or engine is an error instead.
     precisions: tuple[str, ...] | None = None
-    iterations: int | None = None  # None and no duration: DEFAULT_ITERATIONS
+    iterations: int | None = None  # None and no duration: the stability rule within DEFAULT_ROW_SECONDS
     duration_s: float | None = None
     warmup: int = DEFAULT_WARMUP
     cuda_graphs: bool = False
@@ -57,6 +64,8 @@ class BenchConfig:
     checkpoint: Path = DEFAULT_LAYOUT.checkpoint
     device: DeviceChoice | str = DeviceChoice.AUTO
     max_images: int = DEFAULT_MAX_IMAGES
+    stability: float = DEFAULT_STABILITY  # 0: no early stop (the spread is still reported)
+    window_s: float = DEFAULT_WINDOW_S
 
     @property
     def layout(self) -> ArtifactLayout:
@@ -68,12 +77,13 @@ class BenchConfig:
 
     @property
     def defaults_bound_rows(self) -> bool:
-        """Neither --iterations nor --duration: rows run to DEFAULT_ITERATIONS or DEFAULT_ROW_SECONDS."""
+        """Neither --iterations nor --duration: rows run until stable or DEFAULT_ROW_SECONDS."""
         return self.iterations is None and self.duration_s is None
 
     @property
     def timed_iterations(self) -> int | None:
-        return DEFAULT_ITERATIONS if self.defaults_bound_rows else self.iterations
+        """None where the stability rule ends the row (defaults, or --duration alone)."""
+        return self.iterations
 
     @property
     def timed_duration_s(self) -> float | None:
@@ -99,6 +109,10 @@ class BenchConfig:
             raise DeployError(f"--warmup must be 0 or more and at most {MAX_ITERATIONS}, got {self.warmup}")
         if self.device not in DeviceChoice.values():
             raise DeployError(f"unknown device {str(self.device)!r}; choose one of {', '.join(DeviceChoice.values())}")
+        if not 0 <= self.stability < 1:
+            raise DeployError(f"--stability must be a fraction in [0, 1), got {self.stability}")
+        if not 0 < self.window_s <= MAX_DURATION_S:
+            raise DeployError(f"--window must be positive seconds, got {self.window_s}")
         if self.max_images < 1:
             raise DeployError(f"--max-images must be at least 1, got {self.max_images}")
 

@@ -28,6 +28,7 @@ class BenchRow:
     h2d_ms: float | None = None
     d2h_ms: float | None = None
     iterations: int | None = None
+    stability: dict | None = None  # timing.Stability.to_dict(): each window's img/s, the spread, the verdict
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
 

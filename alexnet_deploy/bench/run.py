@@ -44,6 +44,8 @@ def _measure_row(
         config.timed_iterations,
         config.timed_duration_s,
         config.min_iterations,
+        config.window_s,
+        config.stability,
     )
     rest = [runner.infer(b) for b in rotation.batches[len(timing.outputs) :]]
     logits = rotation.per_image(timing.outputs + rest, len(reference))
@@ -53,6 +55,8 @@ def _measure_row(
         return float(np.median([getattr(s, attribute) for s in timing.stages])) if timing.stages else None
 
     notes = planned.notes + runner.notes + parity_warnings(runner.precision, runner.device, match.max_abs_diff, logits)
+    unstable = timing.stability.note()
+    notes += [unstable] if unstable else []
     row = BenchRow(
         planned.backend,
         planned.precision,
@@ -65,6 +69,7 @@ def _measure_row(
         top1=match.top1,
         top5=match.top5,
         iterations=timing.iterations,
+        stability=timing.stability.to_dict(),
         notes=list(dict.fromkeys(notes)),
         gpu_compute_ms=median_stage("compute_ms"),
         h2d_ms=median_stage("h2d_ms"),

@@ -1,6 +1,6 @@
 """The timed loop (trtexec-style warm-up, then iterations or a duration) and what it
-measures: per-iteration latency percentiles, throughput, and the harness's own cost
-against bare engine calls."""
+measures: per-iteration latency percentiles, throughput, its stability over timing
+windows (perf_analyzer's ``-s``), and the harness's own cost against bare engine calls."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..inference import Runner, StageTiming
-from .config import DEFAULT_ITERATIONS, DEFAULT_WARMUP
+from .config import DEFAULT_ITERATIONS, DEFAULT_STABILITY, DEFAULT_WARMUP, DEFAULT_WINDOW_S
 
 HARNESS_TOLERANCE = 0.02  # the bench loop may cost at most 2% against bare session.run
 # Pairs of the harness check: 6 is the fewest with a 95% interval for the median (the
@@ -20,6 +20,46 @@ HARNESS_TOLERANCE = 0.02  # the bench loop may cost at most 2% against bare sess
 # A shared 2-core machine's pair ratios spread by ~±3%, which 12 pairs may not settle
 # against a 2% tolerance: the check then says "inconclusive", as it should.
 HARNESS_MIN_PAIRS, HARNESS_MAX_PAIRS = 6, 12
+
+
+STABLE_WINDOWS = 3  # perf_analyzer judges the last three measurement windows
+
+
+@dataclass(frozen=True)
+class Stability:
+    """The throughput of each timing window of a row, judged as perf_analyzer's ``-s``
+    judges its measurements: stable when the last three windows' fastest is within
+    ``tolerance`` of their slowest. ``spread`` is half their range over their mean (the
+    ``±x%`` a reader adds to the row's figure); None with fewer than three windows."""
+
+    windows_ips: tuple[float, ...]
+    tolerance: float = DEFAULT_STABILITY
+
+    @property
+    def judged(self) -> tuple[float, ...]:
+        return self.windows_ips[-STABLE_WINDOWS:] if len(self.windows_ips) >= STABLE_WINDOWS else ()
+
+    @property
+    def stable(self) -> bool | None:
+        judged = self.judged
+        return None if not judged else max(judged) <= min(judged) * (1 + self.tolerance)
+
+    @property
+    def spread(self) -> float | None:
+        judged = self.judged
+        return None if not judged else (max(judged) - min(judged)) / 2 / (sum(judged) / len(judged))
+
+    def note(self) -> str | None:
+        """The row's note when its windows never agreed."""
+        return None if self.stable is not False else f"unstable (±{self.spread:.1%} over the last three windows)"
+
+    def to_dict(self) -> dict:
+        return {
+            "windows_ips": list(self.windows_ips),
+            "tolerance": self.tolerance,
+            "stable": self.stable,
+            "spread": self.spread,
+        }
 
 
 @dataclass
@@ -33,6 +73,7 @@ class Timing:
     wall_s: float
     stages: list[StageTiming] = field(default_factory=list)
     outputs: list[np.ndarray] = field(default_factory=list)
+    stability: Stability = field(default_factory=lambda: Stability(()))
 
     @property
     def iterations(self) -> int:
@@ -50,10 +91,18 @@ def time_iterations(
     iterations: int | None = DEFAULT_ITERATIONS,
     duration_s: float | None = None,
     min_iterations: int = 1,
+    window_s: float = DEFAULT_WINDOW_S,
+    tolerance: float = DEFAULT_STABILITY,
 ) -> Timing:
     """trtexec-style: ``warmup`` untimed calls, then timed calls until ``iterations``
     were made or ``duration_s`` passed with at least ``min_iterations`` made. Input ``i``
-    is ``batches[i % n]``."""
+    is ``batches[i % n]``.
+
+    The timed calls fall into windows of at least ``window_s`` (a window closes after
+    the call that fills it). A row bounded by ``duration_s`` alone also stops as soon
+    as its last three windows agree within ``tolerance`` (perf_analyzer's stability
+    rule; ``tolerance`` 0 never stops early); a row of a fixed count runs it all. The
+    last, partial window counts as one."""
     if iterations is None and duration_s is None:
         raise ValueError("time_iterations needs iterations or duration_s")
     for i in range(warmup):
@@ -63,6 +112,8 @@ def time_iterations(
     outputs: list[np.ndarray] = []
     clock = time.perf_counter
     begin = clock()
+    windows: list[float] = []
+    window_start, window_first = begin, 0
     while True:
         start = clock()
         logits = runner.infer(batches[len(latencies) % len(batches)])
@@ -73,9 +124,18 @@ def time_iterations(
         if len(outputs) < len(batches):
             outputs.append(logits)
         out_of_time = duration_s is not None and end - begin >= duration_s and len(latencies) >= min_iterations
+        if end - window_start >= window_s:
+            windows.append(len(batches[0]) * (len(latencies) - window_first) / (end - window_start))
+            window_start, window_first = end, len(latencies)
+            settled = Stability(tuple(windows), tolerance).stable and tolerance > 0 and iterations is None
+            if settled and len(latencies) >= min_iterations:
+                break
         if len(latencies) == iterations or out_of_time:
             break
-    return Timing(len(batches[0]), latencies, clock() - begin, stages, outputs)
+    wall = clock() - begin
+    if len(latencies) > window_first:  # the last, partial window
+        windows.append(len(batches[0]) * (len(latencies) - window_first) / (begin + wall - window_start))
+    return Timing(len(batches[0]), latencies, wall, stages, outputs, Stability(tuple(windows), tolerance))
 
 
 def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:

@@ -29,6 +29,7 @@ from ..errors import BackendUnavailable, DeployError, Skipped
 
 if TYPE_CHECKING:
     from ..bench.report import BenchReport
+    from ..profile.report import ProfileRow
 
 # Messages contain brackets (extras, shapes), so no markup. Output that is not a
 # terminal (a log, CI, a pipe) gets a wide page: rich's 80-column default would
@@ -193,3 +194,48 @@ def bench_table(report: BenchReport) -> tuple[tuple[str, ...], list[tuple], list
         batch = "all" if r.skipped is not None and len(report.config.batches) > 1 else r.batch
         rows.append((r.backend, r.precision, r.device, batch, *speed, *stages, *accuracy, diff, refs))
     return columns, rows, [f"{i}. {text}" for i, text in enumerate(footnotes, 1)]
+
+
+# ------------------------------------------------------------------ profile report
+
+PROFILE_COLUMNS = (
+    "layer",
+    "ms",
+    "share",
+    "MACs/image",
+    "GMAC/s",
+    "of limit",
+    "GB/s",
+    "of copy",
+    "bound",
+    "counted with it",
+)
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1%}"
+
+
+def profile_table(row: ProfileRow) -> tuple[str, tuple[str, ...], list[tuple]]:
+    """One profile row as a title, columns and rows for :func:`table`."""
+    limit = f"share of the {row.limit} GEMM limit" if row.limit else "no limit measured for this device"
+    title = (
+        f"{row.backend} {row.precision}, batch {row.batch} ({row.device}): layers sum to {row.profiled_ms:.2f} ms "
+        f"= {row.coverage:.0%} of {row.end_to_end_ms:.2f} ms end to end; {limit}"
+    )
+    rows = [
+        (
+            layer.layer,
+            _fixed(layer.ms, 3),
+            _percent(layer.share),
+            f"{layer.macs:,}" if layer.macs else None,
+            _fixed(layer.gmacs_per_s, 1),
+            _percent(layer.limit_share),
+            _fixed(layer.gbps, 1),
+            _percent(layer.bandwidth_share),
+            layer.bound,
+            "; ".join(layer.counted_with_it) or None,
+        )
+        for layer in row.layers
+    ]
+    return title, PROFILE_COLUMNS, rows

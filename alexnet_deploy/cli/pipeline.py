@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..artifacts import DEFAULT_LAYOUT, ORT_INT8, ArtifactLayout, Precision
-from ..bench.config import DEFAULT_ITERATIONS, DEFAULT_MIN_ITERATIONS, DEFAULT_ROW_SECONDS, BenchConfig
+from ..bench.config import DEFAULT_MIN_ITERATIONS, DEFAULT_ROW_SECONDS, BenchConfig
 from ..build.config import BuildConfig
 from ..choices import (
     BenchBackend,
@@ -189,12 +189,26 @@ def bench(
     iterations: Annotated[
         int | None,
         typer.Option(
-            help=f"Timed iterations per row. Default, without --duration: {DEFAULT_ITERATIONS}, or fewer "
-            f"(at least {DEFAULT_MIN_ITERATIONS}) once a row has run {DEFAULT_ROW_SECONDS:g} s.",
+            help="Timed iterations per row. Default, without --duration: timing windows until the last three "
+            f"agree within --stability (at least {DEFAULT_MIN_ITERATIONS} iterations), for at most "
+            f"{DEFAULT_ROW_SECONDS:g} s.",
             show_default=False,
         ),
     ] = None,
-    duration: Annotated[float | None, typer.Option(help="Time each row for this many seconds instead.")] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Time each row for at most this many seconds instead (less once it is stable)."),
+    ] = None,
+    stability: Annotated[
+        float,
+        typer.Option(
+            help="A row is stable when its last three timing windows' img/s agree within this fraction "
+            "(perf_analyzer's -s); 0: time the whole budget. A row that never settles says 'unstable (±x%)'."
+        ),
+    ] = BenchConfig.stability,
+    window: Annotated[
+        float, typer.Option(help="Seconds per timing window (at least one call).")
+    ] = BenchConfig.window_s,
     warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = BenchConfig.warmup,
     cuda_graphs: Annotated[
         bool,
@@ -247,6 +261,8 @@ def bench(
         checkpoint=checkpoint,
         device=device,
         max_images=max_images,
+        stability=stability,
+        window_s=window,
     )
     config.check()
     if plot is None and json_path is not None and not is_special_file(json_path):
@@ -258,7 +274,7 @@ def bench(
     check_output_paths(inputs, {"--json": json_path, "--plot": plot})  # before minutes of timing, not after
     report = run_bench(config, RichProgress())
     if config.defaults_bound_rows:
-        timed = f"up to {config.timed_iterations} iterations or {config.timed_duration_s:g} s"
+        timed = f"{config.window_s:g} s windows until three agree within {config.stability:.0%}, at most {config.timed_duration_s:g} s"
     else:
         timed = f"{config.duration_s:g} s" if config.duration_s else f"{config.timed_iterations} iterations"
     title = (

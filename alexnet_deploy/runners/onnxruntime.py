@@ -4,6 +4,8 @@ implementation against which the plugin is judged. FP32 on CPU is the reference.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +14,7 @@ import onnx
 
 from ..errors import BackendUnavailable
 from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
-from ..inference import Runner
+from ..inference import OpTime, Runner, median_per_call
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -26,6 +28,10 @@ def available_providers() -> list[str]:
 
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
+    profiler = "onnxruntime session profiling (per-node kernel time)"
+    profiler_leaves_out = (
+        "session.run outside the kernels: feeding and fetching tensors, allocation, dispatch between nodes"
+    )
 
     def __init__(
         self,
@@ -40,6 +46,9 @@ class OnnxRuntimeRunner(Runner):
         self.session: onnxruntime.InferenceSession | None = None
 
     def _load(self) -> None:
+        self.session = self._session()
+
+    def _session(self, profile_prefix: str | None = None) -> onnxruntime.InferenceSession:
         import onnxruntime
 
         provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[self.device]
@@ -49,7 +58,10 @@ class OnnxRuntimeRunner(Runner):
         options = onnxruntime.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
-        self.session = onnxruntime.InferenceSession(
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return onnxruntime.InferenceSession(
             to_standard_lrn(model, half_precision=self.precision == "fp16").SerializeToString(),
             options,
             providers=[provider],
@@ -68,5 +80,33 @@ class OnnxRuntimeRunner(Runner):
         (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)})
         return logits.astype(np.float32, copy=False)
 
+    def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
+        """Session profiling in a second session: the kernel time of every node over the
+        last ``runs`` of ``runs + 1`` calls (the first warms up), per call."""
+        feed = {INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)}
+        with tempfile.TemporaryDirectory(prefix="alexnet-ort-profile-") as folder:
+            session = self._session(str(Path(folder) / "profile"))
+            for _ in range(runs + 1):
+                session.run([OUTPUT_NAME], feed)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        return kernel_times(events, runs)
+
     def _close(self) -> None:
         self.session = None
+
+
+def kernel_times(events: list[dict], runs: int) -> list[OpTime]:
+    """Each node's kernel time per call in an onnxruntime profile: the median over the
+    last ``runs`` ``model_run`` events, counting only the nodes that ran inside them."""
+    calls = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+    )
+    windows = [(e["ts"], e["ts"] + e["dur"]) for e in calls[-runs:]]
+    times: dict[tuple[str, str], list[float]] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        if any(start <= event["ts"] <= end for start, end in windows):
+            key = (event["name"].removesuffix("_kernel_time"), str(event.get("args", {}).get("op_name", "?")))
+            times.setdefault(key, []).append(event["dur"] / 1e3)
+    return [OpTime(name, op_type, median_per_call(ms, len(windows))) for (name, op_type), ms in times.items()]

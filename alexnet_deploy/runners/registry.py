@@ -82,6 +82,7 @@ class Backend:
     open: Callable[[object, str, RunOptions], Runner]  # (model or file, precision, options)
     device_for: Callable[[str], str]  # torch's resolved device -> where this backend runs
     describe: Callable[[], str] | None = None  # what doctor adds when it can run
+    profiler: str | None = None  # its own per-layer profiler (``Runner.profile``); None: none
 
     def unsupported_reason(self, precision: str) -> str | None:
         if precision in self.precisions:
@@ -172,6 +173,7 @@ def _torch_backend(compile: bool) -> Backend:
         artifact=_checkpoint_artifact,
         open=open_torch,
         device_for=lambda torch_device: torch_device,
+        profiler=None if compile else "torch.profiler",
     )
 
 
@@ -228,6 +230,7 @@ BACKENDS: dict[str, Backend] = {
             artifact=_tensorrt_artifact,
             open=_open_tensorrt,
             device_for=lambda _torch_device: "cuda",
+            profiler="TensorRT IProfiler (per-layer time, a profiling run of its own)",
         ),
         Backend(
             name="onnxruntime",
@@ -239,6 +242,7 @@ BACKENDS: dict[str, Backend] = {
             artifact=_onnxruntime_artifact,
             open=_open_onnxruntime,
             device_for=_onnxruntime_device,
+            profiler="onnxruntime session profiling",
         ),
         Backend(
             name="openvino",
@@ -251,6 +255,7 @@ BACKENDS: dict[str, Backend] = {
             open=_open_openvino,
             device_for=lambda _torch_device: "cpu",
             describe=_openvino_describe,
+            profiler="OpenVINO PERF_COUNT",
         ),
         _torch_backend(compile=False),
         _torch_backend(compile=True),
@@ -309,6 +314,25 @@ def open_runner(
         raise BackendUnavailable(reason)
     source = load_artifact(entry.artifact(files, precision), reference)
     return entry.open(source, precision, RunOptions(entry.device_for(torch_device), cuda_graphs))
+
+
+def open_profiled(name: str, precision: str, files: ModelFiles, torch_device: str = "cpu") -> Runner:
+    """Like :func:`open_runner`, for ``profile``: an ONNX graph goes to the backend with
+    its nodes named after AlexNet's layers (``layer_names.name_nodes``), so what the
+    backend's profiler reports maps back onto them. BackendUnavailable when the backend
+    has no profiler."""
+    entry = backend_entry(name)
+    reason = entry.unsupported_reason(precision) or entry.unavailable_reason()
+    if reason is None and entry.profiler is None:
+        reason = f"the {name} backend has no per-layer profiler"
+    if reason is not None:
+        raise BackendUnavailable(reason)
+    source = load_artifact(entry.artifact(files, precision))
+    if not isinstance(source, Path):  # an ONNX graph (a plan or checkpoint stays a path)
+        from ..layer_names import name_nodes
+
+        source = name_nodes(source)  # type: ignore[arg-type]  # load_artifact's ONNX case
+    return entry.open(source, precision, RunOptions(entry.device_for(torch_device)))
 
 
 def open_model(name: str, source: object, precision: str = "", device: str = "cpu") -> Runner:

@@ -31,7 +31,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..devices import cpu_bf16_unavailable_reason
 from ..errors import BackendUnavailable
-from ..inference import Runner, StageTiming
+from ..inference import OpTime, Runner, StageTiming, median_per_call
 from ..lrn import LRNParams, replace_lrn
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -72,8 +72,21 @@ class _PinnedBuffers:
     outputs: torch.Tensor
 
 
+def profiled_name(module: str) -> str:
+    """The name a module's time is recorded under: its layer, and the module where it is
+    counted with another layer (``relu1`` -> ``conv1/relu1``, ``drop6`` -> ``fc6/drop6``)."""
+    if module.startswith(("relu", "drop")):
+        index = int(module[4:])
+        return f"{f'conv{index}' if index <= 5 else f'fc{index}'}/{module}"
+    return module
+
+
 class TorchRunner(Runner):
     backend = "torch"
+    profiler = "torch.profiler (a record_function range around each module)"
+    profiler_leaves_out = (
+        "what is no module: the input's conversion to channels-last, the flatten before fc6, the final cast"
+    )
 
     def __init__(
         self,
@@ -208,6 +221,46 @@ class TorchRunner(Runner):
         captured = _CapturedGraph(graph, inputs, outputs)
         self._graphs[tuple(example.shape)] = captured
         return captured
+
+    def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
+        """torch.profiler over ``runs`` eager calls after one warm-up, each module of the
+        network inside a ``record_function`` range named by :func:`profiled_name`:
+        CPU time on a CPU, device time on CUDA, per call (the median over the calls)."""
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        if self.compile:
+            raise BackendUnavailable("torch.compile fuses the modules away: profile the eager torch backend instead")
+        assert self.model is not None, "profile needs load()"
+        ranges: dict[int, record_function] = {}
+        handles = []
+        kinds: dict[str, str] = {}  # label -> module type
+        for block in (self.model.get_submodule("features"), self.model.get_submodule("classifier")):
+            for name, module in block.named_children():
+                label = profiled_name(name)
+                kinds[label] = type(module).__name__
+
+                def enter(module, inputs, label=label) -> None:
+                    ranges[id(module)] = record_function(label).__enter__()
+
+                def leave(module, inputs, output) -> None:
+                    ranges.pop(id(module)).__exit__(None, None, None)
+
+                handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.on_cuda else [])
+        try:
+            self._infer(images)
+            with profile(activities=activities) as profiled:
+                for _ in range(runs):
+                    self._infer(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+        calls: dict[str, list[float]] = {}
+        for event in profiled.events():
+            if event.name in kinds:
+                total_us = event.device_time_total if self.on_cuda else event.cpu_time_total
+                calls.setdefault(event.name, []).append(total_us / 1e3)
+        return [OpTime(label, kinds[label], median_per_call(ms, runs), self.precision) for label, ms in calls.items()]
 
     def _close(self) -> None:
         self.model = self._compiled = None

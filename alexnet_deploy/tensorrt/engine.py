@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..files import atomic_output, check_writable_destination, require_file, sha256_file, write_text_atomic
 from ..graph import graph_precision
+from ..layer_names import name_nodes
 from ..plugin import PLUGIN_ID, PLUGIN_VERSION
 from ..plugin.registration import clear_plugin_errors, plugin_errors, register_lrn_plugin
 from ..progress import ProgressReporter, SilentProgress
@@ -107,14 +109,19 @@ def build_engine(
         [config.max_batch, *image_shape],
     )
     register_lrn_plugin()  # before parsing: the parser resolves the custom node from the registry
-    build = _engine_loader(onnx_path, config, profile)
 
     log = io.StringIO()
     started = time.perf_counter()
     clear_plugin_errors()
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            engine_bytes = bytes(build())
+        # The network is parsed from the graph with its nodes named after AlexNet's layers,
+        # so the engine's layer names (and IProfiler's, inspector's) say conv1 ... fc8.
+        with tempfile.TemporaryDirectory(prefix="alexnet-trt-") as folder:
+            named = Path(folder) / onnx_path.name
+            onnx.save(name_nodes(onnx.load(str(onnx_path))), str(named))
+            build = _engine_loader(named, config, profile)
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                engine_bytes = bytes(build())
     # polygraphy reports a failed build as PolygraphyException; TensorRT's bindings raise
     # TypeError/RuntimeError when the core itself fails (e.g. no builder could be created).
     except (PolygraphyException, RuntimeError, TypeError) as error:

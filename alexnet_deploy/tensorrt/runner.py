@@ -20,7 +20,7 @@ import numpy as np
 from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..files import require_file
-from ..inference import Runner, StageTiming
+from ..inference import OpTime, Runner, StageTiming
 from ..plugin.registration import register_lrn_plugin
 from .availability import runner_unavailable_reason
 from .sidecar import read_sidecar, sidecar_mismatches
@@ -34,6 +34,8 @@ def _precision_from_name(plan: Path) -> str:
 
 class TensorRTRunner(Runner):
     backend = "tensorrt"
+    profiler = "TensorRT IProfiler on an execution context of its own (trtexec --separateProfileRun)"
+    profiler_leaves_out = "the host-device copies, the enqueue's host work and the gaps between kernels"
 
     def __init__(self, plan: Path, precision: str | None = None, cuda_graphs: bool = False) -> None:
         plan = Path(plan)
@@ -148,6 +150,27 @@ class TensorRTRunner(Runner):
             d2h_ms=copied_out.time_since(computed),
         )
         return host_out.astype(np.float32, copy=True)
+
+    def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
+        """Per-layer times from an ``IProfiler`` on a second execution context over the
+        runner's own buffers: one warm-up enqueue, then ``runs`` profiled ones."""
+        from .profiler import layer_time_recorder, op_times
+
+        self._infer(images)  # validates the batch and leaves it in the device input buffer
+        batch = len(images)
+        context = self._engine.create_execution_context()
+        for name in (self._input, self._output):
+            context.set_tensor_address(name, int(self._buffers[name]))
+        context.set_input_shape(self._input, (batch, *self._image_shape))
+        recorder = layer_time_recorder()
+        context.profiler = recorder
+        for run in range(runs + 1):
+            if run == 1:
+                recorder.totals.clear()  # the first enqueue warms up
+            if not context.execute_async_v3(self._stream.handle):
+                raise DeployError(f"{self.name}: TensorRT failed to enqueue the profiled batch")
+            self._stream.synchronize()
+        return op_times(dict(recorder.totals), runs)
 
     def _graph_for(self, batch: int) -> CudaGraph:
         """The captured enqueue for this batch size; the first call captures it.
