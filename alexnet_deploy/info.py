@@ -305,7 +305,8 @@ class ModelInfo:
 def onnx_rows(path: Path) -> list[tuple[str, str]]:
     """(field, text) pairs of one of our ONNX files' metadata: its precision, and for an
     INT8 file its target runtime, calibration and the layers a budget left out of INT8."""
-    from .graph import export_metadata, load_verified
+    from .graph import load_verified
+    from .metadata import export_metadata
 
     metadata = export_metadata(load_verified(Path(path)), str(path))
     rows = [("onnx", str(path)), ("precision", metadata.precision.value)]

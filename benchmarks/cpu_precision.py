@@ -36,8 +36,9 @@ from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
 from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.devices import cpu_bf16_unavailable_reason
 from alexnet_deploy.doctor import machine_description
-from alexnet_deploy.graph import export_metadata, load_model
+from alexnet_deploy.graph import load_model
 from alexnet_deploy.inference import Runner
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.metrics import compare_logits
 from alexnet_deploy.quantize.baseline import onnxruntime_int8
 from alexnet_deploy.quantize.images import load_calibration_set

@@ -29,7 +29,8 @@ import numpy as np
 
 from alexnet_deploy.bench.timing import HARNESS_TOLERANCE, HarnessCheck, harness_overhead, median_interval
 from alexnet_deploy.data.preprocessing import held_out_images
-from alexnet_deploy.graph import export_metadata, load_model
+from alexnet_deploy.graph import load_model
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
 

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.doctor import machine_description
-from alexnet_deploy.graph import export_metadata, load_verified, to_standard_lrn
+from alexnet_deploy.graph import load_verified, to_standard_lrn
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.metrics import parity
 from alexnet_deploy.profile.layers import layer_work
 from alexnet_deploy.profile.limits import measure_limits

@@ -548,7 +548,7 @@ def test_a_quantized_model_that_fails_evaluation_never_replaces_the_good_one(art
 
 
 def test_calib_from_data_may_refill_the_folder_it_filled(artifacts, tmp_path):
-    from alexnet_deploy.graph import export_metadata
+    from alexnet_deploy.metadata import export_metadata
     from alexnet_deploy.quantize.images import fill_calibration_dir
 
     metadata = export_metadata(onnx.load(str(artifacts["onnx"])), "export")

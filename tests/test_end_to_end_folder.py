@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from alexnet_deploy.cli import app
 from alexnet_deploy.data.preprocessing import held_out_images
-from alexnet_deploy.graph import export_metadata, to_standard_lrn
+from alexnet_deploy.graph import to_standard_lrn
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.metrics import compare_logits, topk_accuracy
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 

@@ -26,7 +26,8 @@ from zoo_alexnet import LIGHT_MODELS, caffe_preprocess, seeded_zoo_alexnet, stri
 from alexnet_deploy.checkpoint import load_checkpoint
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export.run import export
-from alexnet_deploy.graph import export_metadata, to_standard_lrn
+from alexnet_deploy.graph import to_standard_lrn
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.plugin import PLUGIN_NAME
 from alexnet_deploy.pretrained.imagenet import imagenet_classes
 from alexnet_deploy.pretrained.onnx_import import CAFFE_PREPROCESSING, import_onnx

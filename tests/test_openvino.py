@@ -23,7 +23,7 @@ from alexnet_deploy.bench.config import BenchConfig
 from alexnet_deploy.bench.run import run_bench
 from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.errors import BackendUnavailable
-from alexnet_deploy.graph import export_metadata
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 from alexnet_deploy.runners.openvino import OpenVinoRunner, cpu_capabilities
 

@@ -27,7 +27,7 @@ import pytest
 
 from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
 from alexnet_deploy.data.preprocessing import held_out_images
-from alexnet_deploy.graph import export_metadata
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
 # file -> (runtime precision, |Δ logits| as shares of the largest FP32 logit: on the

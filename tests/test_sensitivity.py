@@ -22,7 +22,8 @@ from alexnet_deploy.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export.run import export
-from alexnet_deploy.graph import export_metadata, load_verified, to_standard_lrn
+from alexnet_deploy.graph import load_verified, to_standard_lrn
+from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.quantize.mixed import LAYERS, layer_tensors
 from alexnet_deploy.quantize.sensitivity import activation_sqnr
 

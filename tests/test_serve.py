@@ -311,7 +311,7 @@ def test_serve_precision_int8_serves_the_int8_graph(tiny_precisions, tmp_path, h
     from PIL import Image
 
     from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
-    from alexnet_deploy.graph import export_metadata
+    from alexnet_deploy.metadata import export_metadata
     from alexnet_deploy.runners.openvino import OpenVinoRunner
 
     fp32, _ = tiny_precisions

@@ -22,8 +22,9 @@ from onnx import TensorProto, helper, numpy_helper
 from alexnet_deploy.artifacts import sidecar_of
 from alexnet_deploy.cuda_driver import CudaDevice, max_ptx_version
 from alexnet_deploy.errors import BackendUnavailable, DeployError
-from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, graph_precision, to_standard_lrn
+from alexnet_deploy.graph import PLUGIN_LOOKUP_ATTRIBUTES, to_standard_lrn
 from alexnet_deploy.lrn import LRNParams, lrn_reference
+from alexnet_deploy.metadata import graph_precision
 from alexnet_deploy.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, parse_version
 from alexnet_deploy.plugin.registration import register_lrn_plugin
 from alexnet_deploy.tensorrt.availability import runner_unavailable_reason, tensorrt_unavailable_reason
@@ -445,7 +446,7 @@ def test_engine_from_a_mixed_precision_int8_file(tiny_checkpoint, tmp_path):
     runs it where a GPU is lent."""
     from alexnet_deploy.data.preprocessing import held_out_images
     from alexnet_deploy.export.run import export
-    from alexnet_deploy.graph import export_metadata
+    from alexnet_deploy.metadata import export_metadata
     from alexnet_deploy.quantize.calibration import activation_amax, collect_statistics, quantized_activations
     from alexnet_deploy.quantize.mixed import mixed_int8
 

@@ -12,8 +12,8 @@ import onnx
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..errors import DeployError
 from ..files import sha256_file
-from ..graph import export_metadata
 from ..inference import Runner
+from ..metadata import export_metadata
 from ..runners.registry import ArtifactMissing, ModelFiles, RunOptions, backend_entry, load_artifact
 from .config import BenchConfig
 

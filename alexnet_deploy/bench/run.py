@@ -14,8 +14,9 @@ from ..data.preprocessing import held_out_images
 from ..doctor import machine_description
 from ..errors import BackendUnavailable, DeployError
 from ..files import require_file
-from ..graph import export_metadata, load_verified
+from ..graph import load_verified
 from ..inference import Runner
+from ..metadata import export_metadata
 from ..metrics import LatencyStats, fp32_tolerance, parity
 from ..progress import ProgressReporter, SilentProgress
 from ..runners import registry

@@ -29,7 +29,8 @@ from ..files import (
     check_writable_destination,
     sha256_file,
 )
-from ..graph import CalibrationProvenance, export_metadata, load_model, require_fp32_export
+from ..graph import load_model
+from ..metadata import CalibrationProvenance, export_metadata, require_fp32_export
 from ..metrics import parity
 from ..progress import ProgressReporter, SilentProgress
 from ..quantize.baseline import onnxruntime_int8
@@ -162,7 +163,7 @@ def calibration_provenance(
     """The metadata an INT8 file carries: which runtime its Q/DQ layout targets, where
     its ranges came from (so a file separated from its cache still says) and, built
     under a budget, the layers left out of INT8 and that budget; read back by
-    ``graph.export_metadata``."""
+    ``metadata.export_metadata``."""
     provenance = CalibrationProvenance(
         cache.method,
         cache.images,

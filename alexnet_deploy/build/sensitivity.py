@@ -18,7 +18,8 @@ from ..data.preprocessing import held_out_images
 from ..digests import verify_weights
 from ..errors import DeployError
 from ..files import sha256_file
-from ..graph import export_metadata, load_model, require_fp32_export
+from ..graph import load_model
+from ..metadata import export_metadata, require_fp32_export
 from ..progress import ProgressReporter, SilentProgress
 from ..quantize.images import fill_calibration_dir
 from ..quantize.mixed import LAYOUTS

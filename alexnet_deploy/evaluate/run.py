@@ -18,7 +18,8 @@ from ..artifacts import ORT_INT8, Precision
 from ..data.preprocessing import preprocess_all
 from ..data.sources import load_labelled_folder
 from ..errors import BackendUnavailable, DeployError
-from ..graph import export_metadata, load_verified
+from ..graph import load_verified
+from ..metadata import export_metadata
 from ..metrics import parity
 from ..progress import ProgressReporter, SilentProgress
 from .config import EvalConfig

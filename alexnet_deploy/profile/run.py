@@ -16,9 +16,10 @@ from ..data.preprocessing import held_out_images
 from ..doctor import machine_description
 from ..errors import BackendUnavailable, DeployError
 from ..files import require_file
-from ..graph import export_metadata, load_verified
+from ..graph import load_verified
 from ..inference import Runner
 from ..layer_names import output_layers
+from ..metadata import export_metadata
 from ..progress import ProgressReporter, SilentProgress
 from ..runners import registry
 from .config import ProfileConfig

@@ -1,14 +1,9 @@
-"""Every inference backend in one table: what it runs, which file serves each precision,
-whether it can run here, how to open its runner, and what serves it. Commands that loop
-over backends (bench, eval, predict, serve, repository, doctor, profile) ask this module
-and never import a concrete runner, so adding a backend is one runner file plus one
-:class:`Backend` entry in :data:`BACKENDS` (docs/architecture.md, "Adding a backend").
-
-In the spirit of Ultralytics' ``export_formats()`` table and Polygraphy's per-backend
-folders: the entry is data, the runner is the code. Concrete runner modules are imported
-lazily inside each entry's functions, so asking the table costs no onnxruntime, OpenVINO,
-torch or TensorRT import.
-"""
+"""Every inference backend in one table (as Ultralytics' ``export_formats()``): what it
+runs, which file serves each precision, whether it can run here, how to open, serve and
+profile it. Commands that loop over backends ask this module and never import a concrete
+runner, so adding a backend is one runner file plus one :class:`Backend` entry in
+:data:`BACKENDS` (docs/architecture.md). Runner modules are imported lazily inside each
+entry's functions: asking the table imports no onnxruntime, OpenVINO, torch or TensorRT."""
 
 from __future__ import annotations
 
@@ -213,7 +208,7 @@ def _onnxruntime_device(torch_device: str) -> str:
     return "cuda" if "CUDAExecutionProvider" in available_providers() else "cpu"
 
 
-def _always() -> str | None:
+def _always() -> str | None:  # a backend that runs wherever this package is installed
     return None
 
 
@@ -287,7 +282,8 @@ def load_artifact(artifact: Artifact, reference: onnx.ModelProto | None = None) 
         raise ArtifactMissing(f"{artifact.path} not found; run `{artifact.build_command}`")
     if artifact.kind != "onnx":
         return Path(artifact.path)
-    from ..graph import export_metadata, load_verified
+    from ..graph import load_verified
+    from ..metadata import export_metadata
 
     model = reference if reference is not None and artifact.stored == "fp32" else load_verified(artifact.path)
     carried = export_metadata(model, str(artifact.path)).precision

@@ -22,8 +22,8 @@ from ..data.preprocessing import Preprocessing
 from ..data.sources import folder_entries, image_problem, not_a_regular_file, warn_skipped
 from ..devices import resolve_device
 from ..errors import BackendUnavailable, DeployError
-from ..graph import export_metadata
 from ..inference import Runner
+from ..metadata import export_metadata
 from ..runners import registry
 from ..runners.registry import ModelFiles
 

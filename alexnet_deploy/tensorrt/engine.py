@@ -29,8 +29,8 @@ from ..artifacts import Precision, build_log_of
 from ..cuda_driver import cuda_device
 from ..errors import BackendUnavailable, DeployError
 from ..files import atomic_output, check_writable_destination, require_file, sha256_file, write_text_atomic
-from ..graph import graph_precision
 from ..layer_names import name_nodes
+from ..metadata import graph_precision
 from ..plugin import PLUGIN_ID, PLUGIN_VERSION
 from ..plugin.registration import clear_plugin_errors, plugin_errors, register_lrn_plugin
 from ..progress import ProgressReporter, SilentProgress
