@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
+from onnxruntime_ops import FLOAT_OPS, optimized_op_types
 
 from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.export.run import export
@@ -15,7 +16,7 @@ from alexnet_deploy.graph import to_standard_lrn
 from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.quantize.calibration import activation_amax, collect_statistics, quantized_activations
 from alexnet_deploy.quantize.mixed import LAYERS, fits_fp16, layer_nodes, mixed_int8
-from alexnet_deploy.quantize.onnxruntime import FLOAT_OPS, optimized_op_types, output_activations
+from alexnet_deploy.quantize.onnxruntime import output_activations
 
 FALLBACK = {"conv4": "fp16", "fc7": "fp32"}
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from onnxruntime_ops import FLOAT_OPS, optimized_op_types
 
 from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
 from alexnet_deploy.build.config import BuildConfig
@@ -26,10 +27,8 @@ from alexnet_deploy.quantize.calibration import (
 )
 from alexnet_deploy.quantize.int8 import INT8_MAX
 from alexnet_deploy.quantize.onnxruntime import (
-    FLOAT_OPS,
     UINT8_MAX,
     insert_qdq_for_onnxruntime,
-    optimized_op_types,
     output_activations,
 )
 from alexnet_deploy.quantize.qdq import insert_qdq

@@ -300,7 +300,9 @@ def hand_topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def test_build_calibrates_int8_on_the_users_folder_in_integer_kernels(pipeline, tmp_path):
-    from alexnet_deploy.quantize.onnxruntime import optimized_op_types, output_activations
+    from onnxruntime_ops import optimized_op_types
+
+    from alexnet_deploy.quantize.onnxruntime import output_activations
 
     report = pipeline["build"]
     # conv5's output reaches fc6 through pool5, the identity avgpool and the flatten, all

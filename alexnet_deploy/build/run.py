@@ -78,13 +78,11 @@ def check_outputs(config: BuildConfig, extra: dict[str, Path | None] | None = No
     """Every file the build may write (ONNX per precision, scale caches, ``extra``
     such as ``--json``) must be writable and none may be the input ONNX or another output."""
     config.check()
-    fp32_path, layout = Path(config.onnx), config.layout
-    outputs: dict[str, Path | None] = {
-        f"the {p} ONNX": layout.onnx(p) for p in config.precisions if p != Precision.FP32
-    }
+    fp32_path, files = Path(config.onnx), config.layout
+    outputs: dict[str, Path | None] = {f"the {p} ONNX": files.onnx(p) for p in config.precisions if p != Precision.FP32}
     if Precision.INT8 in config.precisions:
-        outputs["the int8 ONNX for onnxruntime"] = layout.onnx(ORT_INT8)
-        outputs |= {f"the {m} scale cache": layout.scales(m) for m in config.methods}
+        outputs["the int8 ONNX for onnxruntime"] = files.onnx(ORT_INT8)
+        outputs |= {f"the {m} scale cache": files.scales(m) for m in config.methods}
     check_distinct_paths({"--onnx": fp32_path}, outputs | (extra or {}))
     # the scale caches belong in --calibration; a report there would replace an image
     check_output_paths({"--onnx": fp32_path}, extra or {}, {"--calibration": Path(config.calibration_dir)})
@@ -110,7 +108,7 @@ class _Candidate:
     timed: bool = False
 
 
-def evaluate(
+def score_candidate(
     name: str,
     precision: str,
     model: onnx.ModelProto,
@@ -188,8 +186,8 @@ def calibrated_amax(
     from the cache when it matches this model and these images and holds exactly the
     tensors either INT8 layout quantizes, else calibrating."""
     calibration = load_calibration_set(config.calibration_dir, preprocessing, config.calib_images)
-    methods, layout = config.methods, config.layout
-    cached = {m: read_cache(layout.scales(m)) for m in methods}
+    methods, files = config.methods, config.layout
+    cached = {m: read_cache(files.scales(m)) for m in methods}
     # the Conv/Gemm inputs (both layouts) and the LRN inputs (onnxruntime's outputs Q/DQ)
     tensors = quantized_activations(model) + output_activations(model)
     valid = {
@@ -201,7 +199,7 @@ def calibrated_amax(
         and c.amax.keys() == set(tensors)
         and (m != "percentile" or c.percentile == config.percentile)
     }
-    stale = [m for m in methods if layout.scales(m).exists() and m not in valid]
+    stale = [m for m in methods if files.scales(m).exists() and m not in valid]
     if stale:
         report.calibration.append(
             f"calibration cache for {', '.join(stale)} is invalid or from another model, image set, percentile or calibration rule: recalibrating"
@@ -222,7 +220,7 @@ def calibrated_amax(
             activation_amax(statistics, method, config.percentile),
             config.percentile if method == "percentile" else None,
         )
-        write_cache(layout.scales(method), cache)
+        write_cache(files.scales(method), cache)
         result[method] = cache
     report.calibration.append(
         f"calibrated {len(calibration.images)} images from {config.calibration_dir} ({', '.join(methods)}); cache written"
@@ -268,7 +266,9 @@ def build(config: BuildConfig, progress: ProgressReporter | None = None) -> Buil
 
     for candidate in candidates:
         report.accuracy.append(
-            evaluate(candidate.name, candidate.precision, candidate.model, images, labels, reference, candidate.path)
+            score_candidate(
+                candidate.name, candidate.precision, candidate.model, images, labels, reference, candidate.path
+            )
         )
         if candidate.path is None or candidate.artifact is None:  # evaluated only (--compare-methods)
             continue
@@ -307,7 +307,7 @@ def _int8_candidates(
     )
     # row names: "int8 (entropy)" is the TensorRT graph (simulated in float by onnxruntime),
     # "int8 (entropy; onnxruntime graph)" the one onnxruntime runs in integer kernels
-    layouts = (("tensorrt", "int8", ""), ("onnxruntime", ORT_INT8, "; onnxruntime graph"))
+    qdq_layouts = (("tensorrt", "int8", ""), ("onnxruntime", ORT_INT8, "; onnxruntime graph"))
     candidates = []
     for method, cache in calibrations.items():
         chosen = method == config.calib_method
@@ -317,7 +317,7 @@ def _int8_candidates(
             mixed = report.mixed = choose_fallback(evaluator, config.budget, calibration_images, progress)
         fallback = {} if mixed is None else mixed.fallback
         out = "".join(f"; {layer} {precision}" for layer, precision in fallback.items())
-        for runtime, artifact, suffix in layouts:
+        for runtime, artifact, suffix in qdq_layouts:
             quantized = mixed_int8(model, cache.amax, runtime, fallback)
             set_metadata(quantized, calibration_provenance(cache, runtime, mixed))
             path = config.layout.onnx(artifact) if chosen else None

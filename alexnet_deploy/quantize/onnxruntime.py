@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -49,7 +48,7 @@ from onnx import helper, numpy_helper
 from ..artifacts import Precision
 from ..digests import set_metadata
 from ..errors import DeployError
-from ..graph import is_plugin_lrn, is_standard_lrn, to_standard_lrn
+from ..graph import is_plugin_lrn, is_standard_lrn
 from .int8 import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
 
 UINT8_MAX = 255
@@ -274,23 +273,3 @@ def insert_qdq_for_onnxruntime(
     result.graph.node.extend(nodes)
     set_metadata(result, {"precision": Precision.INT8.value})
     return result
-
-
-INTEGER_OPS = ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat")
-FLOAT_OPS = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
-
-
-def optimized_op_types(model: onnx.ModelProto, workdir: Path) -> list[str]:
-    """The op types of ``model``'s standard-op twin after onnxruntime's graph optimiser
-    (``ORT_ENABLE_EXTENDED``: every QDQ fusion, none of the hardware-specific layout
-    rewrites that cannot be saved portably), read back from the saved optimised model."""
-    import onnxruntime
-
-    target = Path(workdir) / "optimized.onnx"
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(target)
-    onnxruntime.InferenceSession(
-        to_standard_lrn(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return [node.op_type for node in onnx.load(str(target)).graph.node]
