@@ -117,7 +117,8 @@ def test_eval_int8_row_is_what_onnxruntime_measures_on_the_int8_file(labelled, p
 
     report = run_eval(pipeline, labelled["root"] / "names", backends=("onnxruntime",), precisions=("fp32", "int8"))
     int8_row = next(row for row in report.rows if row.precision == "int8")
-    twin = to_standard_lrn(onnx.load(str(pipeline["onnx"].with_name("alexnet.int8.onnx"))))
+    # onnxruntime's int8 row runs the integer-kernel layout (runners/registry.py: its artifact)
+    twin = to_standard_lrn(onnx.load(str(pipeline["onnx"].with_name("alexnet.int8-ort.onnx"))))
     session = onnxruntime.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"])
     images = np.stack([caffe_preprocess(p) for p in labelled["paths"]])
     logits = session.run(None, {session.get_inputs()[0].name: images})[0]
