@@ -4,13 +4,12 @@ renders the result."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..artifacts import DEFAULT_LAYOUT, ORT_INT8, ArtifactLayout, Precision
+from ..artifacts import DEFAULT_LAYOUT, ArtifactLayout
 from ..bench.config import DEFAULT_MIN_ITERATIONS, DEFAULT_ROW_SECONDS, BenchConfig
 from ..build.config import BuildConfig
 from ..choices import (
@@ -27,6 +26,7 @@ from .options import (
     Engines,
     JsonReport,
     Onnx,
+    ReportFiles,
     choice_list,
     parse_batches,
     parse_choices,
@@ -106,10 +106,8 @@ def build(
     """
     from dataclasses import asdict
 
-    from ..build.config import THROUGHPUT_BATCH
     from ..build.run import build as run_build
     from ..build.run import check_outputs
-    from ..files import write_text_atomic
 
     chosen = tuple(p for p, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if on) or ("fp32", "fp16", "int8")
     config = BuildConfig(
@@ -131,6 +129,14 @@ def build(
     )
     check_outputs(config, {"--json": json_path})
     report = run_build(config, RichProgress())
+    _print_build_report(report)
+    ReportFiles(json_path).write(asdict(report))
+
+
+def _print_build_report(report) -> None:
+    """The files build wrote, the INT8 budget's choice, the accuracy table, the engines."""
+    from ..build.config import THROUGHPUT_BATCH
+
     for line in report.calibration:
         console.print(line, soft_wrap=True)
     for precision, path in report.onnx.items():
@@ -163,8 +169,30 @@ def build(
         console.print(f"engine {precision}: {plan}")
     if report.engine_note:
         console.print(report.engine_note, soft_wrap=True)
-    if json_path is not None:
-        write_text_atomic(json_path, json.dumps(asdict(report), indent=2, default=str) + "\n")
+
+
+# bench's timing options: how long each row is timed, and when it counts as stable
+BenchIterations = Annotated[
+    int | None,
+    typer.Option(
+        help="Timed iterations per row. Default, without --duration: timing windows until the last three "
+        f"agree within --stability (at least {DEFAULT_MIN_ITERATIONS} iterations), for at most "
+        f"{DEFAULT_ROW_SECONDS:g} s.",
+        show_default=False,
+    ),
+]
+BenchDuration = Annotated[
+    float | None,
+    typer.Option(help="Time each row for at most this many seconds instead (less once it is stable)."),
+]
+BenchStability = Annotated[
+    float,
+    typer.Option(
+        help="A row is stable when its last three timing windows' img/s agree within this fraction "
+        "(perf_analyzer's -s); 0: time the whole budget. A row that never settles says 'unstable (±x%)'."
+    ),
+]
+BenchWindow = Annotated[float, typer.Option(help="Seconds per timing window (at least one call).")]
 
 
 @one_line_errors
@@ -186,29 +214,10 @@ def bench(
             "Default: all, listing those not built yet as skipped; a named precision whose ONNX or engine is missing is an error."
         ),
     ] = None,
-    iterations: Annotated[
-        int | None,
-        typer.Option(
-            help="Timed iterations per row. Default, without --duration: timing windows until the last three "
-            f"agree within --stability (at least {DEFAULT_MIN_ITERATIONS} iterations), for at most "
-            f"{DEFAULT_ROW_SECONDS:g} s.",
-            show_default=False,
-        ),
-    ] = None,
-    duration: Annotated[
-        float | None,
-        typer.Option(help="Time each row for at most this many seconds instead (less once it is stable)."),
-    ] = None,
-    stability: Annotated[
-        float,
-        typer.Option(
-            help="A row is stable when its last three timing windows' img/s agree within this fraction "
-            "(perf_analyzer's -s); 0: time the whole budget. A row that never settles says 'unstable (±x%)'."
-        ),
-    ] = BenchConfig.stability,
-    window: Annotated[
-        float, typer.Option(help="Seconds per timing window (at least one call).")
-    ] = BenchConfig.window_s,
+    iterations: BenchIterations = None,
+    duration: BenchDuration = None,
+    stability: BenchStability = BenchConfig.stability,
+    window: BenchWindow = BenchConfig.window_s,
     warmup: Annotated[int, typer.Option(help="Untimed iterations before timing.")] = BenchConfig.warmup,
     cuda_graphs: Annotated[
         bool,
@@ -239,14 +248,9 @@ def bench(
 ) -> None:
     """Speed and accuracy of every backend x precision against the onnxruntime FP32 reference."""
     from ..bench.run import run_bench
-    from ..files import (
-        check_output_paths,
-        check_png_path,
-        is_special_file,
-        write_text_atomic,
-    )
+    from ..files import is_special_file
     from ..plots import save_bench_plot
-    from .console import bench_table
+    from ..runners.registry import ModelFiles, read_files
 
     config = BenchConfig(
         batches=parse_batches(batch),
@@ -267,12 +271,17 @@ def bench(
     config.check()
     if plot is None and json_path is not None and not is_special_file(json_path):
         plot = json_path.with_suffix(".png")  # beside the JSON; a device such as /dev/null has no "beside"
-    if plot is not None:
-        check_png_path(plot, "--plot")
-    layout = config.layout
-    inputs = {"--checkpoint": checkpoint} | {f"the {p} ONNX": layout.onnx(p) for p in (*Precision, ORT_INT8)}
-    check_output_paths(inputs, {"--json": json_path, "--plot": plot})  # before minutes of timing, not after
+    outputs = ReportFiles(json_path, plot)
+    outputs.check(read_files(ModelFiles(config.onnx, config.layout.engines_dir, checkpoint)))  # before any timing
     report = run_bench(config, RichProgress())
+    _print_bench_report(report, config)
+    outputs.write(report, lambda path: save_bench_plot(report, path))
+
+
+def _print_bench_report(report, config: BenchConfig) -> None:
+    """The bench table with its footnotes and the harness-overhead verdicts."""
+    from .console import bench_table
+
     if config.defaults_bound_rows:
         timed = f"{config.window_s:g} s windows until three agree within {config.stability:.0%}, at most {config.timed_duration_s:g} s"
     else:
@@ -289,9 +298,3 @@ def bench(
         console.print(check.summary(), markup=False, highlight=False, soft_wrap=True)
     if not report.harness:
         console.print("harness overhead: not checked (needs the onnxruntime fp32 row)")
-    if json_path is not None:
-        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
-        console.print(f"wrote {json_path}")
-    if plot is not None:
-        save_bench_plot(report, plot)
-        console.print(f"wrote {plot}")
