@@ -14,9 +14,10 @@ from onnx import helper
 from alexnet_deploy.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet_deploy.data.preprocessing import Preprocessing, preprocess_all
 from alexnet_deploy.data.sources import load_digits
+from alexnet_deploy.digests import read_metadata
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export.run import export, export_model, validate
-from alexnet_deploy.graph import load_model, lrn_attributes, read_metadata, to_plugin_lrn, to_standard_lrn
+from alexnet_deploy.graph import load_model, lrn_attributes, to_plugin_lrn, to_standard_lrn
 from alexnet_deploy.lrn import LRNParams
 from alexnet_deploy.metrics import FP32_TOLERANCE, compare_logits
 from alexnet_deploy.model import AlexNet, AlexNetConfig

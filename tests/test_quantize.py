@@ -12,9 +12,10 @@ from onnx import TensorProto, numpy_helper
 from alexnet_deploy.artifacts import ArtifactLayout
 from alexnet_deploy.build.config import BuildConfig
 from alexnet_deploy.build.run import build
+from alexnet_deploy.digests import read_metadata
 from alexnet_deploy.errors import DeployError
 from alexnet_deploy.export.run import export
-from alexnet_deploy.graph import is_plugin_lrn, read_metadata
+from alexnet_deploy.graph import is_plugin_lrn
 from alexnet_deploy.quantize.calibration import (
     HISTOGRAM_BINS,
     TensorStatistics,

@@ -16,8 +16,9 @@ from alexnet_deploy.artifacts import ORT_INT8, ArtifactLayout
 from alexnet_deploy.build.config import BuildConfig
 from alexnet_deploy.build.run import build
 from alexnet_deploy.data.preprocessing import held_out_images
+from alexnet_deploy.digests import read_metadata
 from alexnet_deploy.export.run import export
-from alexnet_deploy.graph import is_plugin_lrn, read_metadata
+from alexnet_deploy.graph import is_plugin_lrn
 from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.metrics import compare_logits
 from alexnet_deploy.quantize.calibration import (

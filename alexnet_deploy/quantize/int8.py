@@ -61,3 +61,27 @@ def _weight_axis(node: onnx.NodeProto) -> int:
         return 0
     trans_b = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
     return 0 if trans_b else 1
+
+
+@dataclass
+class ActivationQdq:
+    """A per-tensor QuantizeLinear/DequantizeLinear pair on one activation."""
+
+    initializers: list[onnx.TensorProto]  # its scale and zero point
+    nodes: list[onnx.NodeProto]  # QuantizeLinear, then DequantizeLinear
+    output: str  # the dequantized tensor's name
+
+
+def activation_qdq(tensor: str, scale: float, zero_point: np.int8 | np.uint8) -> ActivationQdq:
+    """The Q/DQ pair on ``tensor`` as both INT8 layouts write it: its scale and zero
+    point as initializers ``<tensor>_scale``/``<tensor>_zero_point`` (the zero point's
+    dtype picks int8 or uint8), the dequantized tensor named ``<tensor>_dq``."""
+    scale_name, zero_name, quantized = f"{tensor}_scale", f"{tensor}_zero_point", f"{tensor}_q"
+    return ActivationQdq(
+        [numpy_helper.from_array(np.float32(scale), scale_name), numpy_helper.from_array(np.asarray(zero_point), zero_name)],
+        [
+            helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [quantized]),
+            helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [f"{tensor}_dq"]),
+        ],
+        f"{tensor}_dq",
+    )

@@ -49,7 +49,7 @@ from ..artifacts import Precision
 from ..digests import set_metadata
 from ..errors import DeployError
 from ..graph import is_plugin_lrn, is_standard_lrn
-from .int8 import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
+from .int8 import INT8_MAX, QUANTIZED_OPS, activation_qdq, quantize_weight_input
 
 UINT8_MAX = 255
 UINT8_MIDPOINT = 128
@@ -212,18 +212,9 @@ def insert_qdq_for_onnxruntime(
     dequantized = {tensor: f"{tensor}_dq" for tensor in plan}
 
     def qdq_nodes(tensor: str) -> list[onnx.NodeProto]:
-        parameters = plan[tensor]
-        scale, zero = f"{tensor}_scale", f"{tensor}_zero_point"
-        initializers.extend(
-            [
-                numpy_helper.from_array(np.float32(parameters.scale), scale),
-                numpy_helper.from_array(np.uint8(parameters.zero_point), zero),
-            ]
-        )
-        return [
-            helper.make_node("QuantizeLinear", [tensor, scale, zero], [f"{tensor}_q"]),
-            helper.make_node("DequantizeLinear", [f"{tensor}_q", scale, zero], [dequantized[tensor]]),
-        ]
+        pair = activation_qdq(tensor, plan[tensor].scale, np.uint8(plan[tensor].zero_point))
+        initializers.extend(pair.initializers)
+        return pair.nodes
 
     def integer_parameters(node: onnx.NodeProto) -> list[onnx.NodeProto]:
         """int8 weight and int32 bias, each behind a per-channel DequantizeLinear."""

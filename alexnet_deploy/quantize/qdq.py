@@ -21,12 +21,11 @@ from collections.abc import Collection
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from ..artifacts import Precision
 from ..digests import set_metadata
 from ..errors import DeployError
-from .int8 import INT8_MAX, QUANTIZED_OPS, quantize_weight_input
+from .int8 import INT8_MAX, QUANTIZED_OPS, activation_qdq, quantize_weight_input
 
 
 def insert_qdq(
@@ -48,18 +47,10 @@ def insert_qdq(
             if activation not in dequantized:
                 if activation not in activation_amax:
                     raise DeployError(f"no calibrated range for tensor {activation!r}; recalibrate with --recalibrate")
-                scale, zero = f"{activation}_scale", f"{activation}_zero_point"
-                graph.initializer.extend(
-                    [
-                        numpy_helper.from_array(np.float32(max(activation_amax[activation], 1e-12) / INT8_MAX), scale),
-                        numpy_helper.from_array(np.int8(0), zero),
-                    ]
-                )
-                nodes.append(helper.make_node("QuantizeLinear", [activation, scale, zero], [f"{activation}_q"]))
-                nodes.append(
-                    helper.make_node("DequantizeLinear", [f"{activation}_q", scale, zero], [f"{activation}_dq"])
-                )
-                dequantized[activation] = f"{activation}_dq"
+                pair = activation_qdq(activation, max(activation_amax[activation], 1e-12) / INT8_MAX, np.int8(0))
+                graph.initializer.extend(pair.initializers)
+                nodes += pair.nodes
+                dequantized[activation] = pair.output
             node.input[0] = dequantized[activation]
 
             weight = initializers[node.input[1]]
