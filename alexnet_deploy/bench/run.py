@@ -30,12 +30,12 @@ from .planning import (
     plan_rows,
 )
 from .report import BenchReport, BenchRow
-from .timing import HarnessCheck, Timing, harness_overhead, time_iterations
+from .timing import HarnessCheck, harness_overhead, time_iterations
 
 
 def _measure_row(
     runner: Runner, planned: Planned, rotation: Rotation, config: BenchConfig, reference: np.ndarray, labels: np.ndarray
-) -> tuple[BenchRow, Timing]:
+) -> BenchRow:
     """Time one batch size; judge parity on the timed outputs, completed by untimed runs
     of any rotated batch the timed loop did not reach."""
     timing = time_iterations(
@@ -76,7 +76,7 @@ def _measure_row(
         h2d_ms=median_stage("h2d_ms"),
         d2h_ms=median_stage("d2h_ms"),
     )
-    return row, timing
+    return row
 
 
 def parity_warnings(precision: str, device: str, max_abs_diff: float, logits: np.ndarray) -> list[str]:
@@ -179,7 +179,7 @@ def _run_planned(
         check_batches(runner.max_batch, batches, f"{runner.name}'s")
         rows = []
         for batch, rotation in rotations.items():
-            row, _ = _measure_row(runner, planned, rotation, context.config, reference, labels)
+            row = _measure_row(runner, planned, rotation, context.config, reference, labels)
             rows.append(row)
             if planned.harness_check and runner.run_bare is not None:
                 harness.append(harness_overhead(runner, runner.run_bare, rotation.batches))
