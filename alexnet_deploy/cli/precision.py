@@ -56,25 +56,7 @@ def sensitivity(
     report = run_sensitivity(config, RichProgress())
     for note in report.notes:
         console.print(note, soft_wrap=True)
-    rows = []
-    for rank, entry in enumerate(report.layers, 1):
-        for layout_name in report.layouts:
-            alone, all_but = entry.alone[layout_name], entry.all_but[layout_name]
-            rows.append(
-                (
-                    rank,
-                    entry.layer,
-                    layout_name,
-                    f"{alone.agreement:.2%}",
-                    None if alone.top1 is None else f"{alone.top1:.2%}",
-                    f"{alone.mean_abs_diff:.3g}",
-                    f"{alone.max_abs_diff:.3g}",
-                    f"{all_but.agreement:.2%}",
-                    None if all_but.top1 is None else f"{all_but.top1:.2%}",
-                    f"{all_but.mean_abs_diff:.3g}",
-                    f"{entry.sqnr_db[layout_name]:.1f}",
-                )
-            )
+    rows = _ranking_rows(report)
     fp32 = "" if report.fp32_top1 is None else f"; FP32 top-1 {report.fp32_top1:.2%}"
     title = (
         f"INT8 sensitivity on {report.images} held-out val images ({report.method} calibration"
@@ -97,3 +79,27 @@ def sensitivity(
     for layout_name, result in report.all_int8.items():
         console.print(f"all-INT8 ({layout_name}): top-1 agreement {result.agreement:.2%}", soft_wrap=True)
     outputs.write(report, lambda path: save_sensitivity_plot(report, path))
+
+
+def _ranking_rows(report) -> list[tuple]:
+    """One table row per layer x layout, most sensitive layer first."""
+    rows = []
+    for rank, entry in enumerate(report.layers, 1):
+        for layout_name in report.layouts:
+            alone, all_but = entry.alone[layout_name], entry.all_but[layout_name]
+            rows.append(
+                (
+                    rank,
+                    entry.layer,
+                    layout_name,
+                    f"{alone.agreement:.2%}",
+                    None if alone.top1 is None else f"{alone.top1:.2%}",
+                    f"{alone.mean_abs_diff:.3g}",
+                    f"{alone.max_abs_diff:.3g}",
+                    f"{all_but.agreement:.2%}",
+                    None if all_but.top1 is None else f"{all_but.top1:.2%}",
+                    f"{all_but.mean_abs_diff:.3g}",
+                    f"{entry.sqnr_db[layout_name]:.1f}",
+                )
+            )
+    return rows

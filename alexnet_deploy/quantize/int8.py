@@ -78,7 +78,10 @@ def activation_qdq(tensor: str, scale: float, zero_point: np.int8 | np.uint8) ->
     dtype picks int8 or uint8), the dequantized tensor named ``<tensor>_dq``."""
     scale_name, zero_name, quantized = f"{tensor}_scale", f"{tensor}_zero_point", f"{tensor}_q"
     return ActivationQdq(
-        [numpy_helper.from_array(np.float32(scale), scale_name), numpy_helper.from_array(np.asarray(zero_point), zero_name)],
+        [
+            numpy_helper.from_array(np.float32(scale), scale_name),
+            numpy_helper.from_array(np.asarray(zero_point), zero_name),
+        ],
         [
             helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [quantized]),
             helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [f"{tensor}_dq"]),
