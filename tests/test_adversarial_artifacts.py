@@ -434,7 +434,7 @@ CASES = [
     Case("bench-json-equals-plot", bench_args("--json", "{dir}/r.png", "--plot", "{dir}/r.png"), 1,
          "--json and --plot are the same file"),
     Case("bench-json-is-checkpoint", bench_args("--json", "{ckpt}"), 1, "is the same file as --checkpoint", ["ckpt"]),
-    Case("bench-json-is-reference", bench_args("--json", "{onnx}"), 1, "is the same file as the fp32 ONNX", ["onnx"]),
+    Case("bench-json-is-reference", bench_args("--json", "{onnx}"), 1, "is the same file as --onnx", ["onnx"]),
     Case("bench-plot-is-int8-symlink", bench_args("--plot", "{dir}/p.png"), 1, "is the same file as the int8 ONNX",
          ["int8"], symlink("p.png", "int8")),
     Case("bench-plot-txt", bench_args("--plot", "{dir}/p.txt"), 1, "give a path ending in .png"),

@@ -97,7 +97,7 @@ def test_import_through_the_cli_says_what_it_wrote_validated_and_dropped(importe
     output, result = imported_by_cli
     assert result.exit_code == 0 and result.stderr == "", result.output
     text = " ".join(result.stdout.split())  # rich may wrap a long path
-    assert f"wrote {output}: 1000 classes" in text and "validated on " in text, text
+    assert f"wrote {output}: paper AlexNet, 1000 classes" in text and "validated on " in text, text
     assert "Softmax" in text.split("dropped: ", 1)[1], text
     assert [p.name for p in output.parent.iterdir()] == [output.name]  # the checkpoint alone, no temporaries
 

@@ -112,6 +112,7 @@ class Resume:
     checkpoint: Checkpoint
     history: list[EpochMetrics]
     state: dict
+    replanned: bool = False  # --epochs extends the run: its per-step schedule is planned anew
 
     def continue_run(self, config: TrainConfig) -> TrainConfig:
         """``config`` with the recipe options it leaves unset taken from the run; one it
@@ -120,6 +121,7 @@ class Resume:
         extends it, and a per-step schedule is then re-planned over the new total."""
         options = self.state["options"]
         taken = {} if config.epochs is not None else {"epochs": options["epochs"]}
+        self.replanned = config.epochs is not None and config.epochs != options["epochs"]
         own_seed = self.state.get("seed")
         if config.seed is None:
             taken["seed"] = own_seed
@@ -137,7 +139,7 @@ class Resume:
     def restore(self, optimizer, scheduler, scaler: torch.amp.GradScaler, device: torch.device) -> None:
         try:
             optimizer.load_state_dict(self.state["optimizer"])
-            scheduler.load_state_dict(self.state["scheduler"])
+            scheduler.load_state_dict(self.state["scheduler"], replanned=self.replanned)
             if scaler.is_enabled() and self.state.get("scaler"):  # a run resumed in fp16 after fp16
                 scaler.load_state_dict(self.state["scaler"])
             rng = self.state["rng"]

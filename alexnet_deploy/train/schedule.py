@@ -66,12 +66,14 @@ class LrSchedule:
     def state_dict(self) -> dict:
         return self.scheduler.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the position, after the optimizer's state. A per-step schedule then
-        sets the lr of that position on this plan: the optimizer holds the saved plan's
-        last lr, which is 0 at the end of a finished run that ``--epochs`` extends."""
+    def load_state_dict(self, state: dict, replanned: bool = False) -> None:
+        """Restore the position, after the optimizer's state. When the run was
+        ``replanned`` (``--epochs`` extends it), a per-step schedule then sets the lr of
+        that position on the new plan: the optimizer holds the saved plan's last lr, which
+        is 0 at the end of a finished run. A run resumed on its own plan keeps the saved
+        lr as it is, so it stays bit-for-bit the run that was not interrupted."""
         self.scheduler.load_state_dict(state)
-        if self._per_step is not None:
+        if self._per_step is not None and replanned:
             scheduler = self._per_step
             lrs = [
                 base * factor(scheduler.last_epoch)
