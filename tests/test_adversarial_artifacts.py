@@ -537,9 +537,11 @@ def test_a_quantized_model_that_fails_evaluation_never_replaces_the_good_one(art
     good = files.path("export") / "alexnet.int8.onnx"
     shutil.copy(artifacts["int8"], good)
     before = digest(good)
-    real_insert_qdq = build_module.insert_qdq
+    real_mixed_int8 = build_module.mixed_int8
     monkeypatch.setattr(
-        build_module, "insert_qdq", lambda model, amax: real_insert_qdq(model, dict.fromkeys(amax, float("nan")))
+        build_module,
+        "mixed_int8",
+        lambda model, amax, *args: real_mixed_int8(model, dict.fromkeys(amax, float("nan")), *args),
     )
     result = cli.invoke(app, [a.format_map(files) for a in build_args("--int8", "--calib-images", "16")])
     assert result.exit_code == 1 and "Traceback" not in result.output
