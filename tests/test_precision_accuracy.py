@@ -14,6 +14,10 @@ its own, different shared model (float kernels differ), and on it the worst imag
 cause is not pinned down here (that model's outliers, or onnxruntime's integer
 kernels on a CPU without VNNI are candidates), so the worst-image bound is 25%, and
 the typical image, which a model that forgets could not keep, carries the tight one.
+On another AMD EPYC (AVX-512 with VNNI and BF16, 2026-12-07) the shared model, trained
+there, moved its typical image by 3.15% in the onnxruntime layout (worst 9.58%), already
+at the commit these bounds were set on: that layout's typical bound is 5%, the TensorRT
+layout's stays 3%. A model that forgets moves its logits by tens of percent.
 The bounds leave room for another machine's rounding, not for a model that forgets:
 one point of top-1 is under three of the 269 images."""
 
@@ -35,7 +39,7 @@ from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
 GRAPHS = {
     "fp16": ("fp16", (0.005, 0.01)),
     "int8": ("int8", (0.03, 0.25)),
-    ORT_INT8: ("int8", (0.03, 0.25)),
+    ORT_INT8: ("int8", (0.05, 0.25)),
 }
 
 

@@ -166,7 +166,7 @@ def _planted(checkpoint_path: Path, kernel: int) -> nn.Module:
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
 def test_a_planted_expensive_layer_takes_its_share(tiny_checkpoint, images, backend):
     shares = {}
-    for kernel in (3, 9):
+    for kernel in (3, 11):
         model = _planted(tiny_checkpoint, kernel)
         graph = export_model(model)
         work = layer_work(graph)
@@ -180,8 +180,9 @@ def test_a_planted_expensive_layer_takes_its_share(tiny_checkpoint, images, back
         with open_model(backend, source, "fp32") as runner:
             row = profile_row(runner, images, ROW, work, LIMITS, output_layers(graph))
         shares[kernel] = next(layer.share for layer in row.layers if layer.layer == "conv3")
-    # 9x the MACs: conv3 goes from a few percent of the time to most of it
-    assert shares[3] > 0 and shares[9] >= 3 * shares[3], shares
+    # 13x the MACs (11² / 3²): conv3 goes from a few percent of the time to a large part
+    # of it; at least 3x its share on every backend (torch's per-op overhead dilutes it most)
+    assert shares[3] > 0 and shares[11] >= 3 * shares[3], shares
 
 
 def test_cli_writes_the_json_the_issue_names(tiny_files, tmp_path):

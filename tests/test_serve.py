@@ -336,7 +336,7 @@ def test_serve_precision_int8_serves_the_int8_graph(tiny_precisions, tmp_path, h
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        (("--precision", "fp16"), "--backend onnxruntime serves fp32, not fp16; serve fp16 with --backend tensorrt"),
+        (("--precision", "fp16"), "--precision fp16: no backend here serves fp16 (tensorrt: "),
         (
             ("--backend", "onnxruntime", "--precision", "int8"),
             "serves fp32, not int8; serve int8 with --backend tensorrt or openvino",

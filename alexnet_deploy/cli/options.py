@@ -80,10 +80,10 @@ class ReportFiles:
     ) -> None:
         from ..files import check_output_paths, check_png_path
 
+        check_output_paths(inputs or {}, {"--json": self.json, "--plot": self.plot, **self.extra}, folders)
         for option, path in {"--plot": self.plot, **self.extra}.items():
             if path is not None and option in ("--plot", "--filters"):
                 check_png_path(path, option)
-        check_output_paths(inputs or {}, {"--json": self.json, "--plot": self.plot, **self.extra}, folders)
 
     def write(self, report: object, draw: Callable[[Path], None] | None = None) -> None:
         """``report`` (a dict, or anything with ``to_dict``) as JSON, and the figure
