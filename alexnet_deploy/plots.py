@@ -78,6 +78,13 @@ def filter_grid(
     return Image.fromarray(canvas)
 
 
+def save_png(figure: Figure, path: Path, option: str = "--plot") -> None:
+    """A report's figure as the PNG ``option`` named, written atomically."""
+    check_png_path(Path(path), option)
+    with atomic_output(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+
+
 def save_filter_grid(weight: torch.Tensor, path: Path) -> Image.Image:
     """Write :func:`filter_grid` of ``weight`` to ``path`` as PNG; return the image."""
     check_png_path(Path(path), "--filters")
@@ -148,10 +155,8 @@ def loadtest_figure(report: LoadReport, title: str) -> Figure:
 
 
 def save_loadtest_figure(report: LoadReport, title: str, path: Path) -> None:
-    check_png_path(Path(path), "--plot")
     figure = loadtest_figure(report, title)
-    with atomic_output(Path(path)) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(figure, path)
 
 
 BENCH_FIGURE_INCHES = (8.0, 5.0)
@@ -195,10 +200,7 @@ def bench_figure(report: BenchReport) -> Figure:
 
 
 def save_bench_plot(report: BenchReport, path: Path) -> None:
-    check_png_path(Path(path), "--plot")
-    figure = bench_figure(report)
-    with atomic_output(Path(path)) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(bench_figure(report), path)
 
 
 def sensitivity_figure(report: SensitivityReport) -> Figure:
@@ -235,10 +237,7 @@ def sensitivity_figure(report: SensitivityReport) -> Figure:
 
 
 def save_sensitivity_plot(report: SensitivityReport, path: Path) -> None:
-    check_png_path(Path(path), "--plot")
-    figure = sensitivity_figure(report)
-    with atomic_output(Path(path)) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(sensitivity_figure(report), path)
 
 
 def profile_figure(report: ProfileReport) -> Figure:
@@ -283,7 +282,4 @@ def profile_figure(report: ProfileReport) -> Figure:
 
 
 def save_profile_plot(report: ProfileReport, path: Path) -> None:
-    check_png_path(Path(path), "--plot")
-    figure = profile_figure(report)
-    with atomic_output(Path(path)) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(profile_figure(report), path)

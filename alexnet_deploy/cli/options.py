@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from ..artifacts import Precision
-from ..choices import DeviceChoice, Protocol
+from ..choices import CalibrationMethod, DeviceChoice, Protocol
 from ..errors import DeployError
 
 Onnx = Annotated[
@@ -30,6 +30,23 @@ Engines = Annotated[
 Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="Checkpoint written by `train`.")]
 Device = Annotated[DeviceChoice, typer.Option("--device", help="auto: CUDA when torch sees a GPU, else CPU.")]
 EnginePrecision = Annotated[Precision, typer.Option("--precision", help="Which ONNX twin or engine to run.")]
+# The calibration options build and sensitivity share: where the images are, how many,
+# and how activation ranges are read from them.
+CalibrationDir = Annotated[
+    Path, typer.Option("--calibration", help="Calibration images (flat or one folder per class) and scale cache.")
+]
+CalibFromData = Annotated[
+    bool, typer.Option(help="Fill --calibration from the training data's held-out calibration split.")
+]
+CalibImages = Annotated[int | None, typer.Option(help="Calibration images to use (default: up to 500).")]
+CalibMethodOption = Annotated[
+    CalibrationMethod,
+    typer.Option(
+        "--calib-method",
+        help="Activation ranges: entropy (KL, as TensorRT's legacy calibrator), max or percentile.",
+    ),
+]
+Percentile = Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")]
 JsonReport = Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")]
 ServerProtocol = Annotated[Protocol, typer.Option("--protocol", help="How to talk to the Triton server.")]
 

@@ -22,10 +22,15 @@ from ..choices import (
 from ..export.config import MAX_OPSET, MIN_OPSET
 from .console import RichProgress, console, one_line_errors, table
 from .options import (
+    CalibFromData,
+    CalibImages,
+    CalibMethodOption,
+    CalibrationDir,
     Checkpoint,
     Engines,
     JsonReport,
     Onnx,
+    Percentile,
     ReportFiles,
     choice_list,
     parse_batches,
@@ -61,20 +66,11 @@ def build(
         bool, typer.Option("--int8", help="INT8 Q/DQ ONNX calibrated on the calibration set, and engine.")
     ] = False,
     onnx_path: Onnx = BuildConfig.onnx,
-    calibration: Annotated[
-        Path, typer.Option(help="Calibration images (flat or one folder per class) and scale cache.")
-    ] = BuildConfig.calibration_dir,
-    calib_from_data: Annotated[
-        bool, typer.Option(help="Fill --calibration from the training data's held-out calibration split.")
-    ] = False,
-    calib_images: Annotated[int | None, typer.Option(help="Calibration images to use (default: up to 500).")] = None,
-    calib_method: Annotated[
-        CalibrationMethod,
-        typer.Option(help="Activation ranges: entropy (KL, as TensorRT's legacy calibrator), max or percentile."),
-    ] = CalibrationMethod(BuildConfig.calib_method),
-    percentile: Annotated[
-        float, typer.Option(help="Percentile of |x| for --calib-method percentile.")
-    ] = BuildConfig.percentile,
+    calibration: CalibrationDir = BuildConfig.calibration_dir,
+    calib_from_data: CalibFromData = False,
+    calib_images: CalibImages = None,
+    calib_method: CalibMethodOption = CalibrationMethod(BuildConfig.calib_method),
+    percentile: Percentile = BuildConfig.percentile,
     recalibrate: Annotated[bool, typer.Option(help="Ignore the scale cache and calibrate again.")] = False,
     compare_methods: Annotated[
         bool,

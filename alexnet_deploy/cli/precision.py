@@ -3,7 +3,6 @@ most sensitive first, as a table, a PNG (--plot) and JSON (--json)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,25 +10,27 @@ import typer
 from ..build.config import BuildConfig
 from ..choices import CalibrationMethod, QdqLayout
 from .console import RichProgress, console, one_line_errors, table
-from .options import JsonReport, Onnx, PlotReport, ReportFiles
+from .options import (
+    CalibFromData,
+    CalibImages,
+    CalibMethodOption,
+    CalibrationDir,
+    JsonReport,
+    Onnx,
+    Percentile,
+    PlotReport,
+    ReportFiles,
+)
 
 
 @one_line_errors
 def sensitivity(
     onnx_path: Onnx = BuildConfig.onnx,
-    calibration: Annotated[
-        Path, typer.Option(help="Calibration images (flat or one folder per class) and scale cache, as for build.")
-    ] = BuildConfig.calibration_dir,
-    calib_from_data: Annotated[
-        bool, typer.Option(help="Fill --calibration from the training data's held-out calibration split.")
-    ] = False,
-    calib_images: Annotated[int | None, typer.Option(help="Calibration images to use (default: up to 500).")] = None,
-    calib_method: Annotated[
-        CalibrationMethod, typer.Option(help="Activation ranges, as for build.")
-    ] = CalibrationMethod(BuildConfig.calib_method),
-    percentile: Annotated[
-        float, typer.Option(help="Percentile of |x| for --calib-method percentile.")
-    ] = BuildConfig.percentile,
+    calibration: CalibrationDir = BuildConfig.calibration_dir,
+    calib_from_data: CalibFromData = False,
+    calib_images: CalibImages = None,
+    calib_method: CalibMethodOption = CalibrationMethod(BuildConfig.calib_method),
+    percentile: Percentile = BuildConfig.percentile,
     layout: Annotated[
         QdqLayout,
         typer.Option(help="tensorrt: alexnet.int8.onnx's Q/DQ; onnxruntime: alexnet.int8-ort.onnx's; both."),
