@@ -243,7 +243,7 @@ def save_sensitivity_plot(report: SensitivityReport, path: Path) -> None:
 def profile_figure(report: ProfileReport) -> Figure:
     """One panel of per-layer bars (ms per batch) for each row, and a roofline: every
     timed weighted layer at its arithmetic intensity and achieved rate, under the FP32
-    and INT8 roofs (the GEMM limits and the copy bandwidth measured in the same run,
+    and INT8 roofs (the fastest dense kernels and the copy bandwidth measured in the same run,
     the median over its rows)."""
     panels = len(report.rows) + 1
     columns = min(panels, 3)

@@ -1,21 +1,20 @@
-"""What this CPU can compute at most, to put bench's CPU rows in proportion: the rate
-of a large float32 GEMM (torch, 4096³), of a large int8 GEMM and of a large memory copy,
-each the median of interleaved rounds so load from other jobs hits all alike. The
-kernels live in the package (``alexnet_deploy.profile.limits``), where ``alexnet-deploy
-profile`` measures them in its own run. Two int8 GEMMs are timed,
-because they differ several-fold on a CPU with VNNI: torch's ``_int_mm`` (int8 × int8
-→ int32, oneDNN) and onnxruntime's ``MatMulInteger`` (uint8 × int8 → int32, MLAS);
-the faster is the INT8 limit.
+"""What this CPU can compute at most, to put bench's CPU rows in proportion: the
+fastest float32 and int8 dense kernels of the installed libraries (torch, onnxruntime,
+OpenVINO; GEMMs of ``--size``³ and a 3x3 convolution) and the bandwidth of a large
+memory copy, each the median of interleaved rounds so load from other jobs hits all
+alike. The kernels live in the package (``alexnet_deploy.profile.limits``, whose
+docstring says why there are several), where ``alexnet-deploy profile`` measures them
+in its own run.
 
 AlexNet is 1.44 GFLOP per image (2 × 0.72 GMAC, ``alexnet-deploy info``), nearly all
-of it in conv and fully connected layers, which are GEMMs: a row computing them
-directly in float32 cannot beat ``FP32 GEMM rate / 1.44`` img/s, one in int8 not
-``INT8 GEMM rate / 1.44``. A backend may compute less than the direct count (OpenVINO's
-CPU plugin runs 3x3 convolutions by Winograd where it pays, its ``WINOGRAD``
-capability), so a float32 row above 100% of its limit is arithmetic saved, not a
-broken clock. With ``--bench out.json`` (written by ``alexnet-deploy bench
---json``) each CPU row's share of its limit is printed beside it: bf16 rows are put
-against the FP32 limit (no bf16 GEMM is measured here), so they may exceed 100%.
+of it in conv and fully connected layers: a row computing them directly in float32
+cannot beat ``FP32 limit / 1.44`` img/s, one in int8 not ``INT8 limit / 1.44``. A
+backend may compute less than the direct count (OpenVINO's CPU plugin runs 3x3
+convolutions by Winograd where it pays, its ``WINOGRAD`` capability), so a float32 row
+above 100% of its limit is arithmetic saved, not a broken clock. With ``--bench
+out.json`` (written by ``alexnet-deploy bench --json``) each CPU row's share of its
+limit is printed beside it: bf16 rows are put against the FP32 limit (no bf16 kernel is
+measured here), so they may exceed 100%.
 
     python benchmarks/gemm_limits.py [--size 4096] [--rounds 5] [--bench out.json] [--json limits.json]
 """
@@ -24,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from alexnet_deploy.doctor import machine_description
-from alexnet_deploy.profile.limits import kernels
+from alexnet_deploy.profile.limits import measure_limits
 
 GFLOP_PER_IMAGE = 1.44
 INT8_PRECISIONS = ("int8", "int8-qdq")  # rows that compute in integers (int8-sim does not)
@@ -58,25 +56,21 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the limits (and shares) here")
     args = parser.parse_args()
 
-    timers = kernels(args.size)
-    rates: dict[str, list[float]] = {name: [] for name in timers}
-    for _ in range(args.rounds):
-        for name, run in timers.items():  # interleaved: a load spike hits all
-            rates[name].append(run())
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    fp32_rate = next(rate for name, rate in medians.items() if name.startswith("FP32"))
-    int8_rate = max(rate for name, rate in medians.items() if name.startswith("INT8"))
-    copy_rate = next(rate for name, rate in medians.items() if name.startswith("copy"))
+    limits = measure_limits(args.size, args.rounds)
+    rates = limits.rounds
+    fp32_rate, int8_rate = limits.fp32_gflops, limits.int8_gops
     machine = machine_description()
     print(f"{machine['cpu']}, {machine['cpu_cores']} cores, ISA: {', '.join(machine['cpu_precision_features'])}")
-    for name, rate in medians.items():
-        low, high = min(rates[name]), max(rates[name])
+    for name, values in rates.items():
+        rate, low, high = sorted(values)[len(values) // 2], min(values), max(values)
         print(
             f"{name}: {rate:.0f} G(FL)OP/s or GB/s, median of {args.rounds} (range {low:.0f}-{high:.0f})"
             + ("" if name.startswith("copy") else f", bound {rate / GFLOP_PER_IMAGE:.0f} img/s")
         )
-    report: dict = {"machine": machine, "size": args.size, "rounds": rates, "medians": medians}
-    report |= {"fp32_gflops": fp32_rate, "int8_gops": int8_rate, "copy_gbps": copy_rate}
+    print(
+        f"limits: FP32 {fp32_rate:.0f} GFLOP/s ({limits.fastest['fp32']}), INT8 {int8_rate:.0f} GOP/s ({limits.fastest['int8']})"
+    )
+    report: dict = {"machine": machine} | limits.to_dict()
     if args.bench is not None:
         shares = row_shares(json.loads(args.bench.read_text()), fp32_rate, int8_rate)
         print("\n| row | batch | img/s | limit | share of limit |\n|---|---|---|---|---|")

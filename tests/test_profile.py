@@ -231,3 +231,34 @@ def test_cli_bad_input_is_one_line(tiny_files, tmp_path):
     assert_one_line_error(invoke("profile", "--onnx", str(tmp_path / "none.onnx")), "not found")
     assert_one_line_error(invoke("profile", "--onnx", str(tiny_files.onnx), "--backends", "cuda"), "unknown backend")
     assert_one_line_error(invoke("profile", "--onnx", str(tiny_files.onnx), "--runs", "0"), "--runs")
+
+
+def test_each_limit_is_its_fastest_kernel_and_says_which(monkeypatch):
+    """A limit set by a slow library is no limit (OpenVINO's conv layers once ran at 150%
+    of torch's and onnxruntime's int8 GEMMs): each limit is the fastest of its kernels'
+    medians, named in the report."""
+    from alexnet_deploy.profile import limits as limits_module
+
+    rates = {
+        "FP32 GEMM (slow)": iter([100.0, 110.0, 90.0]),
+        "FP32 conv (fast)": iter([500.0, 480.0, 520.0]),
+        "INT8 GEMM (slow)": iter([1300.0, 1200.0, 1250.0]),
+        "INT8 conv (fast)": iter([1900.0, 2000.0, 1800.0]),
+        "copy": iter([30.0, 31.0, 29.0]),
+    }
+    monkeypatch.setattr(limits_module, "kernels", lambda size: {name: it.__next__ for name, it in rates.items()})
+    limits = limits_module.measure_limits(size=64, rounds=3)
+    assert (limits.fp32_gflops, limits.int8_gops, limits.copy_gbps) == (500.0, 1900.0, 30.0)
+    assert limits.fastest == {"fp32": "FP32 conv (fast)", "int8": "INT8 conv (fast)"}
+    assert limits.to_dict()["fastest"] == limits.fastest
+
+
+def test_openvino_kernels_time_the_kernel_they_name():
+    """Each of OpenVINO's four kernels compiles at a small size and reports a finite
+    positive rate from its PERF_COUNT node time (a node type that matched nothing
+    would divide by zero)."""
+    pytest.importorskip("openvino")
+    from alexnet_deploy.profile.limits import openvino_kernel
+
+    rates = {(kind, integer): openvino_kernel(kind, integer, 256)() for kind in ("gemm", "conv") for integer in (0, 1)}
+    assert all(math.isfinite(rate) and rate > 0 for rate in rates.values()), rates

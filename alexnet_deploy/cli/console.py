@@ -218,7 +218,11 @@ def _percent(value: float | None) -> str | None:
 
 def profile_table(row: ProfileRow) -> tuple[str, tuple[str, ...], list[tuple]]:
     """One profile row as a title, columns and rows for :func:`table`."""
-    limit = f"share of the {row.limit} GEMM limit" if row.limit else "no limit measured for this device"
+    limit = (
+        f"share of the {row.limit} limit (the fastest dense kernel measured)"
+        if row.limit
+        else "no limit measured for this device"
+    )
     title = (
         f"{row.backend} {row.precision}, batch {row.batch} ({row.device}): layers sum to {row.profiled_ms:.2f} ms "
         f"= {row.coverage:.0%} of {row.end_to_end_ms:.2f} ms end to end; {limit}"

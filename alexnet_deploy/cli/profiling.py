@@ -37,7 +37,7 @@ def profile(
         int, typer.Option(help="Unprofiled end-to-end calls per row, split around the profiled run.")
     ] = ProfileConfig.iterations,
     limit_size: Annotated[
-        int, typer.Option(help="Size of the GEMMs that measure the FP32 and INT8 limits.")
+        int, typer.Option(help="Size of the GEMMs (size³) among the kernels that measure the FP32 and INT8 limits.")
     ] = ProfileConfig.limit_size,
     limit_rounds: Annotated[int, typer.Option(help="Interleaved rounds of the limits.")] = ProfileConfig.limit_rounds,
     onnx: Onnx = ProfileConfig.onnx,
@@ -75,9 +75,12 @@ def profile(
         console.print(table(title, columns, rows))
         if row.limits:
             limits = row.limits
+            fastest = limits.get("fastest", {})
             console.print(
-                f"limits measured before this row: FP32 GEMM {limits['fp32_gflops']:.0f} GFLOP/s, "
-                f"INT8 GEMM {limits['int8_gops']:.0f} GOP/s, copy {limits['copy_gbps']:.1f} GB/s (read + write)",
+                f"limits measured before this row: FP32 {limits['fp32_gflops']:.0f} GFLOP/s "
+                f"({fastest.get('fp32', '?')}), INT8 {limits['int8_gops']:.0f} GOP/s ({fastest.get('int8', '?')}), "
+                f"copy {limits['copy_gbps']:.1f} GB/s (read + write)",
+                markup=False,
                 soft_wrap=True,
             )
         console.print(f"profiler: {row.profiler}; it leaves out {row.left_out}", markup=False, soft_wrap=True)

@@ -7,7 +7,7 @@ out_W x in_C/groups x kH x kW; fc: in x out; none for LRN and pooling), paramete
 and the input and output activations. At batch N a layer moves ``parameters x weight
 bytes + N x (input + output) x activation bytes`` at least once, and does ``2 x MACs x
 N`` operations: their ratio is its arithmetic intensity. Below the machine's ridge
-point (peak GEMM rate / copy bandwidth) the layer is memory-bound, above it
+point (peak kernel rate / copy bandwidth) the layer is memory-bound, above it
 compute-bound (Williams, Waterman, Patterson, "Roofline", CACM 2009).
 """
 

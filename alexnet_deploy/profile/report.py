@@ -29,7 +29,7 @@ class LayerProfile:
     ops: list[OpRecord]
     macs: int = 0
     gmacs_per_s: float | None = None
-    limit_share: float | None = None  # of the FP32 or INT8 GEMM limit measured in the run
+    limit_share: float | None = None  # of the FP32 or INT8 limit (fastest dense kernel) measured in the run
     intensity: float | None = None  # operations per byte moved
     bound: str | None = None  # "memory" or "compute" (roofline), None for non-layers
     gbps: float | None = None
