@@ -163,6 +163,7 @@ def openvino_kernel(kind: str, integer: bool, size: int) -> Callable[[], float]:
     (LATENCY hint, f32 where not integer), its rate from PERF_COUNT's node time."""
     import openvino
 
+    weight: tuple[int, ...]
     if kind == "gemm":
         shape, weight, axis, attributes = [size, size], (size, size), 1, {}
         op, macs = "MatMul", size**3
