@@ -12,7 +12,11 @@ agreement and max |Δ logits| against onnxruntime FP32 (the project's reference)
 held-out val images. Share of the limit: img/s x 2 x MACs per image / the INT8 GEMM rate
 (``profile.limits``), measured once in every round so that it meets the same load.
 
-    python benchmarks/nncf_peer.py --onnx export/alexnet.onnx [--batch 128] [--rounds 6] [--json out.json]
+With ``--nodes`` both compiled models are also profiled (OpenVINO PERF_COUNT, the median
+of ``--rounds`` calls) and their executed nodes printed side by side: kernel and time of
+each, in execution order, which shows where the two differ or that they do not.
+
+    python benchmarks/nncf_peer.py --onnx export/alexnet.onnx [--batch 128] [--rounds 6] [--nodes] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from alexnet_deploy.data.preprocessing import held_out_images
 from alexnet_deploy.doctor import machine_description
-from alexnet_deploy.graph import load_verified, to_standard_lrn
+from alexnet_deploy.graph import load_model, load_verified, to_standard_lrn
 from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.metrics import parity
 from alexnet_deploy.profile.layers import layer_work
@@ -72,6 +76,34 @@ def infer_with(compiled) -> object:
     return run
 
 
+def node_times(model, images: np.ndarray, calls: int) -> list[tuple[str, str, float]]:
+    """(node type, kernel, median ms) of each executed node of ``model`` compiled as
+    ours is, PERF_COUNT on, over ``calls`` calls after a warm-up."""
+    import openvino
+
+    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS["int8"]}
+    request = openvino.Core().compile_model(model, "CPU", config | {"PERF_COUNT": True}).create_infer_request()
+    request.infer({0: images})
+    times: dict[tuple[int, str, str], list[float]] = {}
+    for _ in range(calls):
+        request.infer({0: images})
+        executed = (info for info in request.get_profiling_info() if str(info.status).endswith("EXECUTED"))
+        for index, info in enumerate(executed):
+            key = (index, info.node_type, info.exec_type)
+            times.setdefault(key, []).append(info.real_time.total_seconds() * 1e3)
+    return [(kind, kernel, statistics.median(values)) for (_, kind, kernel), values in times.items()]
+
+
+def print_nodes(ours: list[tuple[str, str, float]], theirs: list[tuple[str, str, float]]) -> None:
+    print("| ours: node | kernel | ms | NNCF: node | kernel | ms |\n|---|---|---|---|---|---|")
+    blank = ("", "", float("nan"))
+    for index in range(max(len(ours), len(theirs))):
+        a = ours[index] if index < len(ours) else blank
+        b = theirs[index] if index < len(theirs) else blank
+        print(f"| {a[0]} | {a[1]} | {a[2]:.2f} | {b[0]} | {b[1]} | {b[2]:.2f} |")
+    print(f"| total | | {sum(t for *_, t in ours):.1f} | total | | {sum(t for *_, t in theirs):.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path, default=Path("export/alexnet.onnx"))
@@ -81,6 +113,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=500)
     parser.add_argument("--val", type=int, default=512)
     parser.add_argument("--limit-size", type=int, default=2048)
+    parser.add_argument("--nodes", action="store_true", help="also print both models' profiled nodes side by side")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -91,7 +124,8 @@ def main() -> None:
     val, labels = held_out_images(*source, "val", args.val, meta.classes, meta.class_ids)
     files = registry.ModelFiles(args.onnx, args.onnx.parent / "engines")
     ours = registry.open_runner("openvino", "int8", files).load()
-    theirs = infer_with(compile_openvino(nncf_int8(fp32, calibration, args.batch)))
+    nncf_model = nncf_int8(fp32, calibration, args.batch)
+    theirs = infer_with(compile_openvino(nncf_model))
     with registry.reference_runner(fp32) as reference_runner:
         reference = reference_runner.infer_all(val)
     fidelity = {}
@@ -138,7 +172,18 @@ def main() -> None:
         "fidelity": fidelity,
         "notes": ours.notes,
     }
-    print(json.dumps({k: v for k, v in report.items() if k not in ("machine", "ips")}, indent=1))
+    if args.nodes:
+        with tempfile.TemporaryDirectory() as folder:  # our file as the runner compiles it (runners/openvino.py)
+            path = Path(folder) / "ours.onnx"
+            shipped = registry.BACKENDS["openvino"].artifact(files, "int8").path
+            onnx.save(to_standard_lrn(load_model(shipped, require_plugin=False)), str(path))
+            import openvino
+
+            nodes = {"ours": node_times(openvino.convert_model(str(path)), batch, args.rounds)}
+        nodes["nncf"] = node_times(nncf_model, batch, args.rounds)
+        print_nodes(nodes["ours"], nodes["nncf"])
+        report["nodes"] = nodes
+    print(json.dumps({k: v for k, v in report.items() if k not in ("machine", "ips", "nodes")}, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
 

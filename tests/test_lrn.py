@@ -138,3 +138,58 @@ def test_variants_match_onnx_spec_onnxruntime_and_pytorch(activations, name, mag
     np.testing.assert_allclose(ours, onnxruntime_lrn(x, p), rtol=1e-5, atol=1e-6)
     theirs = F.local_response_norm(torch.from_numpy(x), p.size, p.alpha, p.beta, p.bias).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def _window_sum_lrn(x: np.ndarray, p: LRNParams, edit=None, sum_by: str = "matmul") -> np.ndarray:
+    """``graph.lrn_as_window_sum`` of a one-LRN graph, run by onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from alexnet_deploy.graph import lrn_as_window_sum
+
+    node = helper.make_node("LRN", ["x"], ["y"], name="norm1", size=p.size, alpha=p.alpha, beta=p.beta, bias=p.bias)
+    graph = helper.make_graph(
+        [node],
+        "lrn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+    )
+    model = lrn_as_window_sum(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), sum_by)
+    assert [n.op_type for n in model.graph.node].count("LRN") == 0
+    assert all(n.name.startswith("norm1/") for n in model.graph.node)  # a profile counts them with norm1
+    if edit is not None:
+        edit(model)
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("sum_by", ["matmul", "conv"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("size", [2, 4, 5])  # even sizes: the window leans forward (ONNX)
+def test_the_window_sum_is_the_onnx_lrn(activations, name, size, sum_by):
+    p = VARIANTS[name]
+    p = LRNParams(size=size, alpha=p.alpha, beta=p.beta, bias=p.bias)
+    ours = _window_sum_lrn(activations, p, sum_by=sum_by)
+    np.testing.assert_allclose(ours, lrn_reference(activations, p), rtol=1e-5, atol=1e-6)
+    if size % 2:
+        np.testing.assert_allclose(ours, onnxruntime_lrn(activations, p), rtol=1e-5)
+
+
+def test_the_window_sum_of_another_beta_uses_a_power(activations):
+    p = LRNParams(size=5, alpha=1e-3, beta=0.6, bias=1.5)
+    np.testing.assert_allclose(_window_sum_lrn(activations, p), lrn_reference(activations, p), rtol=1e-5, atol=1e-6)
+
+
+def test_a_window_one_channel_off_is_caught(activations):
+    """The planted fault: the band shifted by one channel (the window centred on the
+    neighbour) — the same shapes and sparsity, another function."""
+    from onnx import numpy_helper
+
+    def shift(model):
+        window = next(t for t in model.graph.initializer if t.name == "norm1/window")
+        window.CopyFrom(numpy_helper.from_array(np.roll(numpy_helper.to_array(window), 1, axis=1), window.name))
+
+    p = LRNParams(size=5, alpha=1e-3)
+    assert np.abs(_window_sum_lrn(activations, p, shift) - lrn_reference(activations, p)).max() > 1e-3

@@ -83,7 +83,11 @@ def layer_profiles(
     share of them and its roofline verdict."""
     grouped: dict[str, list[OpTime]] = {name: [] for name in (*LAYERS, CONVERSIONS, UNMAPPED)}
     for op in ops:
-        layer = CONVERSIONS if is_conversion(op.type) else layer_of(op.name, aliases) or UNMAPPED
+        layer = CONVERSIONS if is_conversion(op.type) else layer_of(op.name, aliases)
+        if layer is None:
+            # a Q/DQ named after none of our nodes is one the backend's optimiser made
+            # (onnxruntime's transpose optimiser moves them across its layout Transposes)
+            layer = CONVERSIONS if op.type in ("QuantizeLinear", "DequantizeLinear") else UNMAPPED
         grouped[layer].append(op)
     by_layer = {w.layer: w for w in work}
     element_bytes = BYTES.get(precision, 4)

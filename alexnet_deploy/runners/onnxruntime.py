@@ -1,6 +1,12 @@
 """onnxruntime backend. For graphs with our LRN plugin node it runs the standard-op
 twin (``graph.to_standard_lrn``): onnxruntime's own LRN kernel is then an independent
-implementation against which the plugin is judged. FP32 on CPU is the reference."""
+implementation against which the plugin is judged. FP32 on CPU is the reference.
+
+``lrn="window-sum"`` runs each LRN as ops instead (``graph.lrn_as_window_sum``: squares,
+a banded MatMul over the channels, square roots, a division): the registry opens the
+INT8 row so, because onnxruntime's LRN kernel took 75% of that row's time and the row
+runs 2.8x faster without it (docs/bench.md, issue 28). The reference keeps the kernel:
+it is the independent implementation the plugin is judged against."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import numpy as np
 import onnx
 
 from ..errors import BackendUnavailable
-from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, to_standard_lrn
+from ..graph import INPUT_NAME, OUTPUT_NAME, load_model, lrn_as_window_sum, to_standard_lrn
 from ..inference import OpTime, Runner, median_per_call
 
 if TYPE_CHECKING:
@@ -24,6 +30,9 @@ def available_providers() -> list[str]:
     import onnxruntime
 
     return onnxruntime.get_available_providers()
+
+
+LRN_FORMULATIONS = ("kernel", "window-sum")  # onnxruntime's LRN op, or graph.lrn_as_window_sum
 
 
 class OnnxRuntimeRunner(Runner):
@@ -39,11 +48,17 @@ class OnnxRuntimeRunner(Runner):
         precision: str = "fp32",
         device: str = "cpu",
         threads: int | None = None,
+        lrn: str = "kernel",
     ) -> None:
         super().__init__(precision, device)
+        if lrn not in LRN_FORMULATIONS:
+            raise ValueError(f"lrn must be one of {', '.join(LRN_FORMULATIONS)}, got {lrn!r}")
         self.model = model
         self.threads = threads
+        self.lrn = lrn
         self.session: onnxruntime.InferenceSession | None = None
+        if lrn == "window-sum":
+            self.notes.append("LRN as a banded channel-window MatMul, not onnxruntime's LRN kernel")
 
     def _load(self) -> None:
         self.session = self._session()
@@ -61,11 +76,10 @@ class OnnxRuntimeRunner(Runner):
         if profile_prefix is not None:
             options.enable_profiling = True
             options.profile_file_prefix = profile_prefix
-        return onnxruntime.InferenceSession(
-            to_standard_lrn(model, half_precision=self.precision == "fp16").SerializeToString(),
-            options,
-            providers=[provider],
-        )
+        twin = to_standard_lrn(model, half_precision=self.precision == "fp16")
+        if self.lrn == "window-sum":
+            twin = lrn_as_window_sum(twin)
+        return onnxruntime.InferenceSession(twin.SerializeToString(), options, providers=[provider])
 
     def run_bare(self, images: np.ndarray) -> object:
         """One ``session.run`` and nothing else: the baseline that bench's harness check

@@ -139,7 +139,8 @@ def _runs_as(precision: str) -> str:
 def _open_onnxruntime(source, precision: str, options: RunOptions) -> Runner:
     from .onnxruntime import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(source, _runs_as(precision), options.device)
+    lrn = "window-sum" if precision == Precision.INT8.value else "kernel"  # why: runners/onnxruntime.py
+    return OnnxRuntimeRunner(source, _runs_as(precision), options.device, lrn=lrn)
 
 
 def _open_openvino(source, precision: str, options: RunOptions) -> Runner:
