@@ -262,3 +262,32 @@ def test_openvino_kernels_time_the_kernel_they_name():
 
     rates = {(kind, integer): openvino_kernel(kind, integer, 256)() for kind in ("gemm", "conv") for integer in (0, 1)}
     assert all(math.isfinite(rate) and rate > 0 for rate in rates.values()), rates
+
+
+@pytest.fixture(scope="module")
+def full_size_graph() -> onnx.ModelProto:
+    """The paper's full-width AlexNet (untrained: timing needs its shapes, not its
+    weights), exported as the pipeline exports it."""
+    import torch
+
+    torch.manual_seed(0)
+    return export_model(AlexNet(AlexNetConfig(num_classes=10)).eval())
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_full_size_layer_times_add_up_within_the_issues_bound(full_size_graph, backend):
+    """At full width the layers carry the time, so the issue's 80-120% applies (the
+    main job's model measured 95-114% on every row, docs/bench.md). Up to three tries,
+    the one closest to 1 judged, as for the tiny model."""
+    images = np.random.default_rng(0).standard_normal((16, 3, 227, 227)).astype(np.float32)
+    work = layer_work(full_size_graph)
+    tries = []
+    for _ in range(3):
+        with open_model(backend, name_nodes(full_size_graph), "fp32") as runner:
+            row = profile_row(runner, images, ROW, work, LIMITS, output_layers(full_size_graph))
+        assert {layer.layer for layer in row.layers if layer.ms > 0} >= set(WEIGHTED)
+        tries.append(row.coverage)
+        if 0.8 <= row.coverage <= 1.2:
+            break
+    best = min(tries, key=lambda c: abs(math.log(c)))
+    assert 0.8 <= best <= 1.2, f"{backend}: layers / end to end in each try {tries}"
