@@ -99,3 +99,26 @@ def test_the_default_backend_is_the_fastest_that_has_the_file(tmp_path, monkeypa
     (tmp_path / "m.fp32.plan").write_bytes(b"")
     monkeypatch.setitem(BACKENDS, "tensorrt", replace(BACKENDS["tensorrt"], unavailable_reason=lambda: None))
     assert registry.fastest_backend("fp32", files) == "tensorrt"
+
+
+def test_onnxruntime_runs_the_window_sum_lrn_only_in_its_int8_speed_row(tiny_precisions):
+    """The INT8 row runs its LRN as a banded MatMul (2.8x faster, docs/bench.md) and
+    gives the kernel's answers, float rounding apart; the reference and the TensorRT
+    graph's simulated parity row keep onnxruntime's LRN kernel, the independent
+    implementation the plugin is judged against."""
+    import numpy as np
+
+    from alexnet_deploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    fp32, _ = tiny_precisions
+    files = ModelFiles(fp32, fp32.parent / "engines")
+    images = np.random.default_rng(0).standard_normal((4, 3, 227, 227)).astype(np.float32)
+    with registry.open_runner("onnxruntime", "int8", files) as fast:
+        assert fast.lrn == "window-sum" and any("MatMul" in note for note in fast.notes)
+        fast_logits = fast.infer(images)
+    with OnnxRuntimeRunner(fast.model, "int8") as kernel:
+        kernel_logits = kernel.infer(images)
+    assert (fast_logits.argmax(1) == kernel_logits.argmax(1)).all()
+    assert np.abs(fast_logits - kernel_logits).max() <= 0.05 * np.abs(kernel_logits).max()
+    assert registry.open_runner("onnxruntime", "int8-sim", files).lrn == "kernel"
+    assert registry.reference_runner(fp32).lrn == "kernel"
