@@ -44,13 +44,13 @@ from alexnet_deploy.profile.layers import layer_work
 from alexnet_deploy.profile.limits import measure_limits
 from alexnet_deploy.runners import registry
 from alexnet_deploy.runners.openvino import INFERENCE_PRECISIONS, PERFORMANCE_HINT
+from alexnet_deploy.runners.openvino_core import openvino_core
 
 
 def compile_openvino(model) -> object:
-    import openvino
 
     config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS["int8"]}
-    return openvino.Core().compile_model(model, "CPU", config)
+    return openvino_core().compile_model(model, "CPU", config)
 
 
 def nncf_int8(fp32: onnx.ModelProto, calibration: np.ndarray, batch: int) -> object:
@@ -79,10 +79,9 @@ def infer_with(compiled) -> object:
 def node_times(model, images: np.ndarray, calls: int) -> list[tuple[str, str, float]]:
     """(node type, kernel, median ms) of each executed node of ``model`` compiled as
     ours is, PERF_COUNT on, over ``calls`` calls after a warm-up."""
-    import openvino
 
     config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS["int8"]}
-    request = openvino.Core().compile_model(model, "CPU", config | {"PERF_COUNT": True}).create_infer_request()
+    request = openvino_core().compile_model(model, "CPU", config | {"PERF_COUNT": True}).create_infer_request()
     request.infer({0: images})
     times: dict[tuple[int, str, str], list[float]] = {}
     for _ in range(calls):

@@ -58,6 +58,7 @@ from alexnet_deploy.metadata import export_metadata
 from alexnet_deploy.metrics import parity
 from alexnet_deploy.runners import registry
 from alexnet_deploy.runners.openvino import INFERENCE_PRECISIONS, PERFORMANCE_HINT, cpu_capabilities
+from alexnet_deploy.runners.openvino_core import openvino_core
 
 Infer = Callable[[np.ndarray], np.ndarray]
 
@@ -225,7 +226,7 @@ def compile_infer(model: onnx.ModelProto, **settings) -> Infer:
         onnx.save(model, str(path))
         converted = openvino.convert_model(str(path))
     config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS["int8"]}
-    compiled = openvino.Core().compile_model(converted, "CPU", config | settings)
+    compiled = openvino_core().compile_model(converted, "CPU", config | settings)
     if settings.get("PERFORMANCE_HINT") == "THROUGHPUT":
         return _split_across_requests(compiled, int(settings.get("NUM_STREAMS", 2)))
     request = compiled.create_infer_request()

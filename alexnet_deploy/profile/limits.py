@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..runners.openvino_core import openvino_core
+
 COPY_BYTES = 256 * 2**20
 
 
@@ -162,8 +164,6 @@ def openvino_kernel(kind: str, integer: bool, size: int) -> Callable[[], float]:
     """A timer of OpenVINO's own kernel for one dense layer (a ``size``³ GEMM or a 3x3
     convolution of ``CONV_SHAPE``), compiled as ``runners/openvino.py`` compiles ours
     (LATENCY hint, f32 where not integer), its rate from PERF_COUNT's node time."""
-    import openvino
-
     weight: tuple[int, ...]
     if kind == "gemm":
         shape, weight, axis, attributes = [size, size], (size, size), 1, {}
@@ -175,9 +175,9 @@ def openvino_kernel(kind: str, integer: bool, size: int) -> Callable[[], float]:
     nodes, initializers = (
         _int8_weighted(op, weight, axis, **attributes) if integer else _float_weighted(op, weight, **attributes)
     )
-    model = openvino.Core().read_model(_openvino_graph(nodes, initializers, shape).SerializeToString(), b"")
+    model = openvino_core().read_model(_openvino_graph(nodes, initializers, shape).SerializeToString(), b"")
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
-    request = openvino.Core().compile_model(model, "CPU", config).create_infer_request()
+    request = openvino_core().compile_model(model, "CPU", config).create_infer_request()
     feed = {0: np.abs(np.random.default_rng(1).standard_normal(shape)).astype(np.float32)}
     compute_types = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul")
 

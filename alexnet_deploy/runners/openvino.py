@@ -35,6 +35,7 @@ import onnx
 from ..errors import BackendUnavailable
 from ..graph import load_model, to_standard_lrn
 from ..inference import OpTime, Runner, median_per_call
+from .openvino_core import openvino_core
 
 PERFORMANCE_HINT = "LATENCY"
 # the layer types whose precision says whether the row is what it claims to be
@@ -53,9 +54,7 @@ def openvino_unavailable_reason() -> str | None:
 
 def cpu_capabilities() -> tuple[str, ...]:
     """OpenVINO's own view of what the CPU computes natively (FP32, BF16, INT8, ...)."""
-    import openvino
-
-    return tuple(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return tuple(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 class OpenVinoRunner(Runner):
@@ -96,7 +95,7 @@ class OpenVinoRunner(Runner):
         }
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        return openvino.Core().compile_model(converted, "CPU", config)
+        return openvino_core().compile_model(converted, "CPU", config)
 
     def profile(self, images: np.ndarray, runs: int) -> list[OpTime]:
         """PERF_COUNT on a second compile of the same graph: each executed node's real
