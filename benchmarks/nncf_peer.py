@@ -63,7 +63,8 @@ def nncf_int8(fp32: onnx.ModelProto, calibration: np.ndarray, batch: int) -> obj
         onnx.save(to_standard_lrn(fp32), str(path))
         model = openvino.convert_model(str(path))
     chunks = [calibration[i : i + batch] for i in range(0, len(calibration), batch)]
-    return nncf.quantize(model, nncf.Dataset(chunks), subset_size=len(calibration))
+    # subset_size counts the dataset's items, here batches, not images: every batch is used
+    return nncf.quantize(model, nncf.Dataset(chunks), subset_size=len(chunks))
 
 
 def infer_with(compiled) -> object:
