@@ -15,6 +15,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -231,3 +232,12 @@ def test_the_signal_stack_check_catches_a_core_per_compile():
     if done.returncode == 0:
         pytest.skip(f"OpenVINO {openvino.__version__} no longer leaves the signal stack unmapped")
     assert done.returncode == -signal.SIGSEGV, done.stderr[-2000:]
+
+
+def test_only_openvino_core_makes_a_core():
+    """The cure above holds only while nothing else makes a Core: every ``openvino.Core()``
+    in the package and the benchmarks is the one in runners/openvino_core.py."""
+    root = Path(__file__).resolve().parents[1]
+    sources = [*root.glob("alexnet_deploy/**/*.py"), *root.glob("benchmarks/*.py")]
+    makers = sorted(str(path.relative_to(root)) for path in sources if "openvino.Core()" in path.read_text())
+    assert makers == ["alexnet_deploy/runners/openvino_core.py"]
