@@ -17,7 +17,6 @@ plus the bytes written, which is how a layer's traffic is counted against it (``
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -221,10 +220,6 @@ def measure_limits(size: int = 2048, rounds: int = 3) -> Limits:
     for _ in range(rounds):
         for name, run in timers.items():  # interleaved: a load spike hits all
             measured[name].append(run())
-    # OpenVINO's compiled kernels and their infer requests (with their thread pools) are
-    # released here, in the measuring call, not whenever a later collection finds them
-    del timers
-    gc.collect()
     medians = {name: statistics.median(values) for name, values in measured.items()}
     fastest = {
         kind: max((name for name in medians if name.startswith(kind.upper())), key=medians.__getitem__)
